@@ -1,0 +1,1 @@
+//! Shared fixtures for the mqttx benchmarks; the benches themselves live in `benches/benches/`.

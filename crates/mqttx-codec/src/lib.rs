@@ -1,0 +1,2 @@
+//! mqttx-codec: the MQTT wire codec (work in progress).
+#![no_std]
