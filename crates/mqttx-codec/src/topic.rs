@@ -1,0 +1,70 @@
+//! Minimal topic checks the codec needs for encoding (MQTT 5.0 §4.7).
+//!
+//! The full topic model (levels, matching, shared subscriptions) lives in `mqttx-router`.
+//! The decoder checks only what makes a packet malformed; whether a Topic Filter is
+//! acceptable is the receiver's decision, answered per filter in SUBACK (0x8F).
+
+/// Checks that a Topic Name has no wildcard characters (`[MQTT-3.3.2-2]`).
+pub fn validate_topic_name_chars(topic: &str) -> Result<(), &'static str> {
+    if topic.bytes().any(|b| b == b'+' || b == b'#') {
+        return Err("[MQTT-3.3.2-2] wildcard in topic name");
+    }
+    Ok(())
+}
+
+/// Checks a Topic Filter's structure (MQTT 5.0 §4.7.1).
+///
+/// ```
+/// use mqttx_codec::topic::validate_topic_filter;
+/// assert!(validate_topic_filter("sport/+/player1/#").is_ok());
+/// assert!(validate_topic_filter("sport/tennis#").is_err());
+/// assert!(validate_topic_filter("").is_err());
+/// ```
+pub fn validate_topic_filter(filter: &str) -> Result<(), &'static str> {
+    // [MQTT-4.7.3-1] All Topic Names and Topic Filters MUST be at least one character long.
+    if filter.is_empty() {
+        return Err("[MQTT-4.7.3-1] empty topic filter");
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') {
+            // [MQTT-4.7.1-1] The multi-level wildcard character MUST be specified either on its
+            // own or following a topic level separator. In either case it MUST be the last
+            // character specified in the Topic Filter.
+            if level != "#" || levels.peek().is_some() {
+                return Err("[MQTT-4.7.1-1] '#' must be a whole level and the last one");
+            }
+        } else if level.contains('+') && level != "+" {
+            // [MQTT-4.7.1-2] The single-level wildcard can be used at any level in the Topic
+            // Filter, including first and last levels. Where it is used, it MUST occupy an
+            // entire level of the filter.
+            return Err("[MQTT-4.7.1-2] '+' must occupy a whole level");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(filter: &str, ok: bool) {
+        assert_eq!(validate_topic_filter(filter).is_ok(), ok, "{filter:?}");
+    }
+
+    #[test]
+    fn filters_per_section_4_7_1() {
+        check("#", true); // [MQTT-4.7.1-1] alone
+        check("sport/#", true);
+        check("sport/tennis/#/ranking", false); // not last
+        check("sport/tennis#", false); // not a whole level
+        check("+", true); // [MQTT-4.7.1-2]
+        check("+/tennis/#", true);
+        check("sport+", false);
+        check("sport/+/player1", true);
+        check("/", true); // empty levels are allowed
+        check("a//b", true);
+        check("", false); // [MQTT-4.7.3-1]
+        check("$share/g/a/+", true);
+    }
+}
