@@ -1,0 +1,3 @@
+//! Criterion benchmarks for mqttx-router (placeholder, filled in below).
+
+fn main() {}
