@@ -115,3 +115,20 @@ pub fn decoder_stream(data: &[u8]) {
     assert_eq!(got, expected);
     assert_eq!(got_err, expected_err);
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// The fuzz bodies hold on random input, so `cargo test` exercises them too.
+        #[test]
+        fn fuzz_bodies_hold(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            super::decode_packet(&data);
+            super::roundtrip(&data);
+            super::decoder_stream(&data);
+        }
+    }
+}
