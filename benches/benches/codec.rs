@@ -20,6 +20,7 @@ use rumqttc::v5::mqttbytes::v5::Packet as RumqttV5;
 const MAX: usize = 1 << 20;
 
 /// A packet decoded by rumqttc, in the module matching the case's protocol version.
+#[allow(clippy::large_enum_variant)] // Bench-only; sizes are the peer's.
 enum Peer {
     V4(RumqttV4),
     V5(RumqttV5),
