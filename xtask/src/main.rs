@@ -35,11 +35,11 @@ fn main() -> ExitCode {
 
 /// The workspace root, found from this crate's manifest directory.
 fn root() -> PathBuf {
-    let manifest = env::var_os("CARGO_MANIFEST_DIR").map_or_else(
-        || PathBuf::from("xtask"),
-        PathBuf::from,
-    );
-    manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    let manifest =
+        env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from("xtask"), PathBuf::from);
+    manifest
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn cargo() -> Command {
@@ -50,7 +50,9 @@ fn cargo() -> Command {
 
 fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -60,7 +62,14 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     tidy::run(&root()).map_err(|problems| problems.join("\n"))?;
     run(cargo().args(["test", "--workspace"]))
 }
@@ -87,7 +96,9 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     while let Some(arg) = it.next() {
         if arg == "--secs" {
             let value = it.next().ok_or("--secs needs a number")?;
-            secs = value.parse().map_err(|_| format!("--secs: not a number: {value}"))?;
+            secs = value
+                .parse()
+                .map_err(|_| format!("--secs: not a number: {value}"))?;
         } else if only.is_none() {
             only = Some(arg.clone());
         } else {
@@ -101,9 +112,12 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         None => all,
     };
     let fuzz_dir = root().join("fuzz");
-    run(Command::new("cargo")
-        .current_dir(&fuzz_dir)
-        .args(["+nightly", "fuzz", "build", "--release"]))?;
+    run(Command::new("cargo").current_dir(&fuzz_dir).args([
+        "+nightly",
+        "fuzz",
+        "build",
+        "--release",
+    ]))?;
     for target in &targets {
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;

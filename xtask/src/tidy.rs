@@ -94,11 +94,17 @@ fn check_any_file(path: &Path, problems: &mut Vec<String>) {
         return;
     };
     if !text.starts_with("//!") {
-        problems.push(format!("{}: must start with a `//!` doc comment", path.display()));
+        problems.push(format!(
+            "{}: must start with a `//!` doc comment",
+            path.display()
+        ));
     }
     let needle = concat!("#[should", "_panic");
     if text.contains(needle) {
-        problems.push(format!("{}: assert the error instead of should_panic", path.display()));
+        problems.push(format!(
+            "{}: assert the error instead of should_panic",
+            path.display()
+        ));
     }
 }
 

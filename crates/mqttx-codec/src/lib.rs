@@ -128,17 +128,3 @@ pub use packet::{
 pub use properties::{Properties, PropertyId};
 pub use reason::ReasonCode;
 pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        std::eprintln!(
-            "Packet {} Publish {} Connect {} Properties {}",
-            core::mem::size_of::<crate::Packet<'_>>(),
-            core::mem::size_of::<crate::Publish<'_>>(),
-            core::mem::size_of::<crate::Connect<'_>>(),
-            core::mem::size_of::<crate::Properties<'_>>()
-        );
-    }
-}
