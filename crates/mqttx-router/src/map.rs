@@ -12,10 +12,10 @@ const MAX_FEW: usize = 16;
 /// At this many entries, a hash map goes back to a vector (hysteresis avoids flapping).
 const BACK_TO_FEW: usize = MAX_FEW / 2;
 
-/// A hasher for small integer keys the router assigns itself (node ids, level ids, subscriber ids).
+/// A fast hasher for the trie's maps: interned level ids, subscriber ids and level strings.
 ///
-/// A multiply-and-fold hash keyed with a per-map random seed taken from std's `RandomState`, so
-/// keys cannot be chosen to collide without knowing the seed. Strings never go through it.
+/// A multiply-and-fold hash (as in foldhash) keyed with a per-map random seed taken from std's
+/// `RandomState`, so keys cannot be chosen to collide without knowing the seed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FastState {
     seed: u64,
@@ -65,11 +65,24 @@ impl Hasher for FastHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
             let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
+            buf.copy_from_slice(chunk);
             self.mix(u64::from_le_bytes(buf));
         }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            self.mix(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
     }
 
     #[inline]
