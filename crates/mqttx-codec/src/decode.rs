@@ -8,7 +8,7 @@ use crate::packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PubResponse, Publish, SubAck, Subscribe, UnsubAck,
     Unsubscribe, Will,
 };
-use crate::properties::{PropCtx, Properties, decode_properties};
+use crate::properties::{PropCtx, Props, decode_properties};
 use crate::reason::ReasonCode;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{Reader, read_varint};
@@ -188,8 +188,8 @@ fn packet_id(r: &mut Reader<'_>) -> Result<PacketId, DecodeError> {
 }
 
 #[inline]
-fn no_properties<'a>() -> Properties<'a> {
-    Properties::new()
+fn no_properties<'a>() -> Props<'a> {
+    Props::new()
 }
 
 fn reason(r: &mut Reader<'_>, packet: PacketType) -> Result<ReasonCode, DecodeError> {

@@ -13,7 +13,7 @@ use crate::packet::{
     Unsubscribe,
 };
 use crate::properties::{
-    PropCtx, Properties, check_bin, check_str, properties_len, with_prefix, write_properties,
+    PropCtx, Props, check_bin, check_str, properties_len, with_prefix, write_properties,
 };
 use crate::reason::ReasonCode;
 use crate::topic;
@@ -190,7 +190,11 @@ fn plan(packet: &Packet<'_>, cx: &EncodeContext) -> Result<Plan, EncodeError> {
 
 /// Properties are MQTT 5.0 only: for 3.1.x, an empty set is required rather than silently
 /// dropping what the caller asked to send.
-fn props(p: &Properties<'_>, ctx: PropCtx, version: ProtocolVersion) -> Result<usize, EncodeError> {
+#[inline]
+fn props(p: &Props<'_>, ctx: PropCtx, version: ProtocolVersion) -> Result<usize, EncodeError> {
+    let Some(p) = p.as_option() else {
+        return Ok(0);
+    };
     if version.is_v5() {
         properties_len(p, ctx)
     } else if p.is_empty() {
@@ -277,7 +281,7 @@ fn connect_plan(p: &Connect<'_>) -> Result<Plan, EncodeError> {
 fn connack_plan(p: &ConnAck<'_>, v5: bool) -> Result<Plan, EncodeError> {
     if v5 {
         check_reason(p.reason_code, PacketType::ConnAck, ProtocolVersion::V5)?;
-        let props_len = properties_len(&p.properties, PropCtx::ConnAck)?;
+        let props_len = props(&p.properties, PropCtx::ConnAck, ProtocolVersion::V5)?;
         Ok(Plan {
             remaining: 2 + with_prefix(props_len),
             props: props_len,
@@ -492,7 +496,7 @@ fn auth_plan(p: &Auth<'_>, version: ProtocolVersion) -> Result<Plan, EncodeError
         });
     }
     check_reason(p.reason_code, PacketType::Auth, version)?;
-    let props_len = properties_len(&p.properties, PropCtx::Auth)?;
+    let props_len = props(&p.properties, PropCtx::Auth, version)?;
     let remaining = if p.reason_code == ReasonCode::SUCCESS && props_len == 0 {
         0
     } else {

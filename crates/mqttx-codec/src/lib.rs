@@ -125,6 +125,6 @@ pub use packet::{
     Auth, ConnAck, Connect, Disconnect, OwnedPacket, Packet, PubResponse, Publish, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Will,
 };
-pub use properties::{Properties, PropertyId};
+pub use properties::{Properties, PropertyId, Props};
 pub use reason::ReasonCode;
 pub use types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};

@@ -8,7 +8,7 @@
 use alloc::borrow::Cow;
 
 use crate::items::{Items, SubscribeFilter};
-use crate::properties::Properties;
+use crate::properties::Props;
 use crate::reason::ReasonCode;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 
@@ -23,7 +23,7 @@ pub struct Connect<'a> {
     /// Keep Alive in seconds; 0 turns the mechanism off.
     pub keep_alive: u16,
     /// CONNECT properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// Client Identifier; may be empty.
     pub client_id: Cow<'a, str>,
     /// The Will Message, if the Will Flag is set (boxed: it is rare and large).
@@ -41,7 +41,7 @@ impl<'a> Connect<'a> {
             protocol,
             clean_start: true,
             keep_alive: 60,
-            properties: Properties::new(),
+            properties: Props::new(),
             client_id: client_id.into(),
             will: None,
             username: None,
@@ -59,7 +59,7 @@ pub struct Will<'a> {
     /// Will Retain.
     pub retain: bool,
     /// Will Properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// Will Topic.
     pub topic: Cow<'a, str>,
     /// Will Payload.
@@ -78,7 +78,7 @@ pub struct ConnAck<'a> {
     /// Connect Reason Code.
     pub reason_code: ReasonCode,
     /// CONNACK properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
 }
 
 /// PUBLISH: an application message (MQTT 5.0 §3.3).
@@ -96,7 +96,7 @@ pub struct Publish<'a> {
     /// Packet Identifier: present exactly when QoS > 0.
     pub packet_id: Option<PacketId>,
     /// PUBLISH properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// Application payload.
     pub payload: Cow<'a, [u8]>,
 }
@@ -110,7 +110,7 @@ impl<'a> Publish<'a> {
             retain: false,
             topic: topic.into(),
             packet_id: None,
-            properties: Properties::new(),
+            properties: Props::new(),
             payload: payload.into(),
         }
     }
@@ -126,7 +126,7 @@ pub struct PubResponse<'a> {
     /// Reason code (MQTT 5.0; 0x00 Success for 3.1.x).
     pub reason_code: ReasonCode,
     /// Properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
 }
 
 impl PubResponse<'_> {
@@ -135,7 +135,7 @@ impl PubResponse<'_> {
         Self {
             packet_id,
             reason_code: ReasonCode::SUCCESS,
-            properties: Properties::new(),
+            properties: Props::new(),
         }
     }
 }
@@ -147,7 +147,7 @@ pub struct Subscribe<'a> {
     /// Packet Identifier.
     pub packet_id: PacketId,
     /// Properties (MQTT 5.0): Subscription Identifier and User Properties.
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// Topic Filters with their options; at least one.
     pub filters: Items<'a, SubscribeFilter>,
 }
@@ -159,7 +159,7 @@ pub struct SubAck<'a> {
     /// Packet Identifier of the SUBSCRIBE.
     pub packet_id: PacketId,
     /// Properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// One code per filter: 0x00–0x02 grant a QoS, 0x80 and above refuse.
     pub reason_codes: Items<'a, ReasonCode>,
 }
@@ -171,7 +171,7 @@ pub struct Unsubscribe<'a> {
     /// Packet Identifier.
     pub packet_id: PacketId,
     /// Properties (MQTT 5.0): User Properties.
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// Topic Filters; at least one.
     pub filters: Items<'a, alloc::string::String>,
 }
@@ -183,7 +183,7 @@ pub struct UnsubAck<'a> {
     /// Packet Identifier of the UNSUBSCRIBE.
     pub packet_id: PacketId,
     /// Properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
     /// One code per filter (MQTT 5.0 only).
     pub reason_codes: Items<'a, ReasonCode>,
 }
@@ -195,7 +195,7 @@ pub struct Disconnect<'a> {
     /// Disconnect Reason Code (MQTT 5.0).
     pub reason_code: ReasonCode,
     /// Properties (MQTT 5.0).
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
 }
 
 /// AUTH (MQTT 5.0 §3.15), for enhanced authentication.
@@ -205,7 +205,7 @@ pub struct Auth<'a> {
     /// Authenticate Reason Code: 0x00, 0x18 or 0x19.
     pub reason_code: ReasonCode,
     /// Properties: Authentication Method and Data, Reason String, User Properties.
-    pub properties: Properties<'a>,
+    pub properties: Props<'a>,
 }
 
 /// Any MQTT Control Packet. Variants follow the spec's packet-type values.

@@ -2,6 +2,9 @@
 //! validation, decoding and encoding.
 
 use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use core::fmt;
+use core::ops::{Deref, DerefMut};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::items::{Items, UserProperty};
@@ -323,7 +326,62 @@ impl Properties<'_> {
 
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        *self == Properties::new()
+        let Self {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && content_type.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && subscription_identifiers.is_empty()
+            && session_expiry_interval.is_none()
+            && assigned_client_identifier.is_none()
+            && server_keep_alive.is_none()
+            && authentication_method.is_none()
+            && authentication_data.is_none()
+            && request_problem_information.is_none()
+            && will_delay_interval.is_none()
+            && request_response_information.is_none()
+            && response_information.is_none()
+            && server_reference.is_none()
+            && reason_string.is_none()
+            && receive_maximum.is_none()
+            && topic_alias_maximum.is_none()
+            && topic_alias.is_none()
+            && maximum_qos.is_none()
+            && retain_available.is_none()
+            && user_properties.is_empty()
+            && maximum_packet_size.is_none()
+            && wildcard_subscription_available.is_none()
+            && subscription_identifier_available.is_none()
+            && shared_subscription_available.is_none()
     }
 
     /// Copies every borrowed value so the set no longer borrows the input.
@@ -366,6 +424,88 @@ impl Properties<'_> {
     }
 }
 
+/// The properties of a packet as the packet holds them: nothing at all when there are none
+/// (no allocation, and a small packet), or one boxed [`Properties`].
+///
+/// It dereferences to [`Properties`], so `publish.properties.content_type` reads as a field;
+/// assigning through it (`publish.properties.content_type = Some(..)`) allocates the box on
+/// first use.
+///
+/// ```
+/// use mqttx_codec::{Props, Publish};
+/// let mut publish = Publish::new("t", &b""[..]);
+/// assert!(publish.properties.is_empty());
+/// publish.properties.message_expiry_interval = Some(60);
+/// assert_eq!(publish.properties.message_expiry_interval, Some(60));
+/// assert_eq!(Props::new(), Props::from(mqttx_codec::Properties::new()));
+/// ```
+#[derive(Clone, Default)]
+pub struct Props<'a>(Option<Box<Properties<'a>>>);
+
+static EMPTY: Properties<'static> = Properties::new();
+
+impl<'a> Props<'a> {
+    /// No properties.
+    pub const fn new() -> Self {
+        Self(None)
+    }
+
+    /// Whether no property is set.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|p| p.is_empty())
+    }
+
+    /// Copies every borrowed value so the set no longer borrows the input.
+    pub fn into_owned(self) -> Props<'static> {
+        Props(self.0.map(|p| Box::new((*p).into_owned())))
+    }
+
+    /// The boxed set, if one was allocated.
+    pub fn as_option(&self) -> Option<&Properties<'a>> {
+        self.0.as_deref()
+    }
+}
+
+impl<'a> Deref for Props<'a> {
+    type Target = Properties<'a>;
+
+    #[inline]
+    fn deref(&self) -> &Properties<'a> {
+        match &self.0 {
+            Some(p) => p,
+            None => &EMPTY,
+        }
+    }
+}
+
+impl DerefMut for Props<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.get_or_insert_with(|| Box::new(Properties::new()))
+    }
+}
+
+impl<'a> From<Properties<'a>> for Props<'a> {
+    fn from(p: Properties<'a>) -> Self {
+        Self(Some(Box::new(p)))
+    }
+}
+
+impl PartialEq for Props<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Props<'_> {}
+
+impl fmt::Debug for Props<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A Byte property that must be 0 or 1 ("It is a Protocol Error to include … a value other
 /// than 0 or 1", MQTT 5.0 §3.1.2.11.6, §3.2.2.3.5, §3.2.2.3.11–13).
 fn read_bool(r: &mut Reader<'_>, id: PropertyId) -> Result<bool, DecodeError> {
@@ -388,13 +528,14 @@ fn read_bin<'a>(r: &mut Reader<'a>) -> Result<Option<Cow<'a, [u8]>>, DecodeError
 pub(crate) fn decode_properties<'a>(
     r: &mut Reader<'a>,
     ctx: PropCtx,
-) -> Result<Properties<'a>, DecodeError> {
+) -> Result<Props<'a>, DecodeError> {
     let len = r.varint()? as usize;
     let block = r.take(len)?;
-    let mut p = Properties::new();
     if block.is_empty() {
-        return Ok(p);
+        return Ok(Props::new());
     }
+    let mut boxed = Box::new(Properties::new());
+    let p = &mut *boxed;
     let mut br = Reader::new(block);
     let mut seen: u64 = 0;
     let mut users = 0usize;
@@ -518,7 +659,7 @@ pub(crate) fn decode_properties<'a>(
     if sub_ids > 0 {
         p.subscription_identifiers = Items::from_wire(block, sub_ids);
     }
-    Ok(p)
+    Ok(Props(Some(boxed)))
 }
 
 /// Checks a string field for encoding: at most 65 535 bytes and no U+0000.

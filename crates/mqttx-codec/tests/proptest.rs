@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use mqttx_codec::{
     Auth, ConnAck, Connect, DecodeContext, Decoder, Disconnect, EncodeContext, Items, Packet,
-    PacketId, PacketType, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode,
-    RetainHandling, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions, UnsubAck, Unsubscribe,
-    UserProperty, Will, decode, encode, encode_to_slice, encoded_len,
+    PacketId, PacketType, Properties, Props, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions, UnsubAck,
+    Unsubscribe, UserProperty, Will, decode, encode, encode_to_slice, encoded_len,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -194,11 +194,11 @@ fn prune(mut p: Properties<'static>, place: Place) -> Properties<'static> {
 }
 
 /// Properties for `place` in `version`: empty before MQTT 5.0.
-fn props_for(place: Place, version: ProtocolVersion) -> BoxedStrategy<Properties<'static>> {
+fn props_for(place: Place, version: ProtocolVersion) -> BoxedStrategy<Props<'static>> {
     if version.is_v5() {
-        properties(place).boxed()
+        properties(place).prop_map(Props::from).boxed()
     } else {
-        Just(Properties::new()).boxed()
+        prop_oneof![Just(Props::new()), Just(Props::from(Properties::new()))].boxed()
     }
 }
 
@@ -460,7 +460,7 @@ fn auth() -> impl Strategy<Value = Packet<'static>> {
         .prop_map(|(reason_code, properties)| {
             Packet::Auth(Auth {
                 reason_code,
-                properties,
+                properties: properties.into(),
             })
         })
 }

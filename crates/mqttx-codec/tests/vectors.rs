@@ -13,9 +13,9 @@ use std::borrow::Cow;
 
 use mqttx_codec::{
     Auth, ConnAck, Connect, DecodeContext, DecodeError, Decoder, Disconnect, EncodeContext,
-    EncodeError, FrameHeader, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish,
-    QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions,
-    UnsubAck, Unsubscribe, UserProperty, Will, decode, decode_header, encode,
+    EncodeError, FrameHeader, Packet, PacketId, Properties, Props, ProtocolVersion, PubResponse,
+    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeFilter,
+    SubscriptionOptions, UnsubAck, Unsubscribe, UserProperty, Will, decode, decode_header, encode,
     encode_publish_header, encode_to_slice, encoded_len,
 };
 
@@ -290,7 +290,7 @@ fn connect_v311() {
             will: Some(Box::new(Will {
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: Properties::new(),
+                properties: Props::new(),
                 topic: "w/t".into(),
                 payload: (&b"bye"[..]).into(),
             })),
@@ -323,7 +323,8 @@ fn connect_v5_with_properties() {
                 receive_maximum: Some(10),
                 user_properties: vec![user("k", "v")].into(),
                 ..Properties::new()
-            },
+            }
+            .into(),
             ..Connect::new(V5, "c1")
         }),
     );
@@ -355,11 +356,12 @@ fn connect_v5_figure_3_6() {
             properties: Properties {
                 session_expiry_interval: Some(10),
                 ..Properties::new()
-            },
+            }
+            .into(),
             will: Some(Box::new(Will {
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: Properties::new(),
+                properties: Props::new(),
                 topic: "w".into(),
                 payload: (&b"x"[..]).into(),
             })),
@@ -398,7 +400,8 @@ fn connect_v5_with_will_properties_and_authentication() {
                 authentication_method: Some("m".into()),
                 request_problem_information: Some(false),
                 ..Properties::new()
-            },
+            }
+            .into(),
             will: Some(Box::new(Will {
                 qos: QoS::ExactlyOnce,
                 retain: false,
@@ -407,7 +410,8 @@ fn connect_v5_with_will_properties_and_authentication() {
                     content_type: Some("t".into()),
                     will_delay_interval: Some(5),
                     ..Properties::new()
-                },
+                }
+                .into(),
                 topic: "w".into(),
                 payload: (&b"x"[..]).into(),
             })),
@@ -511,7 +515,8 @@ fn connack_v5_with_properties() {
                 topic_alias_maximum: Some(10),
                 maximum_qos: Some(QoS::AtLeastOnce),
                 ..Properties::new()
-            },
+            }
+            .into(),
             ..ConnAck::default()
         }),
     );
@@ -628,7 +633,8 @@ fn publish_v5_qos1_with_properties() {
                 topic_alias: Some(5),
                 user_properties: vec![user("k", "v")].into(),
                 ..Properties::new()
-            },
+            }
+            .into(),
             ..Publish::new("a/b", &b"{}"[..])
         }),
     );
@@ -650,7 +656,8 @@ fn publish_v5_empty_topic_with_topic_alias() {
             properties: Properties {
                 topic_alias: Some(5),
                 ..Properties::new()
-            },
+            }
+            .into(),
             ..Publish::new("", &b"x"[..])
         }),
     );
@@ -706,7 +713,8 @@ fn puback() {
             properties: Properties {
                 reason_string: Some("q".into()),
                 ..Properties::new()
-            },
+            }
+            .into(),
             ..ack(1, ReasonCode::QUOTA_EXCEEDED)
         }),
     );
@@ -817,7 +825,7 @@ fn subscribe_v31() {
         ],
         Packet::Subscribe(Subscribe {
             packet_id: pid(1),
-            properties: Properties::new(),
+            properties: Props::new(),
             filters: filters(&[("a/b", SubscriptionOptions::new(QoS::AtLeastOnce))]).into(),
         }),
     );
@@ -837,7 +845,7 @@ fn subscribe_v311() {
         ],
         Packet::Subscribe(Subscribe {
             packet_id: pid(2),
-            properties: Properties::new(),
+            properties: Props::new(),
             filters: filters(&[
                 ("a/+", SubscriptionOptions::new(QoS::AtMostOnce)),
                 ("b/#", SubscriptionOptions::new(QoS::ExactlyOnce)),
@@ -867,7 +875,8 @@ fn subscribe_v5_with_subscription_identifier_and_options() {
             properties: Properties {
                 subscription_identifiers: vec![5].into(),
                 ..Properties::new()
-            },
+            }
+            .into(),
             filters: filters(&[
                 (
                     "a/b",
@@ -896,7 +905,7 @@ fn suback() {
         ],
         Packet::SubAck(SubAck {
             packet_id: pid(1),
-            properties: Properties::new(),
+            properties: Props::new(),
             reason_codes: vec![ReasonCode::GRANTED_QOS_1].into(),
         }),
     );
@@ -911,7 +920,7 @@ fn suback() {
         ],
         Packet::SubAck(SubAck {
             packet_id: pid(2),
-            properties: Properties::new(),
+            properties: Props::new(),
             reason_codes: vec![
                 ReasonCode::GRANTED_QOS_0,
                 ReasonCode::GRANTED_QOS_2,
@@ -932,7 +941,7 @@ fn suback() {
         ],
         Packet::SubAck(SubAck {
             packet_id: pid(10),
-            properties: Properties::new(),
+            properties: Props::new(),
             reason_codes: vec![
                 ReasonCode::GRANTED_QOS_1,
                 ReasonCode::NOT_AUTHORIZED,
@@ -954,7 +963,7 @@ fn unsubscribe() {
         ],
         Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(1),
-            properties: Properties::new(),
+            properties: Props::new(),
             filters: vec!["a/b".to_owned()].into(),
         }),
     );
@@ -968,7 +977,7 @@ fn unsubscribe() {
         ],
         Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(2),
-            properties: Properties::new(),
+            properties: Props::new(),
             filters: vec!["a/b".to_owned(), "c/#".to_owned()].into(),
         }),
     );
@@ -986,7 +995,8 @@ fn unsubscribe() {
             properties: Properties {
                 user_properties: vec![user("k", "v")].into(),
                 ..Properties::new()
-            },
+            }
+            .into(),
             filters: vec!["a/b".to_owned()].into(),
         }),
     );
@@ -1004,7 +1014,7 @@ fn unsuback() {
             ],
             Packet::UnsubAck(UnsubAck {
                 packet_id: pid(u16::from(id)),
-                properties: Properties::new(),
+                properties: Props::new(),
                 reason_codes: Vec::new().into(),
             }),
         );
@@ -1020,7 +1030,7 @@ fn unsuback() {
         ],
         Packet::UnsubAck(UnsubAck {
             packet_id: pid(1),
-            properties: Properties::new(),
+            properties: Props::new(),
             reason_codes: vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED].into(),
         }),
     );
@@ -1066,7 +1076,8 @@ fn disconnect() {
             properties: Properties {
                 session_expiry_interval: Some(60),
                 ..Properties::new()
-            },
+            }
+            .into(),
         }),
     );
     // §3.14.2.2.1: "If the Remaining Length is less than 2, a value of 0 is used."
@@ -1078,7 +1089,7 @@ fn disconnect() {
         ],
         Packet::Disconnect(Disconnect {
             reason_code: ReasonCode::SESSION_TAKEN_OVER,
-            properties: Properties::new(),
+            properties: Props::new(),
         }),
     );
     // Longer forms of Normal disconnection decode to the same packet.
@@ -1115,7 +1126,8 @@ fn auth() {
                 authentication_method: Some("SCRAM".into()),
                 authentication_data: Some((&[0x01, 0x02][..]).into()),
                 ..Properties::new()
-            },
+            }
+            .into(),
         }),
     );
     check_vector(
@@ -1127,7 +1139,7 @@ fn auth() {
         ],
         Packet::Auth(Auth {
             reason_code: ReasonCode::RE_AUTHENTICATE,
-            properties: Properties::new(),
+            properties: Props::new(),
         }),
     );
     // Success written out in full decodes to the short form.
