@@ -86,9 +86,18 @@ fn options(input: &mut Bytes<'_>) -> SubscribeOptions {
 /// One expected normal delivery: maximum QoS, subscription ids, retain-as-published.
 type Expected = (QoS, Vec<SubscriptionId>, bool);
 
+/// The body of the `router_ops` fuzz target: when the first byte has its top bit set, the rest
+/// drives [`retained_ops`], otherwise [`subscription_ops`].
+pub fn router_ops(data: &[u8]) {
+    match data.split_first() {
+        Some((first, rest)) if first & 0x80 != 0 => retained_ops(rest),
+        _ => subscription_ops(data),
+    }
+}
+
 /// Drives a [`Router`] with subscribe, unsubscribe, unsubscribe-all and route operations, and
 /// checks every result against [`TopicFilter::matches`] applied to a list of subscriptions.
-pub fn router_ops(data: &[u8]) {
+pub fn subscription_ops(data: &[u8]) {
     let mut input = Bytes(data);
     let strategy = match input.next() % 3 {
         0 => ShareStrategy::RoundRobin,
@@ -286,8 +295,9 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            router_ops(&data);
+            subscription_ops(&data);
             retained_ops(&data);
+            router_ops(&data);
         }
     }
 }
