@@ -200,7 +200,8 @@ fn reason(r: &mut Reader<'_>, packet: PacketType) -> Result<ReasonCode, DecodeEr
     }
 }
 
-/// Checks a Topic Name: no wildcards (`[MQTT-3.3.2-2]`), not empty unless `alias` stands in.
+/// Checks that a Topic Name (already free of wildcards, see `Reader::topic_name`) is not empty,
+/// unless a Topic Alias stands in for it.
 #[inline]
 fn topic_name(topic: &str, alias: bool) -> Result<(), DecodeError> {
     if topic.is_empty() {
@@ -211,10 +212,6 @@ fn topic_name(topic: &str, alias: bool) -> Result<(), DecodeError> {
             return Ok(());
         }
         return Err(DecodeError::EmptyTopicWithoutAlias);
-    }
-    // [MQTT-3.3.2-2] The Topic Name in the PUBLISH packet MUST NOT contain wildcard characters.
-    if topic.bytes().any(|b| b == b'+' || b == b'#') {
-        return Err(DecodeError::WildcardInTopicName);
     }
     Ok(())
 }
@@ -229,7 +226,7 @@ fn publish<'a>(flags: u8, r: &mut Reader<'a>, v5: bool) -> Result<Publish<'a>, D
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::DupWithQoS0);
     }
-    let topic = r.string()?;
+    let topic = r.topic_name()?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
@@ -325,7 +322,7 @@ fn connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
         } else {
             no_properties()
         };
-        let topic = r.string()?;
+        let topic = r.topic_name()?;
         topic_name(topic, false)?;
         let payload = r.binary()?;
         Some(alloc::boxed::Box::new(Will {

@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 
 use crate::error::EncodeError;
 use crate::items::Items;
+use crate::items::options_from_byte;
 use crate::packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PubResponse, Publish, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -17,8 +18,8 @@ use crate::properties::{
 };
 use crate::reason::ReasonCode;
 use crate::topic;
-use crate::types::{PacketType, ProtocolVersion, QoS};
-use crate::wire::{MAX_VARINT, Out, SliceOut, varint_len};
+use crate::types::{PacketType, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::wire::{MAX_VARINT, Out, Reader, Scan, SliceOut, scan, varint_len};
 
 /// The largest packet MQTT can express: a 5-byte fixed header and a 268 435 455-byte body.
 pub const MAX_PACKET_SIZE: u32 = 268_435_460;
@@ -92,10 +93,60 @@ pub fn encode(
     cx: &EncodeContext,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let plan = plan(packet, cx)?;
-    out.reserve(plan.total());
-    write(packet, cx, &plan, out, true);
-    Ok(())
+    // The hot packets take a direct path; the rest share the generic plan/write passes.
+    match packet {
+        Packet::Publish(p) => {
+            let v5 = cx.version.is_v5();
+            let plan = publish_plan(p, v5)?;
+            check_size(&plan, cx)?;
+            out.reserve(plan.total());
+            write_publish(p, v5, &plan, out, true);
+            Ok(())
+        }
+        Packet::PubAck(r) if is_short_ack(r) => {
+            short_ack(0x40, r, out);
+            Ok(())
+        }
+        Packet::PubRec(r) if is_short_ack(r) => {
+            short_ack(0x50, r, out);
+            Ok(())
+        }
+        Packet::PubRel(r) if is_short_ack(r) => {
+            short_ack(0x62, r, out);
+            Ok(())
+        }
+        Packet::PubComp(r) if is_short_ack(r) => {
+            short_ack(0x70, r, out);
+            Ok(())
+        }
+        Packet::PingReq => {
+            out.extend_from_slice(&[0xC0, 0x00]);
+            Ok(())
+        }
+        Packet::PingResp => {
+            out.extend_from_slice(&[0xD0, 0x00]);
+            Ok(())
+        }
+        _ => {
+            let plan = plan(packet, cx)?;
+            out.reserve(plan.total());
+            write(packet, cx, &plan, out, true);
+            Ok(())
+        }
+    }
+}
+
+/// Whether an acknowledgement has the two-byte form of every version: Success and no
+/// properties (MQTT 5.0 §3.4.2.1 lets the Reason Code and Property Length be omitted).
+#[inline(always)]
+fn is_short_ack(r: &PubResponse<'_>) -> bool {
+    r.reason_code == ReasonCode::SUCCESS && r.properties.as_option().is_none()
+}
+
+#[inline(always)]
+fn short_ack(first: u8, r: &PubResponse<'_>, out: &mut Vec<u8>) {
+    let [hi, lo] = r.packet_id.get().to_be_bytes();
+    out.extend_from_slice(&[first, 0x02, hi, lo]);
 }
 
 /// Encodes `packet` into the start of `buf` and returns the number of bytes written.
@@ -237,8 +288,16 @@ fn topic_name_check(topic: &str, alias: bool) -> Result<usize, EncodeError> {
             "empty topic name without topic alias",
         ));
     }
-    topic::validate_topic_name_chars(topic).map_err(EncodeError::InvalidTopicName)?;
-    check_str(topic)
+    if topic.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::FieldTooLong { len: topic.len() });
+    }
+    match scan(topic.as_bytes(), true) {
+        Scan::Clean => Ok(2 + topic.len()),
+        Scan::Nul => Err(EncodeError::NullCharacter),
+        Scan::Wildcard => Err(EncodeError::InvalidTopicName(
+            "[MQTT-3.3.2-2] wildcard in topic name",
+        )),
+    }
 }
 
 fn connect_plan(p: &Connect<'_>) -> Result<Plan, EncodeError> {
@@ -366,18 +425,38 @@ fn subscribe_plan(p: &Subscribe<'_>, version: ProtocolVersion) -> Result<Plan, E
     } else {
         0
     };
-    for (filter, options) in p.filters.iter() {
-        topic::validate_topic_filter(filter).map_err(EncodeError::InvalidTopicFilter)?;
+    let check = |filter: &[u8], options: SubscriptionOptions| {
+        topic::validate_filter_bytes(filter).map_err(EncodeError::InvalidTopicFilter)?;
         if !version.is_v5() && options.has_v5_bits() {
             return Err(EncodeError::NotInVersion {
                 what: "subscription options",
                 version,
             });
         }
-        if options.no_local && filter.starts_with("$share/") {
+        if options.no_local && filter.starts_with(b"$share/") {
             return Err(EncodeError::NoLocalOnSharedSubscription);
         }
-        n += check_str(filter)? + 1;
+        Ok(())
+    };
+    if let Some(wire) = p.filters.wire() {
+        // Decoded filters were validated as strings already: only the structural rules remain,
+        // and the bytes are copied as they are.
+        let mut r = Reader::new(wire);
+        while !r.is_empty() {
+            let filter = r
+                .binary()
+                .map_err(|_| EncodeError::InvalidTopicFilter("corrupt"))?;
+            let options = r
+                .u8()
+                .map_err(|_| EncodeError::InvalidTopicFilter("corrupt"))?;
+            check(filter, options_from_byte(options))?;
+        }
+        n += wire.len();
+    } else {
+        for (filter, options) in p.filters.iter() {
+            check(filter.as_bytes(), options)?;
+            n += check_str(filter)? + 1;
+        }
     }
     Ok(Plan {
         remaining: n,
@@ -437,9 +516,20 @@ fn unsubscribe_plan(p: &Unsubscribe<'_>, version: ProtocolVersion) -> Result<Pla
     } else {
         0
     };
-    for filter in p.filters.iter() {
-        topic::validate_topic_filter(filter).map_err(EncodeError::InvalidTopicFilter)?;
-        n += check_str(filter)?;
+    if let Some(wire) = p.filters.wire() {
+        let mut r = Reader::new(wire);
+        while !r.is_empty() {
+            let filter = r
+                .binary()
+                .map_err(|_| EncodeError::InvalidTopicFilter("corrupt"))?;
+            topic::validate_filter_bytes(filter).map_err(EncodeError::InvalidTopicFilter)?;
+        }
+        n += wire.len();
+    } else {
+        for filter in p.filters.iter() {
+            topic::validate_topic_filter(filter).map_err(EncodeError::InvalidTopicFilter)?;
+            n += check_str(filter)?;
+        }
     }
     Ok(Plan {
         remaining: n,
@@ -548,9 +638,13 @@ fn write<O: Out>(
             if v5 {
                 write_properties(&p.properties, plan.props, out);
             }
-            for (filter, options) in p.filters.iter() {
-                out.put_binary(filter.as_bytes());
-                out.put_u8(options.to_byte());
+            if let Some(wire) = p.filters.wire() {
+                out.put(wire);
+            } else {
+                for (filter, options) in p.filters.iter() {
+                    out.put_binary(filter.as_bytes());
+                    out.put_u8(options.to_byte());
+                }
             }
         }
         Packet::SubAck(p) => {
@@ -569,8 +663,12 @@ fn write<O: Out>(
             if v5 {
                 write_properties(&p.properties, plan.props, out);
             }
-            for filter in p.filters.iter() {
-                out.put_binary(filter.as_bytes());
+            if let Some(wire) = p.filters.wire() {
+                out.put(wire);
+            } else {
+                for filter in p.filters.iter() {
+                    out.put_binary(filter.as_bytes());
+                }
             }
         }
         Packet::UnsubAck(p) => {
@@ -648,9 +746,27 @@ fn write_connect<O: Out>(p: &Connect<'_>, plan: &Plan, out: &mut O) {
 
 #[inline]
 fn write_publish<O: Out>(p: &Publish<'_>, v5: bool, plan: &Plan, out: &mut O, with_payload: bool) {
-    let first = 0x30 | (u8::from(p.dup) << 3) | (p.qos.as_u8() << 1) | u8::from(p.retain);
-    header(out, first, plan.remaining);
-    out.put_binary(p.topic.as_bytes());
+    // Fixed header, Remaining Length and the topic's length prefix go out as one small write.
+    let mut head = [0u8; 9];
+    head[0] = 0x30 | (u8::from(p.dup) << 3) | (p.qos.as_u8() << 1) | u8::from(p.retain);
+    // `check_size` bounded `remaining` by the Variable Byte Integer maximum.
+    let mut value = plan.remaining as u32;
+    let mut n = 1;
+    loop {
+        let byte = (value & 0x7F) as u8;
+        value >>= 7;
+        head[n] = if value > 0 { byte | 0x80 } else { byte };
+        n += 1;
+        if value == 0 || n == 5 {
+            break;
+        }
+    }
+    // `topic_name_check` bounded the topic by 65 535 bytes.
+    let [hi, lo] = (p.topic.len() as u16).to_be_bytes();
+    head[n] = hi;
+    head[n + 1] = lo;
+    out.put(&head[..n + 2]);
+    out.put(p.topic.as_bytes());
     if let Some(id) = p.packet_id {
         out.put_u16(id.get());
     }

@@ -109,7 +109,7 @@ impl Item for UserProperty {
 
     fn next_from_wire<'b>(bytes: &mut &'b [u8]) -> Option<Self::Ref<'b>> {
         let mut r = next_property(bytes, PropertyId::UserProperty)?;
-        Some((r.string().ok()?, r.string().ok()?))
+        Some((r.validated_string().ok()?, r.validated_string().ok()?))
     }
 }
 
@@ -150,15 +150,15 @@ impl Item for SubscribeFilter {
 
     fn next_from_wire<'b>(bytes: &mut &'b [u8]) -> Option<Self::Ref<'b>> {
         let mut r = Reader::new(bytes);
-        let filter = r.string().ok()?;
+        let filter = r.validated_string().ok()?;
         let byte = r.u8().ok()?;
         *bytes = r.rest();
-        Some((filter, options_from_validated(byte)))
+        Some((filter, options_from_byte(byte)))
     }
 }
 
 /// Subscription options from a byte the decoder has already validated.
-fn options_from_validated(byte: u8) -> SubscriptionOptions {
+pub(crate) fn options_from_byte(byte: u8) -> SubscriptionOptions {
     SubscriptionOptions {
         qos: QoS::from_u8(byte & 0b11).unwrap_or(QoS::AtMostOnce),
         no_local: byte & 0b0100 != 0,
@@ -183,7 +183,7 @@ impl Item for String {
 
     fn next_from_wire<'b>(bytes: &mut &'b [u8]) -> Option<&'b str> {
         let mut r = Reader::new(bytes);
-        let s = r.string().ok()?;
+        let s = r.validated_string().ok()?;
         *bytes = r.rest();
         Some(s)
     }
@@ -276,6 +276,12 @@ impl<'a, T: Item> Items<'a, T> {
             self.vec = it.map(T::from_view).collect();
         }
         &mut self.vec
+    }
+
+    /// The validated wire bytes, when the list came from a decode and was not modified since.
+    #[inline]
+    pub(crate) fn wire(&self) -> Option<&[u8]> {
+        self.wire.as_ref().map(|(bytes, _)| &**bytes)
     }
 
     /// Copies borrowed wire bytes so the list no longer borrows the input.

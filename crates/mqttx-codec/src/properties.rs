@@ -9,7 +9,7 @@ use core::ops::{Deref, DerefMut};
 use crate::error::{DecodeError, EncodeError};
 use crate::items::{Items, UserProperty};
 use crate::types::{PacketType, QoS};
-use crate::wire::{MAX_VARINT, Out, Reader, varint_len};
+use crate::wire::{MAX_VARINT, Out, Reader, Scan, scan, varint_len};
 
 /// A property identifier (MQTT 5.0 §2.2.2.2, Table 2-4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -668,7 +668,7 @@ pub(crate) fn check_str(s: &str) -> Result<usize, EncodeError> {
     if s.len() > usize::from(u16::MAX) {
         return Err(EncodeError::FieldTooLong { len: s.len() });
     }
-    if s.as_bytes().contains(&0) {
+    if scan(s.as_bytes(), false) != Scan::Clean {
         return Err(EncodeError::NullCharacter);
     }
     Ok(2 + s.len())
@@ -787,8 +787,17 @@ pub(crate) fn properties_len(p: &Properties<'_>, ctx: PropCtx) -> Result<usize, 
     if p.retain_available.is_some() {
         add(RetainAvailable, 1)?;
     }
-    for (k, v) in p.user_properties.iter() {
-        add(UserProperty, check_str(k)? + check_str(v)?)?;
+    let mut raw_user = 0;
+    if let Some(block) = p.user_properties.wire() {
+        // Decoded User Properties were validated then: their bytes are reused as they are.
+        raw_user = raw_items(block)
+            .filter(|(id, _)| *id == UserProperty)
+            .map(|(_, item)| item.len())
+            .sum::<usize>();
+    } else {
+        for (k, v) in p.user_properties.iter() {
+            add(UserProperty, check_str(k)? + check_str(v)?)?;
+        }
     }
     if let Some(v) = p.maximum_packet_size {
         if v == 0 {
@@ -805,7 +814,7 @@ pub(crate) fn properties_len(p: &Properties<'_>, ctx: PropCtx) -> Result<usize, 
     if p.shared_subscription_available.is_some() {
         add(SharedSubscriptionAvailable, 1)?;
     }
-    Ok(n)
+    Ok(n + raw_user)
 }
 
 /// Writes the Property Length `len` (from [`properties_len`]) and the properties.
@@ -898,10 +907,18 @@ pub(crate) fn write_properties<O: Out>(p: &Properties<'_>, len: usize, out: &mut
     if let Some(v) = p.retain_available {
         byte(out, RetainAvailable, v as u8);
     }
-    for (k, v) in p.user_properties.iter() {
-        out.put_u8(UserProperty as u8);
-        out.put_binary(k.as_bytes());
-        out.put_binary(v.as_bytes());
+    if let Some(block) = p.user_properties.wire() {
+        for (id, item) in raw_items(block) {
+            if id == UserProperty {
+                out.put(item);
+            }
+        }
+    } else {
+        for (k, v) in p.user_properties.iter() {
+            out.put_u8(UserProperty as u8);
+            out.put_binary(k.as_bytes());
+            out.put_binary(v.as_bytes());
+        }
     }
     if let Some(v) = p.maximum_packet_size {
         out.put_u8(MaximumPacketSize as u8);
@@ -916,6 +933,23 @@ pub(crate) fn write_properties<O: Out>(p: &Properties<'_>, len: usize, out: &mut
     if let Some(v) = p.shared_subscription_available {
         byte(out, SharedSubscriptionAvailable, v as u8);
     }
+}
+
+/// Each property of a validated property block: its identifier and the bytes of the whole
+/// item (identifier included).
+fn raw_items(block: &[u8]) -> impl Iterator<Item = (PropertyId, &[u8])> {
+    let mut rest = block;
+    core::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut r = Reader::new(rest);
+        let id = PropertyId::from_u32(r.varint().ok()?)?;
+        id.skip_value(&mut r).ok()?;
+        let (item, tail) = rest.split_at(rest.len() - r.remaining());
+        rest = tail;
+        Some((id, item))
+    })
 }
 
 /// The full encoded size of a property set: Property Length prefix plus content.

@@ -6,10 +6,10 @@
 
 /// Checks that a Topic Name has no wildcard characters (`[MQTT-3.3.2-2]`).
 pub fn validate_topic_name_chars(topic: &str) -> Result<(), &'static str> {
-    if topic.bytes().any(|b| b == b'+' || b == b'#') {
-        return Err("[MQTT-3.3.2-2] wildcard in topic name");
+    match crate::wire::scan(topic.as_bytes(), true) {
+        crate::wire::Scan::Wildcard => Err("[MQTT-3.3.2-2] wildcard in topic name"),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks a Topic Filter's structure (MQTT 5.0 §4.7.1).
@@ -21,24 +21,32 @@ pub fn validate_topic_name_chars(topic: &str) -> Result<(), &'static str> {
 /// assert!(validate_topic_filter("").is_err());
 /// ```
 pub fn validate_topic_filter(filter: &str) -> Result<(), &'static str> {
+    validate_filter_bytes(filter.as_bytes())
+}
+
+/// [`validate_topic_filter`] on the filter's bytes.
+pub(crate) fn validate_filter_bytes(b: &[u8]) -> Result<(), &'static str> {
     // [MQTT-4.7.3-1] All Topic Names and Topic Filters MUST be at least one character long.
-    if filter.is_empty() {
+    if b.is_empty() {
         return Err("[MQTT-4.7.3-1] empty topic filter");
     }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') {
+    for (i, &c) in b.iter().enumerate() {
+        let starts_level = i == 0 || b.get(i - 1) == Some(&b'/');
+        let ends_level = b.get(i + 1).is_none_or(|&n| n == b'/');
+        match c {
             // [MQTT-4.7.1-1] The multi-level wildcard character MUST be specified either on its
             // own or following a topic level separator. In either case it MUST be the last
             // character specified in the Topic Filter.
-            if level != "#" || levels.peek().is_some() {
+            b'#' if !starts_level || i + 1 != b.len() => {
                 return Err("[MQTT-4.7.1-1] '#' must be a whole level and the last one");
             }
-        } else if level.contains('+') && level != "+" {
             // [MQTT-4.7.1-2] The single-level wildcard can be used at any level in the Topic
             // Filter, including first and last levels. Where it is used, it MUST occupy an
             // entire level of the filter.
-            return Err("[MQTT-4.7.1-2] '+' must occupy a whole level");
+            b'+' if !starts_level || !ends_level => {
+                return Err("[MQTT-4.7.1-2] '+' must occupy a whole level");
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -66,5 +74,10 @@ mod tests {
         check("a//b", true);
         check("", false); // [MQTT-4.7.3-1]
         check("$share/g/a/+", true);
+        check("a/#/", false);
+        check("#/", false);
+        check("+#", false);
+        check("++", false);
+        check("+/+", true);
     }
 }

@@ -100,6 +100,21 @@ impl<'a> Reader<'a> {
         let bytes = self.binary()?;
         utf8(bytes)
     }
+
+    /// A Topic Name: a UTF-8 Encoded String without wildcards, checked in one pass.
+    #[inline]
+    pub(crate) fn topic_name(&mut self) -> Result<&'a str, DecodeError> {
+        let bytes = self.binary()?;
+        checked_str(bytes, true)
+    }
+
+    /// A string this crate validated before (re-reading stored wire bytes): only the
+    /// `&str` conversion is repeated.
+    #[inline]
+    pub(crate) fn validated_string(&mut self) -> Result<&'a str, DecodeError> {
+        let bytes = self.binary()?;
+        checked_str(bytes, false)
+    }
 }
 
 /// Checks a UTF-8 Encoded String.
@@ -111,8 +126,98 @@ impl<'a> Reader<'a> {
 /// U+0000.
 #[inline]
 pub(crate) fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    checked_str(bytes, false)
+}
+
+/// What a one-pass scan of a string found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// Neither U+0000 nor (when asked) a wildcard.
+    Clean,
+    /// A NUL byte.
+    Nul,
+    /// A `+` or `#` (only reported when wildcards were asked for).
+    Wildcard,
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `x` is zero (exact for "any", the classic bit trick).
+#[inline(always)]
+const fn has_zero(x: u64) -> bool {
+    x.wrapping_sub(LO) & !x & HI != 0
+}
+
+/// Whether any byte of `x` equals `b`.
+#[inline(always)]
+const fn has_byte(x: u64, b: u8) -> bool {
+    has_zero(x ^ (LO * b as u64))
+}
+
+/// One pass over `bytes`, eight at a time: whether any byte is NUL (or, with `wildcards`, `+`
+/// or `#`), and the OR of all bytes (its high bits tell whether everything is ASCII).
+#[inline(always)]
+fn swar(bytes: &[u8], wildcards: bool) -> (bool, u64) {
+    let mut bad = false;
+    let mut all = 0u64;
+    let mut check = |x: u64| {
+        all |= x;
+        bad |= has_zero(x) || (wildcards && (has_byte(x, b'+') || has_byte(x, b'#')));
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        check(u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Pad with a byte that is ASCII and none of the searched ones; build the word with
+        // shifts rather than a variable-length copy (which would be a `memcpy` call).
+        let mut word = u64::from_le_bytes([b'a'; 8]);
+        for (i, &b) in rest.iter().enumerate() {
+            let shift = 8 * i;
+            word = (word & !(0xFF << shift)) | (u64::from(b) << shift);
+        }
+        check(word);
+    }
+    (bad, all)
+}
+
+/// Looks for NUL and, if `wildcards`, for `+` and `#`.
+#[inline]
+pub(crate) fn scan(bytes: &[u8], wildcards: bool) -> Scan {
+    if !swar(bytes, wildcards).0 {
+        Scan::Clean
+    } else if bytes.contains(&0) {
+        Scan::Nul
+    } else {
+        Scan::Wildcard
+    }
+}
+
+/// A validated UTF-8 Encoded String: well-formed UTF-8 without U+0000 and, with `wildcards`,
+/// without `+` or `#` (a Topic Name).
+///
+/// The common case, ASCII, is proven in the same single pass that looks for the forbidden
+/// bytes; anything else goes through the standard library's full UTF-8 validation.
+#[inline]
+#[allow(unsafe_code)]
+pub(crate) fn checked_str(bytes: &[u8], wildcards: bool) -> Result<&str, DecodeError> {
+    let (bad, all) = swar(bytes, wildcards);
+    if !bad && all & HI == 0 {
+        // SAFETY: no byte of `bytes` has its high bit set (`all` is the OR of every byte,
+        // padding included, and the padding is ASCII), so `bytes` is ASCII, and ASCII is
+        // well-formed UTF-8.
+        return Ok(unsafe { core::str::from_utf8_unchecked(bytes) });
+    }
     if bytes.contains(&0) {
         return Err(DecodeError::NullCharacter);
+    }
+    // [MQTT-3.3.2-2] The Topic Name in the PUBLISH packet MUST NOT contain wildcard characters.
+    if wildcards && bytes.iter().any(|&b| b == b'+' || b == b'#') {
+        return Err(DecodeError::WildcardInTopicName);
     }
     // `from_utf8` rejects surrogates and overlong forms, as RFC 3629 requires.
     core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
@@ -247,6 +352,58 @@ mod tests {
             out.put_varint(v);
             assert_eq!(out.len(), varint_len(v), "{v}");
             assert_eq!(read_varint(&out), Ok(Some((v, out.len()))));
+        }
+    }
+
+    #[test]
+    fn scan_finds_nul_and_wildcards_in_every_position() {
+        for len in 0..40 {
+            let clean = alloc::vec![b'a'; len];
+            assert_eq!(scan(&clean, true), Scan::Clean);
+            for pos in 0..len {
+                for (b, wild, expected) in [
+                    (0u8, false, Scan::Nul),
+                    (0, true, Scan::Nul),
+                    (b'+', true, Scan::Wildcard),
+                    (b'#', true, Scan::Wildcard),
+                    (b'+', false, Scan::Clean),
+                    (0x80, true, Scan::Clean),
+                ] {
+                    let mut v = clean.clone();
+                    v[pos] = b;
+                    assert_eq!(scan(&v, wild), expected, "len {len} pos {pos} byte {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checked_str_agrees_with_the_standard_library() {
+        let samples: [&[u8]; 12] = [
+            b"",
+            b"plain/ascii/topic",
+            b"caf\xC3\xA9",
+            b"\xF0\xAA\x9B\x94",
+            b"\xED\xA0\x80",
+            b"\xC0\xAF",
+            b"a\x00b",
+            b"a/+/b",
+            b"#",
+            b"\xFF",
+            b"12345678\x80",
+            b"1234567\xE2\x82\xAC",
+        ];
+        for s in samples {
+            for wildcards in [false, true] {
+                let expected = if s.contains(&0) {
+                    Err(DecodeError::NullCharacter)
+                } else if wildcards && s.iter().any(|&b| b == b'+' || b == b'#') {
+                    Err(DecodeError::WildcardInTopicName)
+                } else {
+                    core::str::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8)
+                };
+                assert_eq!(checked_str(s, wildcards), expected, "{s:?} {wildcards}");
+            }
         }
     }
 
