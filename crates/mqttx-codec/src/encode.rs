@@ -243,6 +243,12 @@ fn plan(packet: &Packet<'_>, cx: &EncodeContext) -> Result<Plan, EncodeError> {
 /// dropping what the caller asked to send.
 #[inline]
 fn props(p: &Props<'_>, ctx: PropCtx, version: ProtocolVersion) -> Result<usize, EncodeError> {
+    if version.is_v5() {
+        if let Some(raw) = p.raw_for(ctx) {
+            // Decoded for this very place and unmodified since: already valid.
+            return Ok(raw.len());
+        }
+    }
     let Some(p) = p.as_option() else {
         return Ok(0);
     };
@@ -622,7 +628,7 @@ fn write<O: Out>(
             out.put_u8(u8::from(p.session_present));
             if v5 {
                 out.put_u8(p.reason_code.as_u8());
-                write_properties(&p.properties, plan.props, out);
+                write_properties(&p.properties, PropCtx::ConnAck, plan.props, out);
             } else {
                 out.put_u8(p.reason_code.to_v3_connack().unwrap_or(0));
             }
@@ -636,7 +642,7 @@ fn write<O: Out>(
             header(out, 0x82, plan.remaining);
             out.put_u16(p.packet_id.get());
             if v5 {
-                write_properties(&p.properties, plan.props, out);
+                write_properties(&p.properties, PropCtx::Subscribe, plan.props, out);
             }
             if let Some(wire) = p.filters.wire() {
                 out.put(wire);
@@ -651,7 +657,7 @@ fn write<O: Out>(
             header(out, 0x90, plan.remaining);
             out.put_u16(p.packet_id.get());
             if v5 {
-                write_properties(&p.properties, plan.props, out);
+                write_properties(&p.properties, PropCtx::SubAck, plan.props, out);
             }
             for code in p.reason_codes.iter() {
                 out.put_u8(code.as_u8());
@@ -661,7 +667,7 @@ fn write<O: Out>(
             header(out, 0xA2, plan.remaining);
             out.put_u16(p.packet_id.get());
             if v5 {
-                write_properties(&p.properties, plan.props, out);
+                write_properties(&p.properties, PropCtx::Unsubscribe, plan.props, out);
             }
             if let Some(wire) = p.filters.wire() {
                 out.put(wire);
@@ -675,7 +681,7 @@ fn write<O: Out>(
             header(out, 0xB0, plan.remaining);
             out.put_u16(p.packet_id.get());
             if v5 {
-                write_properties(&p.properties, plan.props, out);
+                write_properties(&p.properties, PropCtx::UnsubAck, plan.props, out);
                 for code in p.reason_codes.iter() {
                     out.put_u8(code.as_u8());
                 }
@@ -688,7 +694,7 @@ fn write<O: Out>(
             if plan.remaining > 0 {
                 out.put_u8(p.reason_code.as_u8());
                 if plan.remaining > 1 {
-                    write_properties(&p.properties, plan.props, out);
+                    write_properties(&p.properties, PropCtx::Disconnect, plan.props, out);
                 }
             }
         }
@@ -696,7 +702,7 @@ fn write<O: Out>(
             header(out, 0xF0, plan.remaining);
             if plan.remaining > 0 {
                 out.put_u8(p.reason_code.as_u8());
-                write_properties(&p.properties, plan.props, out);
+                write_properties(&p.properties, PropCtx::Auth, plan.props, out);
             }
         }
     }
@@ -726,12 +732,12 @@ fn write_connect<O: Out>(p: &Connect<'_>, plan: &Plan, out: &mut O) {
     out.put_u8(flags);
     out.put_u16(p.keep_alive);
     if v5 {
-        write_properties(&p.properties, plan.props, out);
+        write_properties(&p.properties, PropCtx::Connect, plan.props, out);
     }
     out.put_binary(p.client_id.as_bytes());
     if let Some(will) = &p.will {
         if v5 {
-            write_properties(&will.properties, plan.will_props, out);
+            write_properties(&will.properties, PropCtx::Will, plan.will_props, out);
         }
         out.put_binary(will.topic.as_bytes());
         out.put_binary(&will.payload);
@@ -771,7 +777,7 @@ fn write_publish<O: Out>(p: &Publish<'_>, v5: bool, plan: &Plan, out: &mut O, wi
         out.put_u16(id.get());
     }
     if v5 {
-        write_properties(&p.properties, plan.props, out);
+        write_properties(&p.properties, PropCtx::Publish, plan.props, out);
     }
     if with_payload {
         out.put(&p.payload);
@@ -779,12 +785,13 @@ fn write_publish<O: Out>(p: &Publish<'_>, v5: bool, plan: &Plan, out: &mut O, wi
 }
 
 fn write_pub_response<O: Out>(p: &PubResponse<'_>, first: u8, plan: &Plan, out: &mut O) {
+    let kind = PacketType::from_u8(first >> 4).unwrap_or(PacketType::PubAck);
     header(out, first, plan.remaining);
     out.put_u16(p.packet_id.get());
     if plan.remaining > 2 {
         out.put_u8(p.reason_code.as_u8());
         if plan.remaining > 3 {
-            write_properties(&p.properties, plan.props, out);
+            write_properties(&p.properties, PropCtx::PubResp(kind), plan.props, out);
         }
     }
 }

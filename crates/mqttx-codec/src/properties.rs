@@ -73,7 +73,7 @@ pub enum PropertyId {
 }
 
 /// Where a property set sits; decides which identifiers are allowed (Table 2-4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum PropCtx {
     Connect,
     Will,
@@ -440,7 +440,15 @@ impl Properties<'_> {
 /// assert_eq!(Props::new(), Props::from(mqttx_codec::Properties::new()));
 /// ```
 #[derive(Clone, Default)]
-pub struct Props<'a>(Option<Box<Properties<'a>>>);
+pub struct Props<'a>(Option<Box<PropsInner<'a>>>);
+
+#[derive(Clone)]
+struct PropsInner<'a> {
+    props: Properties<'a>,
+    /// The property block this set was decoded from, and where it sat, while the set is
+    /// unmodified: encoding the same kind of packet again copies it as it is.
+    raw: Option<(Cow<'a, [u8]>, PropCtx)>,
+}
 
 static EMPTY: Properties<'static> = Properties::new();
 
@@ -453,17 +461,33 @@ impl<'a> Props<'a> {
     /// Whether no property is set.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|p| p.is_empty())
+        self.0.as_ref().is_none_or(|p| p.props.is_empty())
     }
 
     /// Copies every borrowed value so the set no longer borrows the input.
     pub fn into_owned(self) -> Props<'static> {
-        Props(self.0.map(|p| Box::new((*p).into_owned())))
+        Props(self.0.map(|inner| {
+            let PropsInner { props, raw } = *inner;
+            Box::new(PropsInner {
+                props: props.into_owned(),
+                raw: raw.map(|(bytes, ctx)| (Cow::Owned(bytes.into_owned()), ctx)),
+            })
+        }))
     }
 
     /// The boxed set, if one was allocated.
+    #[inline]
     pub fn as_option(&self) -> Option<&Properties<'a>> {
-        self.0.as_deref()
+        self.0.as_deref().map(|inner| &inner.props)
+    }
+
+    /// The decoded block, if the set is unmodified and was decoded for `ctx`.
+    #[inline]
+    pub(crate) fn raw_for(&self, ctx: PropCtx) -> Option<&[u8]> {
+        match self.0.as_deref()?.raw.as_ref()? {
+            (bytes, c) if *c == ctx => Some(bytes),
+            _ => None,
+        }
     }
 }
 
@@ -473,22 +497,30 @@ impl<'a> Deref for Props<'a> {
     #[inline]
     fn deref(&self) -> &Properties<'a> {
         match &self.0 {
-            Some(p) => p,
+            Some(inner) => &inner.props,
             None => &EMPTY,
         }
     }
 }
 
 impl DerefMut for Props<'_> {
+    /// Mutable access forgets the decoded block, so a changed set is encoded from its fields.
     #[inline]
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.get_or_insert_with(|| Box::new(Properties::new()))
+        let inner = self.0.get_or_insert_with(|| {
+            Box::new(PropsInner {
+                props: Properties::new(),
+                raw: None,
+            })
+        });
+        inner.raw = None;
+        &mut inner.props
     }
 }
 
 impl<'a> From<Properties<'a>> for Props<'a> {
-    fn from(p: Properties<'a>) -> Self {
-        Self(Some(Box::new(p)))
+    fn from(props: Properties<'a>) -> Self {
+        Self(Some(Box::new(PropsInner { props, raw: None })))
     }
 }
 
@@ -534,8 +566,11 @@ pub(crate) fn decode_properties<'a>(
     if block.is_empty() {
         return Ok(Props::new());
     }
-    let mut boxed = Box::new(Properties::new());
-    let p = &mut *boxed;
+    let mut boxed = Box::new(PropsInner {
+        props: Properties::new(),
+        raw: Some((Cow::Borrowed(block), ctx)),
+    });
+    let p = &mut boxed.props;
     let mut br = Reader::new(block);
     let mut seen: u64 = 0;
     let mut users = 0usize;
@@ -818,10 +853,14 @@ pub(crate) fn properties_len(p: &Properties<'_>, ctx: PropCtx) -> Result<usize, 
 }
 
 /// Writes the Property Length `len` (from [`properties_len`]) and the properties.
-pub(crate) fn write_properties<O: Out>(p: &Properties<'_>, len: usize, out: &mut O) {
+pub(crate) fn write_properties<O: Out>(p: &Props<'_>, ctx: PropCtx, len: usize, out: &mut O) {
     // `len` was bounded by the packet size check, which is below the varint maximum.
     out.put_varint(len as u32);
     if len == 0 {
+        return;
+    }
+    if let Some(raw) = p.raw_for(ctx) {
+        out.put(raw);
         return;
     }
     use PropertyId::*;
@@ -956,4 +995,86 @@ fn raw_items(block: &[u8]) -> impl Iterator<Item = (PropertyId, &[u8])> {
 #[inline]
 pub(crate) fn with_prefix(len: usize) -> usize {
     varint_len(u32::try_from(len).unwrap_or(u32::MAX)) + len
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use crate::{
+        Connect, DecodeContext, EncodeContext, EncodeError, Packet, PacketType, ProtocolVersion,
+        Publish, QoS, Will, decode, encode,
+    };
+
+    fn v5_publish_bytes() -> Vec<u8> {
+        let mut p = Publish::new("t", &b"x"[..]);
+        p.properties.content_type = Some("a".into());
+        p.properties.topic_alias = Some(3);
+        let mut out = Vec::new();
+        encode(
+            &Packet::Publish(p),
+            &EncodeContext::new(ProtocolVersion::V5),
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_decoded_block_is_reused_until_the_set_is_modified() {
+        let bytes = v5_publish_bytes();
+        let cx = DecodeContext::new(ProtocolVersion::V5);
+        let (packet, _) = decode(&bytes, &cx).unwrap().unwrap();
+        let Packet::Publish(mut p) = packet else {
+            unreachable!()
+        };
+        let ecx = EncodeContext::new(ProtocolVersion::V5);
+
+        let mut same = Vec::new();
+        encode(&Packet::Publish(p.clone()), &ecx, &mut same).unwrap();
+        assert_eq!(same, bytes);
+
+        // A change through `DerefMut` must show in the encoding.
+        p.properties.content_type = Some("changed".into());
+        let mut changed = Vec::new();
+        encode(&Packet::Publish(p), &ecx, &mut changed).unwrap();
+        let (again, _) = decode(&changed, &cx).unwrap().unwrap();
+        let Packet::Publish(again) = again else {
+            unreachable!()
+        };
+        assert_eq!(again.properties.content_type.as_deref(), Some("changed"));
+    }
+
+    #[test]
+    fn a_decoded_block_moved_to_another_packet_is_validated_again() {
+        let bytes = v5_publish_bytes();
+        let (packet, _) = decode(&bytes, &DecodeContext::new(ProtocolVersion::V5))
+            .unwrap()
+            .unwrap();
+        let Packet::Publish(p) = packet else {
+            unreachable!()
+        };
+        // Topic Alias is allowed in PUBLISH but not in Will Properties (Table 2-4).
+        let mut connect = Connect::new(ProtocolVersion::V5, "c");
+        connect.will = Some(alloc::boxed::Box::new(Will {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: p.properties,
+            topic: "w".into(),
+            payload: (&b""[..]).into(),
+        }));
+        let err = encode(
+            &Packet::Connect(connect),
+            &EncodeContext::new(ProtocolVersion::V5),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            EncodeError::PropertyNotAllowed {
+                id: 0x23,
+                packet: PacketType::Connect
+            }
+        );
+    }
 }

@@ -30,7 +30,14 @@ pub(crate) fn validate_filter_bytes(b: &[u8]) -> Result<(), &'static str> {
     if b.is_empty() {
         return Err("[MQTT-4.7.3-1] empty topic filter");
     }
+    // Most filters have no wildcard at all: one word-at-a-time pass says so.
+    if crate::wire::scan(b, true) == crate::wire::Scan::Clean {
+        return Ok(());
+    }
     for (i, &c) in b.iter().enumerate() {
+        if c != b'+' && c != b'#' {
+            continue;
+        }
         let starts_level = i == 0 || b.get(i - 1) == Some(&b'/');
         let ends_level = b.get(i + 1).is_none_or(|&n| n == b'/');
         match c {
