@@ -11,15 +11,24 @@ use mqttx_codec::{
     Subscribe, SubscribeFilter, UserProperty, Will, encode,
 };
 
-/// One benchmark input: a packet's bytes and the version they are in.
+/// One benchmark input: a packet as an application builds it, its bytes, and their version.
 #[derive(Clone, Debug)]
 pub struct Case {
     /// Short name for the criterion group.
     pub name: &'static str,
     /// Protocol version of the bytes.
     pub version: ProtocolVersion,
+    /// The packet as built by an application (not decoded).
+    pub packet: Packet<'static>,
     /// The encoded packet.
     pub bytes: Vec<u8>,
+}
+
+impl Case {
+    fn new(name: &'static str, version: ProtocolVersion, packet: Packet<'static>) -> Self {
+        let bytes = bytes_of(version, &packet);
+        Self { name, version, packet, bytes }
+    }
 }
 
 fn bytes_of(version: ProtocolVersion, packet: &Packet<'_>) -> Vec<u8> {
@@ -98,51 +107,15 @@ pub fn cases() -> Vec<Case> {
     let v4 = ProtocolVersion::V311;
     let v5 = ProtocolVersion::V5;
     vec![
-        Case {
-            name: "publish-qos0-16B",
-            version: v4,
-            bytes: bytes_of(v4, &publish_qos0(16)),
-        },
-        Case {
-            name: "publish-qos0-256B",
-            version: v4,
-            bytes: bytes_of(v4, &publish_qos0(256)),
-        },
-        Case {
-            name: "publish-qos0-4KiB",
-            version: v4,
-            bytes: bytes_of(v4, &publish_qos0(4096)),
-        },
-        Case {
-            name: "publish-qos0-64KiB",
-            version: v4,
-            bytes: bytes_of(v4, &publish_qos0(65_536)),
-        },
-        Case {
-            name: "publish-qos1-v5-props",
-            version: v5,
-            bytes: bytes_of(v5, &publish_qos1_v5()),
-        },
-        Case {
-            name: "connect-v311-will-login",
-            version: v4,
-            bytes: bytes_of(v4, &connect_v311()),
-        },
-        Case {
-            name: "subscribe-5-filters",
-            version: v4,
-            bytes: bytes_of(v4, &subscribe_5()),
-        },
-        Case {
-            name: "puback",
-            version: v4,
-            bytes: bytes_of(v4, &Packet::PubAck(PubResponse::new(pid(42)))),
-        },
-        Case {
-            name: "pingreq",
-            version: v4,
-            bytes: bytes_of(v4, &Packet::PingReq),
-        },
+        Case::new("publish-qos0-16B", v4, publish_qos0(16)),
+        Case::new("publish-qos0-256B", v4, publish_qos0(256)),
+        Case::new("publish-qos0-4KiB", v4, publish_qos0(4096)),
+        Case::new("publish-qos0-64KiB", v4, publish_qos0(65_536)),
+        Case::new("publish-qos1-v5-props", v5, publish_qos1_v5()),
+        Case::new("connect-v311-will-login", v4, connect_v311()),
+        Case::new("subscribe-5-filters", v4, subscribe_5()),
+        Case::new("puback", v4, Packet::PubAck(PubResponse::new(pid(42)))),
+        Case::new("pingreq", v4, Packet::PingReq),
     ]
 }
 

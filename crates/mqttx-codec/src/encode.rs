@@ -421,6 +421,26 @@ fn pub_response_plan(
     })
 }
 
+/// `check_str` and `topic::validate_topic_filter` in one pass for filters without wildcards.
+#[inline]
+fn check_filter_str(filter: &str) -> Result<usize, EncodeError> {
+    let b = filter.as_bytes();
+    if b.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::FieldTooLong { len: b.len() });
+    }
+    match scan(b, true) {
+        Scan::Clean if !b.is_empty() => Ok(2 + b.len()),
+        Scan::Nul => Err(EncodeError::NullCharacter),
+        Scan::Clean => Err(EncodeError::InvalidTopicFilter(
+            "[MQTT-4.7.3-1] empty topic filter",
+        )),
+        Scan::Wildcard => {
+            topic::filter_structure(b).map_err(EncodeError::InvalidTopicFilter)?;
+            Ok(2 + b.len())
+        }
+    }
+}
+
 fn subscribe_plan(p: &Subscribe<'_>, version: ProtocolVersion) -> Result<Plan, EncodeError> {
     if p.filters.is_empty() {
         return Err(EncodeError::EmptyList(PacketType::Subscribe));
@@ -431,8 +451,7 @@ fn subscribe_plan(p: &Subscribe<'_>, version: ProtocolVersion) -> Result<Plan, E
     } else {
         0
     };
-    let check = |filter: &[u8], options: SubscriptionOptions| {
-        topic::validate_filter_bytes(filter).map_err(EncodeError::InvalidTopicFilter)?;
+    let check_options = |filter: &[u8], options: SubscriptionOptions| {
         if !version.is_v5() && options.has_v5_bits() {
             return Err(EncodeError::NotInVersion {
                 what: "subscription options",
@@ -455,13 +474,14 @@ fn subscribe_plan(p: &Subscribe<'_>, version: ProtocolVersion) -> Result<Plan, E
             let options = r
                 .u8()
                 .map_err(|_| EncodeError::InvalidTopicFilter("corrupt"))?;
-            check(filter, options_from_byte(options))?;
+            topic::validate_filter_bytes(filter).map_err(EncodeError::InvalidTopicFilter)?;
+            check_options(filter, options_from_byte(options))?;
         }
         n += wire.len();
     } else {
         for (filter, options) in p.filters.iter() {
-            check(filter.as_bytes(), options)?;
-            n += check_str(filter)? + 1;
+            n += check_filter_str(filter)? + 1;
+            check_options(filter.as_bytes(), options)?;
         }
     }
     Ok(Plan {
@@ -533,8 +553,7 @@ fn unsubscribe_plan(p: &Unsubscribe<'_>, version: ProtocolVersion) -> Result<Pla
         n += wire.len();
     } else {
         for filter in p.filters.iter() {
-            topic::validate_topic_filter(filter).map_err(EncodeError::InvalidTopicFilter)?;
-            n += check_str(filter)?;
+            n += check_filter_str(filter)?;
         }
     }
     Ok(Plan {

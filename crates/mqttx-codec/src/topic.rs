@@ -34,6 +34,11 @@ pub(crate) fn validate_filter_bytes(b: &[u8]) -> Result<(), &'static str> {
     if crate::wire::scan(b, true) == crate::wire::Scan::Clean {
         return Ok(());
     }
+    filter_structure(b)
+}
+
+/// The wildcard placement rules of a non-empty filter, byte by byte.
+pub(crate) fn filter_structure(b: &[u8]) -> Result<(), &'static str> {
     for (i, &c) in b.iter().enumerate() {
         if c != b'+' && c != b'#' {
             continue;

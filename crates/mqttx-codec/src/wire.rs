@@ -155,15 +155,17 @@ const fn has_byte(x: u64, b: u8) -> bool {
     has_zero(x ^ (LO * b as u64))
 }
 
-/// One pass over `bytes`, eight at a time: whether any byte is NUL (or, with `wildcards`, `+`
-/// or `#`), and the OR of all bytes (its high bits tell whether everything is ASCII).
+/// One pass over `bytes`, eight at a time: whether any byte is NUL, whether (with `wildcards`)
+/// any is `+` or `#`, and the OR of all bytes (its high bits tell whether everything is ASCII).
 #[inline(always)]
-fn swar(bytes: &[u8], wildcards: bool) -> (bool, u64) {
-    let mut bad = false;
+fn swar(bytes: &[u8], wildcards: bool) -> (bool, bool, u64) {
+    let mut nul = false;
+    let mut wild = false;
     let mut all = 0u64;
     let mut check = |x: u64| {
         all |= x;
-        bad |= has_zero(x) || (wildcards && (has_byte(x, b'+') || has_byte(x, b'#')));
+        nul |= has_zero(x);
+        wild |= wildcards && (has_byte(x, b'+') || has_byte(x, b'#'));
     };
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
@@ -182,18 +184,16 @@ fn swar(bytes: &[u8], wildcards: bool) -> (bool, u64) {
         }
         check(word);
     }
-    (bad, all)
+    (nul, wild, all)
 }
 
 /// Looks for NUL and, if `wildcards`, for `+` and `#`.
 #[inline]
 pub(crate) fn scan(bytes: &[u8], wildcards: bool) -> Scan {
-    if !swar(bytes, wildcards).0 {
-        Scan::Clean
-    } else if bytes.contains(&0) {
-        Scan::Nul
-    } else {
-        Scan::Wildcard
+    match swar(bytes, wildcards) {
+        (true, _, _) => Scan::Nul,
+        (false, true, _) => Scan::Wildcard,
+        (false, false, _) => Scan::Clean,
     }
 }
 
@@ -205,18 +205,18 @@ pub(crate) fn scan(bytes: &[u8], wildcards: bool) -> Scan {
 #[inline]
 #[allow(unsafe_code)]
 pub(crate) fn checked_str(bytes: &[u8], wildcards: bool) -> Result<&str, DecodeError> {
-    let (bad, all) = swar(bytes, wildcards);
-    if !bad && all & HI == 0 {
+    let (nul, wild, all) = swar(bytes, wildcards);
+    if !nul && !wild && all & HI == 0 {
         // SAFETY: no byte of `bytes` has its high bit set (`all` is the OR of every byte,
         // padding included, and the padding is ASCII), so `bytes` is ASCII, and ASCII is
         // well-formed UTF-8.
         return Ok(unsafe { core::str::from_utf8_unchecked(bytes) });
     }
-    if bytes.contains(&0) {
+    if nul {
         return Err(DecodeError::NullCharacter);
     }
     // [MQTT-3.3.2-2] The Topic Name in the PUBLISH packet MUST NOT contain wildcard characters.
-    if wildcards && bytes.iter().any(|&b| b == b'+' || b == b'#') {
+    if wild {
         return Err(DecodeError::WildcardInTopicName);
     }
     // `from_utf8` rejects surrogates and overlong forms, as RFC 3629 requires.
