@@ -276,6 +276,26 @@ mod tests {
     }
 
     #[test]
+    fn shared_matching_table() {
+        for (filter, topic, expected, rule) in crate::tests::MATCH_CASES {
+            let mut store = RetainedStore::new();
+            store.set(&TopicName::new(topic).unwrap(), ());
+            let n = store.matching(&TopicFilter::new(filter).unwrap()).count();
+            assert_eq!(n == 1, *expected, "{filter:?} vs {topic:?} ({rule})");
+        }
+    }
+
+    #[test]
+    fn deepest_topics_need_no_recursion() {
+        let deep = TopicName::new(&"/".repeat(crate::MAX_TOPIC_LEN)).unwrap();
+        let mut store = RetainedStore::new();
+        store.set(&deep, 1);
+        assert_eq!(store.matching(&TopicFilter::new("#").unwrap()).count(), 1);
+        assert_eq!(store.remove(&deep), Some(1));
+        assert_eq!(store.node_count(), 1);
+    }
+
+    #[test]
     fn set_replace_remove_prunes() {
         let mut store = RetainedStore::new();
         let t = TopicName::new("a/b/c").unwrap();

@@ -441,7 +441,7 @@ impl Router {
     /// Walks the trie and stores the ids of the nodes whose filter matches `topic` in `out.nodes`.
     ///
     /// Each node is reached at most once: a node stands for one filter, and a filter matches a
-    /// topic in only one way. The walk uses an explicit stack, since a topic may have 32 768 levels.
+    /// topic in only one way. The walk uses an explicit stack, since a topic may have 65 536 levels.
     fn collect_nodes(&self, topic: &TopicName, out: &mut Deliveries) {
         out.clear();
         let text = topic.as_str();
@@ -1147,6 +1147,59 @@ mod tests {
         r.unsubscribe(&filter("a/b/c"), id(2));
         assert_eq!(r.node_count(), 1);
         assert_eq!(r.interned_count(), 0);
+    }
+
+    #[test]
+    fn unsubscribe_needs_the_same_group() {
+        let mut r = Router::new();
+        r.subscribe(&filter("$share/g/a"), id(1), SubscribeOptions::default())
+            .unwrap();
+        r.subscribe(&filter("a"), id(2), SubscribeOptions::default())
+            .unwrap();
+        assert_eq!(
+            r.unsubscribe(&filter("$share/h/a"), id(1)),
+            None,
+            "§4.8.2 other group"
+        );
+        assert_eq!(
+            r.unsubscribe(&filter("a"), id(1)),
+            None,
+            "not a normal subscription"
+        );
+        assert_eq!(
+            r.unsubscribe(&filter("$share/g/a"), id(2)),
+            None,
+            "not a member"
+        );
+        assert_eq!(r.len(), 2);
+        r.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn deepest_topics_need_no_recursion() {
+        // [MQTT-4.7.3-3] allows 65 535 bytes: 65 536 empty levels. Walks use explicit stacks.
+        let deep = "/".repeat(crate::MAX_TOPIC_LEN);
+        let mut r = Router::new();
+        r.subscribe(&filter(&deep), id(1), SubscribeOptions::default())
+            .unwrap();
+        r.subscribe(
+            &filter(&format!("{}#", &deep[..deep.len() - 1])),
+            id(2),
+            SubscribeOptions::default(),
+        )
+        .unwrap();
+        r.subscribe(&filter("#"), id(3), SubscribeOptions::default())
+            .unwrap();
+        assert_eq!(r.node_count(), 1 + (deep.len() + 1) + 2);
+        assert_eq!(
+            answer(&r, &deep),
+            [(1, 0, false), (2, 0, false), (3, 0, false)]
+        );
+        assert_eq!(
+            r.unsubscribe_all(id(1)) + r.unsubscribe_all(id(2)) + r.unsubscribe_all(id(3)),
+            3
+        );
+        assert_eq!(r.node_count(), 1);
     }
 
     #[test]
