@@ -145,12 +145,20 @@ pub fn decode_body(
     }
     // [MQTT-2.1.3-1] Where a flag bit is marked as "Reserved", it is reserved for future use
     // and MUST be set to the value listed. PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010.
+    // MQTT 3.1 §2.1 let a resent PUBREL, SUBSCRIBE or UNSUBSCRIBE carry DUP (bit 3): accept it
+    // there, and only there.
+    let dup_allowed = version == ProtocolVersion::V31
+        && matches!(
+            kind,
+            PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe
+        );
+    let checked = if dup_allowed { flags & 0b0111 } else { flags };
     let expected_flags = match kind {
         PacketType::Publish => flags,
         PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
         _ => 0,
     };
-    if flags != expected_flags {
+    if checked != expected_flags {
         return Err(DecodeError::InvalidFixedHeaderFlags {
             packet: kind,
             flags,

@@ -105,6 +105,8 @@ pub enum DecodeError {
     InvalidBooleanProperty(u8),
     /// A Topic Alias of 0.
     TopicAliasZero,
+    /// Authentication Data without an Authentication Method.
+    AuthenticationDataWithoutMethod,
 }
 
 impl DecodeError {
@@ -122,7 +124,8 @@ impl DecodeError {
             | Self::NoLocalOnSharedSubscription
             | Self::DuplicateProperty(_)
             | Self::ZeroPropertyValue(_)
-            | Self::InvalidBooleanProperty(_) => ReasonCode::PROTOCOL_ERROR,
+            | Self::InvalidBooleanProperty(_)
+            | Self::AuthenticationDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
             Self::EmptyPayload(PacketType::Subscribe | PacketType::Unsubscribe) => {
                 ReasonCode::PROTOCOL_ERROR
             }
@@ -173,6 +176,9 @@ impl DecodeError {
             Self::ZeroPropertyValue(_) => "MQTT 5.0 §3.1.2.11 property value 0",
             Self::InvalidBooleanProperty(_) => "MQTT 5.0 §3.1.2.11 property must be 0 or 1",
             Self::TopicAliasZero => "[MQTT-3.3.2-8] topic alias 0",
+            Self::AuthenticationDataWithoutMethod => {
+                "MQTT 5.0 §3.1.2.11.10 authentication data without authentication method"
+            }
         }
     }
 }

@@ -688,6 +688,11 @@ pub(crate) fn decode_properties<'a>(
             }
         }
     }
+    // MQTT 5.0 §3.1.2.11.10: "It is a Protocol Error to include Authentication Data if there
+    // is no Authentication Method."
+    if p.authentication_data.is_some() && p.authentication_method.is_none() {
+        return Err(DecodeError::AuthenticationDataWithoutMethod);
+    }
     if users > 0 {
         p.user_properties = Items::from_wire(block, users);
     }
@@ -778,6 +783,9 @@ pub(crate) fn properties_len(p: &Properties<'_>, ctx: PropCtx) -> Result<usize, 
         add(AuthenticationMethod, check_str(v)?)?;
     }
     if let Some(v) = &p.authentication_data {
+        if p.authentication_method.is_none() {
+            return Err(EncodeError::PropertyOutOfRange(AuthenticationData as u8));
+        }
         add(AuthenticationData, check_bin(v)?)?;
     }
     if p.request_problem_information.is_some() {

@@ -592,6 +592,14 @@ fn property_rules() -> Vec<Case> {
             publish_v5(&[0x02, 0x00, 0x00]), (E::UnexpectedEof, MALFORMED)),
         ("§2.2.2.2 User Property without its value",
             publish_v5(&cat(&[&[0x26], &s("k")])), (E::UnexpectedEof, MALFORMED)),
+        // §3.1.2.11.10: "It is a Protocol Error to include Authentication Data if there is no
+        // Authentication Method."
+        ("§3.1.2.11.10 Authentication Data without Authentication Method",
+            connect_v5(&[0x16, 0x00, 0x01, 0xAA]),
+            (E::AuthenticationDataWithoutMethod, PROTOCOL_ERROR)),
+        ("§3.15.2.2.3 AUTH data without method",
+            auth_v5(&[0x16, 0x00, 0x01, 0xAA]),
+            (E::AuthenticationDataWithoutMethod, PROTOCOL_ERROR)),
     ];
     rows.into_iter()
         .map(|(rule, bytes, (err, code))| (rule, V5, bytes, err, code))
@@ -1042,19 +1050,34 @@ fn auth_with_a_reason_code_and_no_property_length_is_accepted() {
 }
 
 #[test]
-fn v31_dup_on_subscribe_is_rejected_today() {
+fn v31_dup_on_pubrel_subscribe_unsubscribe_is_accepted() {
     // MQTT 3.1 (2010) §2.1 "DUP": "This flag is set when the client or server attempts to
     // re-deliver a PUBLISH, PUBREL, SUBSCRIBE or UNSUBSCRIBE message" — a 3.1 peer may resend a
-    // SUBSCRIBE as 0x8A (DUP, QoS 1). 3.1.1 [MQTT-3.8.1-1] fixed these flags at 0010, and the
-    // codec applies that rule to 3.1 too.
-    // FIXME: accept DUP on PUBREL/SUBSCRIBE/UNSUBSCRIBE for ProtocolVersion::V31 (Mosquitto
-    // skips the flags check for 3.1); today it is rejected.
+    // SUBSCRIBE as 0x8A (DUP, QoS 1). 3.1.1 [MQTT-3.8.1-1] fixed these flags at 0010, so only
+    // 3.1 accepts it.
     let bytes = frame(0x8A, &subscribe(V31, "a", 0x01)[2..]);
-    assert_eq!(
+    assert!(matches!(
         decode(&bytes, &DecodeContext::new(V31)),
+        Ok(Some((Packet::Subscribe(_), _)))
+    ));
+    assert_eq!(
+        decode(&bytes, &DecodeContext::new(V311)),
         Err(E::InvalidFixedHeaderFlags {
             packet: T::Subscribe,
             flags: 0b1010
+        })
+    );
+    // PUBREL with DUP in 3.1.
+    assert!(matches!(
+        decode(&[0x6A, 0x02, 0x00, 0x01], &DecodeContext::new(V31)),
+        Ok(Some((Packet::PubRel(_), 4)))
+    ));
+    // Other reserved bits stay reserved.
+    assert_eq!(
+        decode(&[0x63, 0x02, 0x00, 0x01], &DecodeContext::new(V31)),
+        Err(E::InvalidFixedHeaderFlags {
+            packet: T::PubRel,
+            flags: 0b0011
         })
     );
 }

@@ -106,7 +106,12 @@ fn properties(place: Place) -> impl Strategy<Value = Properties<'static>> {
         p.assigned_client_identifier = cow_str(a.7);
         p.server_keep_alive = a.8;
         p.authentication_method = cow_str(b.0);
-        p.authentication_data = cow_bin(b.1);
+        // MQTT 5.0 §3.1.2.11.10: no Authentication Data without an Authentication Method.
+        p.authentication_data = if p.authentication_method.is_some() {
+            cow_bin(b.1)
+        } else {
+            None
+        };
         p.request_problem_information = b.2;
         p.will_delay_interval = b.3;
         p.request_response_information = b.4;
