@@ -156,6 +156,20 @@ pub fn subscription_ops(data: &[u8]) {
         }
     }
     let subscribers: BTreeSet<u64> = model.keys().map(|(s, _)| *s).collect();
+    for &s in &subscribers {
+        let mut listed: Vec<(String, SubscribeOptions)> = router
+            .subscriptions(SubscriberId::new(s))
+            .into_iter()
+            .map(|(f, o)| (f.as_str().to_owned(), o))
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        let expected: Vec<(String, SubscribeOptions)> = model
+            .iter()
+            .filter(|((m, _), _)| *m == s)
+            .map(|((_, f), (_, o))| (f.clone(), *o))
+            .collect();
+        assert_eq!(listed, expected, "subscriptions of {s}");
+    }
     for s in subscribers {
         router.unsubscribe_all(SubscriberId::new(s));
     }

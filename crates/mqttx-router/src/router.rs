@@ -369,6 +369,44 @@ impl Router {
         self.subscribers.get(&subscriber).map_or(0, SmallMap::len)
     }
 
+    /// The subscriptions of `subscriber`, with their options, in unspecified order.
+    ///
+    /// Filters are rebuilt from the trie (shared ones with their `$share/{ShareName}/` prefix),
+    /// so this allocates; it is meant for session inspection and persistence, not for the hot path.
+    pub fn subscriptions(&self, subscriber: SubscriberId) -> Vec<(TopicFilter, SubscribeOptions)> {
+        let Some(index) = self.subscribers.get(&subscriber) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(index.len());
+        for (&key, ()) in index.iter() {
+            let (node, share) = split_key(key);
+            let slot = &self.trie.node(node).payload;
+            let mut text = String::new();
+            let opts = if share == NORMAL {
+                slot.subs.get(&subscriber).copied()
+            } else {
+                text.push_str("$share/");
+                text.push_str(self.trie.strings.resolve(share));
+                text.push('/');
+                slot.shared.as_ref().and_then(|groups| {
+                    let group = groups.0.iter().find(|g| g.share == share)?;
+                    group
+                        .members
+                        .iter()
+                        .find(|m| m.0 == subscriber)
+                        .map(|m| m.1)
+                })
+            };
+            self.trie.path(node, &mut text);
+            // The index and the trie agree (see `check_invariants`), and the path spells a
+            // filter that was valid when it was subscribed, so both lookups succeed.
+            if let (Some(opts), Ok(filter)) = (opts, TopicFilter::try_from(text)) {
+                out.push((filter, opts.unpack()));
+            }
+        }
+        out
+    }
+
     /// The deliveries for a message on `topic`, without advancing shared-group selection.
     ///
     /// Convenience for [`Router::matches_into`] with a fresh buffer.
@@ -1200,6 +1238,36 @@ mod tests {
             3
         );
         assert_eq!(r.node_count(), 1);
+    }
+
+    #[test]
+    fn subscriptions_are_listed_with_their_filters() {
+        let mut r = Router::new();
+        let filters = ["a/b", "a/+/#", "#", "/", "$share/g/a/+", "$SYS/x"];
+        for (i, f) in filters.iter().enumerate() {
+            let opts = SubscribeOptions::new(QoS::AtLeastOnce)
+                .with_subscription_id(Some(sid(i as u32 + 1)));
+            r.subscribe(&filter(f), id(1), opts).unwrap();
+        }
+        let mut got: Vec<_> = r
+            .subscriptions(id(1))
+            .into_iter()
+            .map(|(f, o)| {
+                (
+                    f.as_str().to_owned(),
+                    o.subscription_id.map(SubscriptionId::get),
+                )
+            })
+            .collect();
+        got.sort();
+        let mut expected: Vec<_> = filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.to_string(), Some(i as u32 + 1)))
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected);
+        assert!(r.subscriptions(id(2)).is_empty());
     }
 
     #[test]

@@ -270,6 +270,27 @@ impl<P: Payload> Trie<P> {
         }
     }
 
+    /// Writes the path from the root to `id` as a filter (levels joined by `/`) into `out`.
+    pub(crate) fn path(&self, id: u32, out: &mut String) {
+        let mut levels = Vec::new();
+        let mut at = id;
+        while at != ROOT {
+            let node = self.node(at);
+            levels.push(match node.level {
+                PLUS_LEVEL => "+",
+                HASH_LEVEL => "#",
+                level => self.strings.resolve(level),
+            });
+            at = node.parent;
+        }
+        for (i, level) in levels.iter().rev().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.push_str(level);
+        }
+    }
+
     /// Removes `id` if it is empty, then each ancestor that becomes empty.
     pub(crate) fn prune(&mut self, mut id: u32) {
         while id != ROOT && self.node(id).is_empty() {
