@@ -12,13 +12,21 @@
 //!   ([`ReasonCode`]) with its name.
 //! - **Zero-copy decoding**: a decoded [`Packet`] borrows its topic, payload, strings and
 //!   property values from the input; repeated fields (filters, user properties, reason codes)
-//!   stay as validated wire bytes ([`Items`]), so decoding allocates nothing.
-//!   [`Packet::into_owned`] gives an [`OwnedPacket`] to store or send across tasks.
+//!   stay as validated wire bytes ([`Items`]). An MQTT 3.1.x packet, or a v5 packet without
+//!   properties, decodes with no allocation at all; a v5 packet with properties allocates one
+//!   box for them ([`Props`]), and a CONNECT one for its Will. [`Packet::into_owned`] gives an
+//!   [`OwnedPacket`] to store or send across tasks.
+//! - **Fast forwarding**: a decoded packet that is encoded again unmodified (what a broker does)
+//!   reuses its validated property block and repeated fields as they are.
 //! - **An incremental [`Decoder`]** for byte streams that arrive in pieces.
 //! - **Strict validation** in both directions: each failure is a typed [`DecodeError`] naming
 //!   the spec's rule and mapping to the reason code the spec gives (0x81 Malformed Packet, 0x82
 //!   Protocol Error, 0x95 Packet Too Large…), or an [`EncodeError`]. Decoding never panics and
 //!   never allocates more than the packet's declared size.
+//!
+//! The crate has a single `unsafe` block, in the string check: a string proven ASCII by the same
+//! word-at-a-time pass that looks for U+0000 and wildcards becomes a `&str` without a second
+//! UTF-8 validation pass. Everything else is `#![deny(unsafe_code)]`.
 //!
 //! # Layout
 //!
@@ -27,7 +35,8 @@
 //! - [`encode`], [`encode_to_slice`], [`encoded_len`], [`encode_publish_header`]: packets to
 //!   bytes, into a `Vec<u8>` or a `&mut [u8]`; the header-only PUBLISH encode lets a large
 //!   payload go out by vectored write without a copy.
-//! - [`Packet`] and one struct per packet type; [`Properties`]; [`ReasonCode`]; [`topic`].
+//! - [`Packet`] and one struct per packet type; [`Props`] and [`Properties`]; [`ReasonCode`];
+//!   [`topic`].
 //!
 //! # Getting started
 //!
