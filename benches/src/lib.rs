@@ -27,7 +27,12 @@ pub struct Case {
 impl Case {
     fn new(name: &'static str, version: ProtocolVersion, packet: Packet<'static>) -> Self {
         let bytes = bytes_of(version, &packet);
-        Self { name, version, packet, bytes }
+        Self {
+            name,
+            version,
+            packet,
+            bytes,
+        }
     }
 }
 
