@@ -587,6 +587,15 @@ impl Router {
                     if g.next as usize >= g.members.len() {
                         return Err(format!("node {id} group cursor out of range"));
                     }
+                    if groups.0.iter().filter(|h| h.share == g.share).count() != 1 {
+                        return Err(format!("node {id} has two groups for one ShareName"));
+                    }
+                    let mut members: Vec<_> = g.members.iter().map(|m| m.0).collect();
+                    members.sort_unstable();
+                    members.dedup();
+                    if members.len() != g.members.len() {
+                        return Err(format!("node {id} has a member twice in one group"));
+                    }
                     count += g.members.len();
                     *share_refs.entry(g.share).or_insert(0) += 1;
                 }
