@@ -143,48 +143,54 @@ pub(crate) enum Scan {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `x` is zero (exact for "any", the classic bit trick).
+/// Non-zero exactly when some byte of `x` is zero (the classic bit trick; exact for "any").
 #[inline(always)]
-const fn has_zero(x: u64) -> bool {
-    x.wrapping_sub(LO) & !x & HI != 0
+const fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
 }
 
-/// Whether any byte of `x` equals `b`.
+/// Eight bytes of `bytes` from `at`, little-endian; the caller keeps `at + 8 <= len`.
 #[inline(always)]
-const fn has_byte(x: u64, b: u8) -> bool {
-    has_zero(x ^ (LO * b as u64))
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    if let Some(src) = bytes.get(at..at + 8) {
+        w.copy_from_slice(src);
+    }
+    u64::from_le_bytes(w)
 }
 
 /// One pass over `bytes`, eight at a time: whether any byte is NUL, whether (with `wildcards`)
-/// any is `+` or `#`, and the OR of all bytes (its high bits tell whether everything is ASCII).
+/// any is `+` or `#`, and whether any is outside ASCII. The last word overlaps the one before
+/// rather than looping over a remainder.
 #[inline(always)]
-fn swar(bytes: &[u8], wildcards: bool) -> (bool, bool, u64) {
-    let mut nul = false;
-    let mut wild = false;
-    let mut all = 0u64;
-    let mut check = |x: u64| {
-        all |= x;
-        nul |= has_zero(x);
-        wild |= wildcards && (has_byte(x, b'+') || has_byte(x, b'#'));
-    };
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        check(u64::from_le_bytes(word));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Pad with a byte that is ASCII and none of the searched ones; build the word with
-        // shifts rather than a variable-length copy (which would be a `memcpy` call).
-        let mut word = u64::from_le_bytes([b'a'; 8]);
-        for (i, &b) in rest.iter().enumerate() {
-            let shift = 8 * i;
-            word = (word & !(0xFF << shift)) | (u64::from(b) << shift);
+fn swar(bytes: &[u8], wildcards: bool) -> (bool, bool, bool) {
+    let n = bytes.len();
+    if n < 8 {
+        let (mut nul, mut wild, mut all) = (false, false, 0u8);
+        for &b in bytes {
+            nul |= b == 0;
+            wild |= wildcards & ((b == b'+') | (b == b'#'));
+            all |= b;
         }
-        check(word);
+        return (nul, wild, all >= 0x80);
     }
-    (nul, wild, all)
+    let (mut nul, mut wild, mut all) = (0u64, 0u64, 0u64);
+    let mut step = |x: u64| {
+        nul |= zero_bytes(x);
+        if wildcards {
+            wild |= zero_bytes(x ^ (LO * u64::from(b'+'))) | zero_bytes(x ^ (LO * u64::from(b'#')));
+        }
+        all |= x;
+    };
+    let mut at = 0;
+    while at + 8 <= n {
+        step(word(bytes, at));
+        at += 8;
+    }
+    if at < n {
+        step(word(bytes, n - 8));
+    }
+    (nul != 0, wild != 0, all & HI != 0)
 }
 
 /// Looks for NUL and, if `wildcards`, for `+` and `#`.
@@ -205,10 +211,10 @@ pub(crate) fn scan(bytes: &[u8], wildcards: bool) -> Scan {
 #[inline]
 #[allow(unsafe_code)]
 pub(crate) fn checked_str(bytes: &[u8], wildcards: bool) -> Result<&str, DecodeError> {
-    let (nul, wild, all) = swar(bytes, wildcards);
-    if !nul && !wild && all & HI == 0 {
-        // SAFETY: no byte of `bytes` has its high bit set (`all` is the OR of every byte,
-        // padding included, and the padding is ASCII), so `bytes` is ASCII, and ASCII is
+    let (nul, wild, non_ascii) = swar(bytes, wildcards);
+    if !nul && !wild && !non_ascii {
+        // SAFETY: `swar` found no byte with its high bit set (it ORs every byte of `bytes`,
+        // and every word it reads lies inside `bytes`), so `bytes` is ASCII, and ASCII is
         // well-formed UTF-8.
         return Ok(unsafe { core::str::from_utf8_unchecked(bytes) });
     }
