@@ -1,0 +1,61 @@
+//! [`Config`]: the broker's typed configuration, every limit finite by default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Broker configuration. Every limit has a finite default.
+///
+/// The struct is `#[non_exhaustive]`: start from [`Config::default`] and set fields.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = mqttx_broker::Config::default();
+/// config.connect_timeout = Duration::from_secs(5);
+/// assert_eq!(config.max_packet_size, 1024 * 1024);
+/// assert_eq!(config.bind.to_string(), "127.0.0.1:1883");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The address [`Broker::bind`](crate::Broker::bind) listens on (default `127.0.0.1:1883`).
+    pub bind: SocketAddr,
+    /// The largest packet accepted from a client, fixed header included (default 1 MiB). A
+    /// larger declared Remaining Length is refused before its body is read (DISCONNECT 0x95 for
+    /// MQTT 5.0 clients). MQTT 5.0 clients learn it from CONNACK's Maximum Packet Size.
+    pub max_packet_size: u32,
+    /// How long a new connection may take to send CONNECT (default 10 s).
+    pub connect_timeout: Duration,
+    /// The longest Keep Alive granted, in seconds (default 3 600). An MQTT 5.0 client asking
+    /// for more, or for 0 (no keep alive), is told this value in CONNACK's Server Keep Alive.
+    /// MQTT 3.1.1 has no way to say so; its clients keep their own value.
+    pub max_keepalive: u16,
+    /// The Receive Maximum advertised to MQTT 5.0 clients (default 100): how many QoS 2
+    /// PUBLISH exchanges a client may have unfinished; one more is DISCONNECT 0x93.
+    pub receive_maximum: u16,
+    /// The most QoS 1 and 2 messages in flight to one client (default 100); the client's own
+    /// Receive Maximum lowers it.
+    pub max_inflight: u16,
+    /// The most messages waiting to be sent to one client (default 1 000).
+    pub max_queued_messages: usize,
+    /// The most bytes of encoded messages waiting to be sent to one client (default 16 MiB).
+    pub max_queued_bytes: usize,
+    /// The most retained messages kept (default 100 000); a new retained topic beyond it is
+    /// not stored (the message is still delivered).
+    pub max_retained_messages: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_packet_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_keepalive: 3600,
+            receive_maximum: 100,
+            max_inflight: 100,
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_retained_messages: 100_000,
+        }
+    }
+}

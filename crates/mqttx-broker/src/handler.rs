@@ -1,0 +1,179 @@
+//! The [`Handler`] trait: the application's extension point, with typed decisions.
+
+use std::future::Future;
+
+use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
+use mqttx_router::{SubscribeOptions, TopicFilter};
+
+use crate::proto::{CloseReason, ConnectRequest, Message};
+
+/// The application's hooks into the broker. Every method has a default that allows, so an
+/// implementation overrides only what it needs; hooks added later come with defaults too, so
+/// adding one is not a breaking change.
+///
+/// The broker calls the hooks of one connection one at a time, in the order of that
+/// connection's packets, from the task that drives the connection; the connection processes
+/// nothing else meanwhile, so a hook should not wait long. Hooks of different connections run
+/// concurrently.
+///
+/// `Session` is the application's per-connection state: [`on_connect`](Self::on_connect)
+/// creates it, the other hooks borrow it, [`on_disconnect`](Self::on_disconnect) receives it.
+/// It needs `Default` so that the default `on_connect` can create one; `()` is fine.
+///
+/// ```
+/// use mqttx_broker::{ClientInfo, ConnectRefusal, ConnectRequest, Handler, Message, PublishDecision};
+/// use mqttx_broker::codec::ReasonCode;
+///
+/// /// Lets in only clients that give a user name, and keeps `$internal/` to itself.
+/// struct Guard;
+///
+/// impl Handler for Guard {
+///     type Session = ();
+///
+///     async fn on_connect(&self, req: &ConnectRequest) -> Result<(), ConnectRefusal> {
+///         match req.username {
+///             Some(_) => Ok(()),
+///             None => Err(ConnectRefusal::new(ReasonCode::NOT_AUTHORIZED)),
+///         }
+///     }
+///
+///     async fn on_publish(&self, _: &(), _: &ClientInfo, message: &Message) -> PublishDecision {
+///         if message.topic.as_str().starts_with("$internal/") {
+///             PublishDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+///         } else {
+///             PublishDecision::Accept
+///         }
+///     }
+/// }
+/// # let _ = mqttx_broker::Broker::builder().handler(Guard).build();
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Per-connection application state.
+    type Session: Default + Send + Sync + 'static;
+
+    /// Called once per CONNECT, before CONNACK. `Ok` accepts (CONNACK 0x00); `Err` refuses
+    /// with the refusal's reason code (MQTT 3.1.x clients get the return code with the same
+    /// meaning). Default: accept.
+    fn on_connect(
+        &self,
+        req: &ConnectRequest,
+    ) -> impl Future<Output = Result<Self::Session, ConnectRefusal>> + Send {
+        let _ = req;
+        async { Ok(Self::Session::default()) }
+    }
+
+    /// Called for every PUBLISH the client sends, and for its Will when the broker publishes
+    /// it, before the message is routed or retained. Default: accept.
+    fn on_publish(
+        &self,
+        session: &Self::Session,
+        client: &ClientInfo,
+        message: &Message,
+    ) -> impl Future<Output = PublishDecision> + Send {
+        let _ = (session, client, message);
+        async { PublishDecision::Accept }
+    }
+
+    /// Called for every valid filter of a SUBSCRIBE. Default: grant the QoS asked for.
+    fn on_subscribe(
+        &self,
+        session: &Self::Session,
+        client: &ClientInfo,
+        filter: &TopicFilter,
+        options: &SubscribeOptions,
+    ) -> impl Future<Output = SubscribeDecision> + Send {
+        let _ = (session, client, filter);
+        let qos = match options.qos {
+            mqttx_router::QoS::AtMostOnce => QoS::AtMostOnce,
+            mqttx_router::QoS::AtLeastOnce => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        async move { SubscribeDecision::Grant(qos) }
+    }
+
+    /// Called for every valid filter of an UNSUBSCRIBE, after it was removed. Default: nothing.
+    fn on_unsubscribe(
+        &self,
+        session: &Self::Session,
+        client: &ClientInfo,
+        filter: &TopicFilter,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (session, client, filter);
+        async {}
+    }
+
+    /// Called once when an accepted connection ends, with the reason. Default: nothing.
+    fn on_disconnect(
+        &self,
+        session: Self::Session,
+        client: &ClientInfo,
+        reason: CloseReason,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (session, client, reason);
+        async {}
+    }
+}
+
+/// The handler that allows everything: the broker of `mqttx broker`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl Handler for AllowAll {
+    type Session = ();
+}
+
+/// Who a hook is called for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// The client identifier (assigned by the broker if the client sent none).
+    pub client_id: String,
+    /// The protocol version.
+    pub protocol: ProtocolVersion,
+    /// The User Name of the CONNECT.
+    pub username: Option<String>,
+}
+
+/// A refused CONNECT: the reason code of the CONNACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectRefusal {
+    code: ReasonCode,
+}
+
+impl ConnectRefusal {
+    /// A refusal with `code`, e.g. [`ReasonCode::NOT_AUTHORIZED`] (0x87) or
+    /// [`ReasonCode::BAD_USER_NAME_OR_PASSWORD`] (0x86). A code that is not a CONNACK error
+    /// code becomes 0x80 (Unspecified error).
+    pub const fn new(code: ReasonCode) -> Self {
+        Self { code }
+    }
+
+    /// The reason code.
+    pub const fn reason_code(&self) -> ReasonCode {
+        self.code
+    }
+}
+
+/// What [`Handler::on_publish`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishDecision {
+    /// Route (and retain) the message.
+    Accept,
+    /// Drop it; QoS 1 and 2 publishers get PUBACK / PUBREC with this code (MQTT 5.0), e.g.
+    /// 0x87 Not authorized. MQTT 3.1.x publishers get a normal acknowledgement.
+    Refuse(ReasonCode),
+    /// Drop it and disconnect the client with this code (DISCONNECT for MQTT 5.0).
+    Disconnect(ReasonCode),
+}
+
+/// What [`Handler::on_subscribe`] decided for one filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeDecision {
+    /// Subscribe with at most this QoS (never more than the client asked for).
+    Grant(QoS),
+    /// Refuse this filter with a SUBACK code ≥ 0x80, e.g. 0x87 Not authorized (MQTT 3.1.1
+    /// clients get 0x80).
+    Refuse(ReasonCode),
+}

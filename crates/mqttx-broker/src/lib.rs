@@ -1,0 +1,122 @@
+//! mqttx-broker is a standards-conformant MQTT 3.1, 3.1.1 and 5.0 broker that you can run as
+//! it is (`mqttx broker`) or compose into an application through the [`Handler`] trait.
+//!
+//! It is two layers. [`proto`] is the sans-IO session core: one connection as a state machine
+//! that takes bytes and the current time and gives bytes, events and a timeout; it reads no
+//! clock, touches no socket and imports no runtime, so its tests need neither. The tokio shell
+//! ([`Broker`], [`Server`]) owns the sockets, one timer per connection, the shared subscription
+//! router (`mqttx-router`), the retained messages and the client registry, and calls the
+//! [`Handler`]. The broker accepts any `AsyncRead + AsyncWrite + Unpin + Send` stream;
+//! `mqttx-transport-tcp` provides TCP, and other transports plug in through [`Broker::serve`].
+//!
+//! What it is not, yet: sessions are **clean only** (a session ends with its connection; MQTT
+//! 5.0 clients asking for a Session Expiry Interval get 0 in CONNACK; there is no offline
+//! queue), enhanced authentication (AUTH) is refused with 0x8C, Topic Aliases are not accepted
+//! (Topic Alias Maximum 0) nor sent, Will Delay and Message Expiry are forwarded but not acted
+//! upon, and there is no TLS, WebSocket, configuration file or `BrokerHandle` yet.
+//!
+//! # Layout
+//!
+//! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default.
+//! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`]; the
+//!   [`AllowAll`] handler.
+//! - [`proto`]: [`proto::Session`] and its [`proto::Event`]s; [`proto::Outbound`], a PUBLISH
+//!   encoded once and shared by every subscriber that receives it unchanged.
+//!
+//! # Getting started
+//!
+//! A broker on a free loopback port, with a handler that refuses clients without a user name:
+//!
+//! ```no_run
+//! use mqttx_broker::codec::ReasonCode;
+//! use mqttx_broker::{Broker, Config, ConnectRefusal, ConnectRequest, Handler};
+//!
+//! struct NeedsUser;
+//!
+//! impl Handler for NeedsUser {
+//!     type Session = ();
+//!
+//!     async fn on_connect(&self, req: &ConnectRequest) -> Result<(), ConnectRefusal> {
+//!         req.username
+//!             .as_ref()
+//!             .map(|_| ())
+//!             .ok_or(ConnectRefusal::new(ReasonCode::BAD_USER_NAME_OR_PASSWORD))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let mut config = Config::default();
+//! config.bind = "127.0.0.1:0".parse().unwrap();
+//! let server = Broker::builder().config(config).handler(NeedsUser).bind().await?;
+//! println!("listening on {}", server.local_addr()?);
+//! // Runs until Ctrl-C, then disconnects every client (0x8B) and returns.
+//! server.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! The session core runs without any runtime:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use mqttx_broker::Config;
+//! use mqttx_broker::proto::{Event, Session};
+//!
+//! let start = Instant::now();
+//! let mut session = Session::new(start, &Config::default(), "assigned-1".into());
+//! // An MQTT 3.1.1 CONNECT with client id "c", clean session, keep alive 60 s.
+//! session.handle_bytes(start, &[0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x01, b'c']);
+//! let Some(Event::Connect(req)) = session.poll_event() else { unreachable!() };
+//! assert_eq!(req.client_id, "c");
+//! session.accept_connect(start);
+//! let mut out = Vec::new();
+//! session.poll_transmit(&mut out);
+//! assert_eq!(out, [0x20, 0x02, 0x00, 0x00]); // CONNACK, accepted
+//! // Keep alive 60 s: the connection is closed after 90 s of silence.
+//! assert_eq!(session.poll_timeout(), Some(start + Duration::from_secs(90)));
+//! ```
+//!
+//! # Cancel safety
+//!
+//! [`Server::run_until`] may be dropped; connections already accepted keep running on their
+//! own tasks until they end or [`Broker::shutdown`] is called. The future of
+//! [`Broker::serve`] owns its stream: dropping it closes the connection without a Will.
+//!
+//! # Flow control and memory
+//!
+//! Every connection has a bounded outbound queue ([`Config::max_queued_messages`],
+//! [`Config::max_queued_bytes`]). When it is full, new messages are dropped and counted
+//! ([`proto::SessionStats`]): QoS 0 first of all, and QoS 1 and 2 too, since sessions are not
+//! persistent yet; nothing already queued is evicted. QoS 1 and 2 messages wait in that queue
+//! for the client's Receive Maximum window. Incoming packets are limited by
+//! [`Config::max_packet_size`], checked on the declared length before the body is buffered.
+//!
+//! # Crate features
+//!
+//! None.
+
+mod config;
+mod handler;
+pub mod proto;
+mod shell;
+
+pub use config::Config;
+pub use handler::{
+    AllowAll, ClientInfo, ConnectRefusal, Handler, PublishDecision, SubscribeDecision,
+};
+pub use proto::{CloseReason, ConnectRequest, Message};
+pub use shell::{Broker, Builder, Server};
+
+/// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],
+/// [`codec::QoS`], [`codec::ProtocolVersion`]).
+pub use mqttx_codec as codec;
+/// The subscription router, re-exported for its types ([`router::TopicName`],
+/// [`router::TopicFilter`]).
+pub use mqttx_router as router;
+
+/// A fixed instant for the session-core tests: read once here, outside `proto`, which never
+/// reads a clock; tests then move time only by adding durations to it.
+#[cfg(test)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}

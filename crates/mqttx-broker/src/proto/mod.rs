@@ -1,0 +1,1308 @@
+//! The sans-IO session core: one MQTT connection as a state machine, bytes and time in, bytes
+//! and events out.
+//!
+//! [`Session`] never reads a clock and never touches a socket. The shell (or a test) feeds it
+//! the bytes a client sent with [`Session::handle_bytes`] and the passing of time with
+//! [`Session::handle_timeout`], answers the requests it raises through [`Session::poll_event`],
+//! gives it messages to deliver with [`Session::deliver`], and writes what
+//! [`Session::poll_transmit`] returns to the client.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mqttx_codec::{
+    ConnAck, Connect, DecodeContext, DecodeError, Decoder, Disconnect, EncodeContext, EncodeError,
+    Items, Packet, PacketId, PacketType, Props, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode, SubAck, UnsubAck, encode,
+};
+use mqttx_router::{RetainHandling, SubscribeOptions, SubscriptionId, TopicFilter, TopicName};
+
+use crate::config::Config;
+
+/// How many bytes [`Session::poll_transmit`] gathers at most per call from the message queue,
+/// so one write is large but bounded.
+const TRANSMIT_BATCH: usize = 64 * 1024;
+
+/// An application message as the broker routes it: the topic, the payload shared by every
+/// copy, and the PUBLISH properties that are forwarded (MQTT 5.0 §3.3.2.3: Payload Format
+/// Indicator, Message Expiry Interval, Content Type, Response Topic, Correlation Data, User
+/// Properties; never a Topic Alias or a Subscription Identifier).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The topic it was published to.
+    pub topic: TopicName,
+    /// The payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// The forwarded MQTT 5.0 properties (empty for MQTT 3.1.x publishers).
+    pub properties: Props<'static>,
+}
+
+impl Message {
+    /// A message without properties.
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic,
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: Props::new(),
+        }
+    }
+
+    /// Builds a message from a PUBLISH (or a Will), keeping only the forwarded properties.
+    fn from_parts(
+        topic: TopicName,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        props: &mqttx_codec::Properties<'_>,
+    ) -> Self {
+        let mut properties = Props::new();
+        if props.payload_format_indicator.is_some()
+            || props.message_expiry_interval.is_some()
+            || props.content_type.is_some()
+            || props.response_topic.is_some()
+            || props.correlation_data.is_some()
+            || !props.user_properties.is_empty()
+        {
+            let p = &mut *properties;
+            p.payload_format_indicator = props.payload_format_indicator;
+            p.message_expiry_interval = props.message_expiry_interval;
+            p.content_type = props.content_type.clone().map(|c| c.into_owned().into());
+            p.response_topic = props.response_topic.clone().map(|c| c.into_owned().into());
+            p.correlation_data = props
+                .correlation_data
+                .clone()
+                .map(|c| c.into_owned().into());
+            p.user_properties = props.user_properties.clone().into_owned();
+        }
+        Self {
+            topic,
+            payload: Bytes::copy_from_slice(payload),
+            qos,
+            retain,
+            properties,
+        }
+    }
+}
+
+/// A PUBLISH encoded once for every subscriber that receives it unchanged.
+///
+/// For QoS 1 and 2 the bytes hold a placeholder Packet Identifier, which each session replaces
+/// with its own while copying the bytes into its write buffer; the encoded bytes themselves are
+/// shared ([`Bytes`]) and never modified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outbound {
+    bytes: Bytes,
+    /// Where the two Packet Identifier bytes are, for QoS 1 and 2.
+    pid_offset: Option<usize>,
+    qos: QoS,
+}
+
+impl Outbound {
+    /// Encodes `message` for a subscriber speaking `version`, at `qos`, with the RETAIN flag
+    /// `retain` and the MQTT 5.0 Subscription Identifiers `subscription_ids`.
+    pub fn encode(
+        message: &Message,
+        version: ProtocolVersion,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: &[u32],
+    ) -> Result<Self, EncodeError> {
+        let mut publish = Publish::new(message.topic.as_str(), &message.payload[..]);
+        publish.qos = qos;
+        publish.retain = retain;
+        if qos != QoS::AtMostOnce {
+            publish.packet_id = PacketId::new(1);
+        }
+        if version.is_v5() {
+            publish.properties = message.properties.clone();
+            if !subscription_ids.is_empty() {
+                publish.properties.subscription_identifiers = subscription_ids.to_vec().into();
+            }
+        }
+        let mut out = Vec::with_capacity(message.payload.len() + message.topic.as_str().len() + 16);
+        encode(
+            &Packet::Publish(publish),
+            &EncodeContext::new(version),
+            &mut out,
+        )?;
+        let pid_offset = (qos != QoS::AtMostOnce).then(|| {
+            // The fixed header is the first byte plus the Remaining Length's bytes: each but
+            // the last has its continuation bit set. Then comes the topic's length and text.
+            let varint = out.iter().skip(1).take_while(|b| **b & 0x80 != 0).count() + 1;
+            1 + varint + 2 + message.topic.as_str().len()
+        });
+        Ok(Self {
+            bytes: Bytes::from(out),
+            pid_offset,
+            qos,
+        })
+    }
+
+    /// The encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the encoding is empty (never, for a PUBLISH).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The QoS of this copy.
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// The shared encoded bytes (with the placeholder Packet Identifier for QoS 1 and 2).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    fn write(&self, pid: Option<PacketId>, out: &mut Vec<u8>) {
+        match (self.pid_offset, pid) {
+            (Some(at), Some(pid)) if at + 2 <= self.bytes.len() => {
+                out.extend_from_slice(&self.bytes[..at]);
+                out.extend_from_slice(&pid.get().to_be_bytes());
+                out.extend_from_slice(&self.bytes[at + 2..]);
+            }
+            _ => out.extend_from_slice(&self.bytes),
+        }
+    }
+}
+
+/// What the session asks of the shell, or tells it. Drain with [`Session::poll_event`] after
+/// every input or command.
+///
+/// `Connect`, `Publish`, `Subscribe` and `Unsubscribe` are requests: the session processes no
+/// further input until the shell answers with the matching command
+/// ([`Session::accept_connect`] or [`Session::refuse_connect`], [`Session::complete_publish`],
+/// [`Session::complete_subscribe`], [`Session::complete_unsubscribe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A CONNECT arrived: accept or refuse it.
+    Connect(ConnectRequest),
+    /// A PUBLISH arrived: authorize and route it, then call [`Session::complete_publish`].
+    Publish(Message),
+    /// A SUBSCRIBE arrived: decide per filter, then call [`Session::complete_subscribe`].
+    Subscribe(SubscribeRequest),
+    /// An UNSUBSCRIBE arrived: remove the filters, then call [`Session::complete_unsubscribe`].
+    Unsubscribe(UnsubscribeRequest),
+    /// The connection ended abnormally and had a Will Message: publish it (no answer needed).
+    Will(Message),
+    /// The connection is over. Write what [`Session::poll_transmit`] still returns, then
+    /// close the stream. No further event follows.
+    Closed(CloseReason),
+}
+
+/// A CONNECT, as the shell and the handler see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectRequest {
+    /// The protocol version.
+    pub protocol: ProtocolVersion,
+    /// The client identifier: the client's own, or the one the broker assigned.
+    pub client_id: String,
+    /// Whether the broker assigned `client_id` (the client sent an empty one).
+    pub assigned_client_id: bool,
+    /// Clean Start / Clean Session.
+    pub clean_start: bool,
+    /// The Keep Alive the client asked for, in seconds.
+    pub keep_alive: u16,
+    /// The User Name.
+    pub username: Option<String>,
+    /// The Password.
+    pub password: Option<Bytes>,
+    /// Whether the CONNECT carries a Will Message.
+    pub has_will: bool,
+}
+
+/// One valid filter of a SUBSCRIBE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribeEntry {
+    /// The filter (possibly a shared subscription).
+    pub filter: TopicFilter,
+    /// The options, with the Subscription Identifier of the SUBSCRIBE.
+    pub options: SubscribeOptions,
+}
+
+/// The valid filters of a SUBSCRIBE, in order. Invalid filters were already answered with
+/// 0x8F (Topic Filter invalid) and are not listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribeRequest {
+    /// The filters.
+    pub entries: Vec<SubscribeEntry>,
+}
+
+/// The valid filters of an UNSUBSCRIBE, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnsubscribeRequest {
+    /// The filters.
+    pub filters: Vec<TopicFilter>,
+}
+
+/// The shell's answer to an [`Event::Publish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishOutcome {
+    /// Accepted (and routed): PUBACK / PUBREC 0x00.
+    Accepted,
+    /// Refused with a reason code: PUBACK / PUBREC with it (MQTT 5.0); MQTT 3.1.x gets the
+    /// normal acknowledgement, as [MQTT-3.3.5-2] of 3.1.1 allows.
+    Refused(ReasonCode),
+    /// Refused, and the connection is closed with DISCONNECT and this code (MQTT 5.0).
+    Disconnect(ReasonCode),
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent DISCONNECT 0x00 (the Will is discarded).
+    Normal,
+    /// The client sent DISCONNECT with another code, e.g. 0x04 (the Will is published).
+    ClientDisconnect(ReasonCode),
+    /// The stream ended or failed without DISCONNECT.
+    ConnectionLost,
+    /// No CONNECT arrived within the connect timeout.
+    ConnectTimeout,
+    /// No packet arrived within 1.5 times the Keep Alive.
+    KeepAliveTimeout,
+    /// The client broke the protocol; the code says how (sent to MQTT 5.0 clients).
+    ProtocolError(ReasonCode),
+    /// The CONNECT was refused with this code.
+    Refused(ReasonCode),
+    /// Another connection took over the client identifier (DISCONNECT 0x8E).
+    TakenOver,
+    /// The broker is shutting down (DISCONNECT 0x8B).
+    ServerShutdown,
+    /// The server disconnected the client with this code.
+    Server(ReasonCode),
+}
+
+/// What [`Session::deliver`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliverOutcome {
+    /// Queued for sending.
+    Queued,
+    /// Dropped: the session's outbound queue is full (counted in [`SessionStats`]).
+    QueueFull,
+    /// Dropped: larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    TooLarge,
+    /// Dropped: the session is not connected (yet, or any more).
+    NotConnected,
+}
+
+/// Counters of one session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// QoS 0 messages dropped because the outbound queue was full.
+    pub dropped_qos0: u64,
+    /// QoS 1 and 2 messages dropped because the outbound queue was full.
+    pub dropped_qos12: u64,
+    /// Messages dropped because they exceed the client's Maximum Packet Size.
+    pub dropped_too_large: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for CONNECT.
+    AwaitConnect,
+    /// CONNECT received, waiting for the shell's decision.
+    Connecting,
+    Connected,
+    Closed,
+}
+
+/// The request the session waits on; no input is processed meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pending {
+    Connect,
+    Publish {
+        qos: QoS,
+        packet_id: Option<PacketId>,
+    },
+    Subscribe {
+        packet_id: PacketId,
+        /// One entry per filter: `Some` for filters already answered (invalid ones).
+        codes: Vec<Option<ReasonCode>>,
+    },
+    Unsubscribe {
+        packet_id: PacketId,
+        codes: Vec<Option<ReasonCode>>,
+    },
+}
+
+/// Where an outbound QoS 1 or 2 message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    /// QoS 1, waiting for PUBACK.
+    Qos1,
+    /// QoS 2, waiting for PUBREC.
+    Qos2Sent,
+    /// QoS 2, PUBREL sent, waiting for PUBCOMP.
+    Qos2Released,
+}
+
+/// One MQTT connection, from the broker's side, as a state machine.
+///
+/// # Calling contract
+///
+/// - Inputs: [`handle_bytes`](Self::handle_bytes) with what the client sent,
+///   [`handle_timeout`](Self::handle_timeout) when the instant of
+///   [`poll_timeout`](Self::poll_timeout) has passed, [`handle_closed`](Self::handle_closed) when
+///   the stream ended.
+/// - Commands: answers to requests ([`accept_connect`](Self::accept_connect),
+///   [`refuse_connect`](Self::refuse_connect), [`complete_publish`](Self::complete_publish),
+///   [`complete_subscribe`](Self::complete_subscribe),
+///   [`complete_unsubscribe`](Self::complete_unsubscribe)), [`deliver`](Self::deliver) and
+///   [`disconnect`](Self::disconnect).
+/// - Outputs: after every input or command, drain [`poll_event`](Self::poll_event) (and
+///   answer requests), then [`poll_transmit`](Self::poll_transmit) until it returns `false`,
+///   then re-arm one timer at [`poll_timeout`](Self::poll_timeout).
+///
+/// `now` must never go backwards between calls. The session reads no clock: time is only what
+/// the caller passes in.
+#[derive(Debug)]
+pub struct Session {
+    decoder: Decoder,
+    state: State,
+}
+
+#[derive(Debug)]
+struct State {
+    config: Limits,
+    phase: Phase,
+    version: ProtocolVersion,
+    /// Set when CONNECT fixes the version, applied to the decoder before the next packet.
+    version_change: Option<ProtocolVersion>,
+    assigned_id: String,
+    client_id: String,
+    connect_deadline: Option<Instant>,
+    keep_alive: Option<Duration>,
+    last_packet: Instant,
+    will: Option<Message>,
+    pending: Option<Pending>,
+    transmit: Vec<u8>,
+    events: VecDeque<Event>,
+    queue: VecDeque<Outbound>,
+    queued_bytes: usize,
+    inflight: HashMap<u16, InFlight>,
+    next_packet_id: u16,
+    /// Inbound QoS 2 packet identifiers whose PUBREC was sent and whose PUBREL has not come.
+    incoming_qos2: HashSet<u16>,
+    client_receive_maximum: u16,
+    client_max_packet_size: u32,
+    /// The Keep Alive to announce in CONNACK's Server Keep Alive, when it differs.
+    keep_alive_sent: Option<u16>,
+    /// An MQTT 5.0 client asked for a Session Expiry Interval above 0.
+    session_expiry_requested: bool,
+    /// The client identifier was assigned.
+    assigned: bool,
+    stats: SessionStats,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_keepalive: u16,
+    receive_maximum: u16,
+    max_inflight: u16,
+    max_queued_messages: usize,
+    max_queued_bytes: usize,
+    max_packet_size: u32,
+}
+
+impl Session {
+    /// A session for a connection accepted at `now`. `assigned_id` is the client identifier
+    /// the broker gives the client if it sends an empty one; the shell makes it unique.
+    pub fn new(now: Instant, config: &Config, assigned_id: String) -> Self {
+        let cx =
+            DecodeContext::new(ProtocolVersion::V5).with_max_packet_size(config.max_packet_size);
+        Self {
+            decoder: Decoder::new(cx),
+            state: State {
+                config: Limits {
+                    max_keepalive: config.max_keepalive,
+                    receive_maximum: config.receive_maximum.max(1),
+                    max_inflight: config.max_inflight.max(1),
+                    max_queued_messages: config.max_queued_messages,
+                    max_queued_bytes: config.max_queued_bytes,
+                    max_packet_size: config.max_packet_size,
+                },
+                phase: Phase::AwaitConnect,
+                version: ProtocolVersion::V5,
+                version_change: None,
+                assigned_id,
+                client_id: String::new(),
+                connect_deadline: Some(now + config.connect_timeout),
+                keep_alive: None,
+                last_packet: now,
+                will: None,
+                pending: None,
+                transmit: Vec::new(),
+                events: VecDeque::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: HashMap::new(),
+                next_packet_id: 1,
+                incoming_qos2: HashSet::new(),
+                client_receive_maximum: u16::MAX,
+                client_max_packet_size: mqttx_codec::MAX_PACKET_SIZE,
+                keep_alive_sent: None,
+                session_expiry_requested: false,
+                assigned: false,
+                stats: SessionStats::default(),
+            },
+        }
+    }
+
+    /// The protocol version (MQTT 5.0 until CONNECT says otherwise).
+    pub fn version(&self) -> ProtocolVersion {
+        self.state.version
+    }
+
+    /// The client identifier once CONNECT arrived (assigned if the client sent none).
+    pub fn client_id(&self) -> &str {
+        &self.state.client_id
+    }
+
+    /// Whether CONNECT was accepted and the session has not ended.
+    pub fn is_connected(&self) -> bool {
+        self.state.phase == Phase::Connected
+    }
+
+    /// Whether the session has ended; only [`poll_transmit`](Self::poll_transmit) and
+    /// [`poll_event`](Self::poll_event) have anything left to give.
+    pub fn is_closed(&self) -> bool {
+        self.state.phase == Phase::Closed
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> SessionStats {
+        self.state.stats
+    }
+
+    /// Input: bytes received from the client.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        if self.state.phase == Phase::AwaitConnect && self.decoder.buffered() == 0 {
+            if let Some(first) = bytes.first() {
+                if first >> 4 != PacketType::Connect as u8 {
+                    // [MQTT-3.1.0-1] The first packet MUST be CONNECT: judged on its first
+                    // byte, without waiting for the rest of a frame that may never come.
+                    self.state.close(
+                        CloseReason::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                        None,
+                        false,
+                    );
+                    return;
+                }
+            }
+        }
+        self.decoder.feed(bytes);
+        self.process(now);
+    }
+
+    /// Input: time has passed. Closes the connection if the connect timeout or the keep-alive
+    /// deadline is over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let s = &mut self.state;
+        match s.phase {
+            Phase::AwaitConnect | Phase::Connecting => {
+                if s.connect_deadline.is_some_and(|d| now >= d) {
+                    // [MQTT-3.1.4-1] (and §4.2 of 3.1.1): a Server that does not receive a
+                    // CONNECT within a reasonable time SHOULD close the connection.
+                    s.close(CloseReason::ConnectTimeout, None, false);
+                }
+            }
+            Phase::Connected => {
+                if s.keepalive_deadline().is_some_and(|d| now >= d) {
+                    // [MQTT-3.1.2-22] If the Keep Alive value is non-zero and the Server does not
+                    // receive an MQTT Control Packet from the Client within one and a half times
+                    // the Keep Alive time period, it MUST close the Network Connection to the
+                    // Client as if the network had failed.
+                    s.close(
+                        CloseReason::KeepAliveTimeout,
+                        Some((ReasonCode::KEEP_ALIVE_TIMEOUT, None)),
+                        true,
+                    );
+                }
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// Input: the stream ended or failed. Publishes the Will if there is one.
+    pub fn handle_closed(&mut self) {
+        if !self.is_closed() {
+            self.state.close(CloseReason::ConnectionLost, None, true);
+        }
+    }
+
+    /// Command: accept the pending CONNECT. Sends CONNACK 0x00 and processes input that
+    /// arrived after the CONNECT.
+    pub fn accept_connect(&mut self, now: Instant) {
+        if self.state.pending != Some(Pending::Connect) {
+            return;
+        }
+        self.state.pending = None;
+        self.state.accept_connect(now);
+        self.process(now);
+    }
+
+    /// Command: refuse the pending CONNECT with `code` (CONNACK, then close). MQTT 3.1.x
+    /// clients get the return code with the same meaning, or 5 (not authorized) when there is
+    /// none.
+    pub fn refuse_connect(&mut self, code: ReasonCode) {
+        if self.state.pending != Some(Pending::Connect) {
+            return;
+        }
+        self.state.pending = None;
+        let code = if code.is_error() && code.is_valid_for(PacketType::ConnAck) {
+            code
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        };
+        self.state.send_connack_error(code);
+        self.state.close(CloseReason::Refused(code), None, false);
+    }
+
+    /// Command: the pending PUBLISH was handled. Sends its acknowledgement.
+    pub fn complete_publish(&mut self, now: Instant, outcome: PublishOutcome) {
+        let Some(Pending::Publish { qos, packet_id }) = self.state.pending.clone() else {
+            return;
+        };
+        self.state.pending = None;
+        self.state.complete_publish(qos, packet_id, outcome);
+        self.process(now);
+    }
+
+    /// Command: the pending SUBSCRIBE was handled; `codes` has one reason code per entry of
+    /// the [`SubscribeRequest`] (a granted QoS 0x00–0x02, or a refusal ≥ 0x80). Sends SUBACK.
+    pub fn complete_subscribe(&mut self, now: Instant, codes: &[ReasonCode]) {
+        let Some(Pending::Subscribe {
+            packet_id,
+            codes: slots,
+        }) = self.state.pending.take()
+        else {
+            return;
+        };
+        let v5 = self.state.version.is_v5();
+        let mut given = codes.iter();
+        let mut out = Items::new();
+        for slot in slots {
+            let code = slot
+                .or_else(|| given.next().copied())
+                .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+            let code = if v5 {
+                code
+            } else {
+                ReasonCode::from_u8(code.to_v3_suback()).unwrap_or(ReasonCode::UNSPECIFIED_ERROR)
+            };
+            out.push(code);
+        }
+        self.state.send(&Packet::SubAck(SubAck {
+            packet_id,
+            properties: Props::new(),
+            reason_codes: out,
+        }));
+        self.process(now);
+    }
+
+    /// Command: the pending UNSUBSCRIBE was handled; `existed` says, per entry of the
+    /// [`UnsubscribeRequest`], whether the subscription existed. Sends UNSUBACK.
+    pub fn complete_unsubscribe(&mut self, now: Instant, existed: &[bool]) {
+        let Some(Pending::Unsubscribe {
+            packet_id,
+            codes: slots,
+        }) = self.state.pending.take()
+        else {
+            return;
+        };
+        let mut given = existed.iter();
+        let mut out = Items::new();
+        if self.state.version.is_v5() {
+            for slot in slots {
+                out.push(slot.unwrap_or_else(|| match given.next() {
+                    Some(true) => ReasonCode::SUCCESS,
+                    _ => ReasonCode::NO_SUBSCRIPTION_EXISTED,
+                }));
+            }
+        }
+        self.state.send(&Packet::UnsubAck(UnsubAck {
+            packet_id,
+            properties: Props::new(),
+            reason_codes: out,
+        }));
+        self.process(now);
+    }
+
+    /// Command: queue a message for the client. QoS 1 and 2 messages get a Packet Identifier
+    /// when they are sent, within the client's Receive Maximum.
+    pub fn deliver(&mut self, message: Outbound) -> DeliverOutcome {
+        let s = &mut self.state;
+        if s.phase != Phase::Connected {
+            return DeliverOutcome::NotConnected;
+        }
+        // [MQTT-3.1.2-25] The Server MUST NOT send packets exceeding Maximum Packet Size to
+        // the Client.
+        if message.len() > s.client_max_packet_size as usize {
+            s.stats.dropped_too_large += 1;
+            return DeliverOutcome::TooLarge;
+        }
+        if s.queue.len() >= s.config.max_queued_messages
+            || s.queued_bytes + message.len() > s.config.max_queued_bytes
+        {
+            if message.qos == QoS::AtMostOnce {
+                s.stats.dropped_qos0 += 1;
+            } else {
+                s.stats.dropped_qos12 += 1;
+            }
+            return DeliverOutcome::QueueFull;
+        }
+        s.queued_bytes += message.len();
+        s.queue.push_back(message);
+        DeliverOutcome::Queued
+    }
+
+    /// Command: the server ends the connection with `code`: 0x8E (session taken over), 0x8B
+    /// (server shutting down) or another DISCONNECT reason code. MQTT 5.0 clients get a
+    /// DISCONNECT; the Will is published.
+    pub fn disconnect(&mut self, code: ReasonCode) {
+        let s = &mut self.state;
+        match s.phase {
+            Phase::Closed => {}
+            Phase::Connected => {
+                let reason = match code {
+                    ReasonCode::SESSION_TAKEN_OVER => CloseReason::TakenOver,
+                    ReasonCode::SERVER_SHUTTING_DOWN => CloseReason::ServerShutdown,
+                    other => CloseReason::Server(other),
+                };
+                s.close(reason, Some((code, None)), true);
+            }
+            Phase::AwaitConnect | Phase::Connecting => {
+                s.pending = None;
+                s.close(CloseReason::Server(code), None, false);
+            }
+        }
+    }
+
+    /// Output: appends bytes to write to the client. Returns whether it wrote anything.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        let s = &mut self.state;
+        let before = out.len();
+        out.append(&mut s.transmit);
+        let window = s.config.max_inflight.min(s.client_receive_maximum) as usize;
+        while out.len() - before < TRANSMIT_BATCH {
+            let Some(front) = s.queue.front() else {
+                break;
+            };
+            let qos = front.qos;
+            let pid = if qos == QoS::AtMostOnce {
+                None
+            } else {
+                // [MQTT-4.9.0-2] / [MQTT-4.9.0-3] The Server MUST NOT send more QoS 1 and
+                // QoS 2 PUBLISH packets than the client's Receive Maximum without an answer.
+                if s.inflight.len() >= window {
+                    break;
+                }
+                let Some(pid) = s.allocate_packet_id() else {
+                    break;
+                };
+                let state = if qos == QoS::AtLeastOnce {
+                    InFlight::Qos1
+                } else {
+                    InFlight::Qos2Sent
+                };
+                s.inflight.insert(pid.get(), state);
+                Some(pid)
+            };
+            let Some(message) = s.queue.pop_front() else {
+                break;
+            };
+            s.queued_bytes -= message.len();
+            message.write(pid, out);
+        }
+        out.len() > before
+    }
+
+    /// Output: the instant at which [`handle_timeout`](Self::handle_timeout) must be called,
+    /// if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let s = &self.state;
+        match s.phase {
+            Phase::AwaitConnect | Phase::Connecting => s.connect_deadline,
+            Phase::Connected => s.keepalive_deadline(),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Output: the next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.state.events.pop_front()
+    }
+
+    /// Decodes and handles buffered packets until a request is pending or the session ends.
+    fn process(&mut self, now: Instant) {
+        loop {
+            if let Some(version) = self.state.version_change.take() {
+                self.decoder.set_version(version);
+            }
+            if self.state.phase == Phase::Closed || self.state.pending.is_some() {
+                return;
+            }
+            match self.decoder.next_borrowed() {
+                Ok(Some(packet)) => self.state.handle_packet(now, packet),
+                Ok(None) => return,
+                Err(e) => self.state.decode_error(e),
+            }
+        }
+    }
+}
+
+impl State {
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        self.keep_alive.map(|k| self.last_packet + k)
+    }
+
+    fn encode_cx(&self) -> EncodeContext {
+        EncodeContext::new(self.version)
+    }
+
+    /// Encodes a control packet into the transmit buffer.
+    fn send(&mut self, packet: &Packet<'_>) {
+        let cx = self.encode_cx();
+        // Packets built here are valid by construction; a failure would be a bug in this file,
+        // and dropping the packet is the safe outcome.
+        if let Err(e) = encode(packet, &cx, &mut self.transmit) {
+            debug_assert!(false, "encoding {packet:?}: {e}");
+        }
+    }
+
+    /// Ends the session: optionally a DISCONNECT (MQTT 5.0 only), optionally the Will.
+    fn close(
+        &mut self,
+        reason: CloseReason,
+        disconnect: Option<(ReasonCode, Option<&str>)>,
+        publish_will: bool,
+    ) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if let Some((code, reason_string)) = disconnect {
+            if self.phase == Phase::Connected && self.version.is_v5() {
+                let mut packet = Disconnect {
+                    reason_code: code,
+                    properties: Props::new(),
+                };
+                if let Some(text) = reason_string {
+                    packet.properties.reason_string = Some(text.to_owned().into());
+                }
+                self.send(&Packet::Disconnect(packet));
+            }
+        }
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.pending = None;
+        self.phase = Phase::Closed;
+        if let Some(will) = self.will.take() {
+            if publish_will {
+                self.events.push_back(Event::Will(will));
+            }
+        }
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    fn decode_error(&mut self, e: DecodeError) {
+        let code = e.reason_code();
+        match self.phase {
+            Phase::AwaitConnect => match e {
+                DecodeError::UnsupportedProtocolVersion(level) => {
+                    // [MQTT-3.1.2-2] The Server MAY respond to the CONNECT packet with a CONNACK
+                    // packet with Reason Code 0x84 (Unsupported Protocol Version) and then MUST
+                    // close the Network Connection. (3.1.1: return code 0x01.) A level above 5
+                    // gets the MQTT 5.0 form, anything else the 3.1.1 form.
+                    self.version = if level >= 5 {
+                        ProtocolVersion::V5
+                    } else {
+                        ProtocolVersion::V311
+                    };
+                    self.send_connack_error(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+                    self.close(CloseReason::ProtocolError(code), None, false);
+                }
+                DecodeError::InvalidProtocolName => {
+                    self.version = ProtocolVersion::V311;
+                    self.send_connack_error(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+                    self.close(CloseReason::ProtocolError(code), None, false);
+                }
+                // [MQTT-4.8.0-1] Unless stated otherwise, if either the Server or Client
+                // encounters a protocol violation, it MUST close the Network Connection. The
+                // version is unknown, so no DISCONNECT.
+                _ => self.close(CloseReason::ProtocolError(code), None, false),
+            },
+            _ => {
+                // MQTT 5.0 §4.13.1: the receiver of a Malformed Packet or Protocol Error MAY
+                // send a DISCONNECT with the reason code before closing.
+                let text = e.to_string();
+                self.close(
+                    CloseReason::ProtocolError(code),
+                    Some((code, Some(&text))),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// A protocol error found by the session rather than the decoder.
+    fn protocol_error(&mut self, code: ReasonCode, rule: &str) {
+        self.close(
+            CloseReason::ProtocolError(code),
+            Some((code, Some(rule))),
+            true,
+        );
+    }
+
+    fn send_connack_error(&mut self, code: ReasonCode) {
+        let code = if self.version.is_v5() || code.to_v3_connack().is_some() {
+            code
+        } else {
+            ReasonCode::NOT_AUTHORIZED
+        };
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: code,
+            properties: Props::new(),
+        }));
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Packet<'_>) {
+        self.last_packet = now;
+        match self.phase {
+            Phase::AwaitConnect => match packet {
+                Packet::Connect(connect) => self.handle_connect(connect),
+                // [MQTT-3.1.0-1] After a Network Connection is established by a Client to a
+                // Server, the first packet sent from the Client to the Server MUST be a CONNECT
+                // packet. The version is not known yet, so the connection is closed without
+                // DISCONNECT.
+                _ => self.close(
+                    CloseReason::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                    None,
+                    false,
+                ),
+            },
+            // `process` does not decode while a request is pending.
+            Phase::Connecting | Phase::Closed => {}
+            Phase::Connected => self.handle_connected(packet),
+        }
+    }
+
+    fn handle_connect(&mut self, c: Connect<'_>) {
+        self.version = c.protocol;
+        self.version_change = Some(c.protocol);
+        let v5 = c.protocol.is_v5();
+        if v5 {
+            if c.properties.authentication_method.is_some() {
+                // MQTT 5.0 §4.12: a Server that does not support the Authentication Method
+                // sends CONNACK 0x8C (Bad authentication method). Enhanced authentication is
+                // not implemented yet.
+                self.send_connack_error(ReasonCode::BAD_AUTHENTICATION_METHOD);
+                self.close(
+                    CloseReason::Refused(ReasonCode::BAD_AUTHENTICATION_METHOD),
+                    None,
+                    false,
+                );
+                return;
+            }
+            if let Some(max) = c.properties.receive_maximum {
+                self.client_receive_maximum = max;
+            }
+            if let Some(max) = c.properties.maximum_packet_size {
+                self.client_max_packet_size = max;
+            }
+        }
+        let assigned = c.client_id.is_empty();
+        if assigned {
+            if !v5 && !c.clean_start {
+                // [MQTT-3.1.3-8] (3.1.1) If the Client supplies a zero-byte ClientId with
+                // CleanSession set to 0, the Server MUST respond to the CONNECT Packet with a
+                // CONNACK return code 0x02 (Identifier rejected) and then close the Network
+                // Connection.
+                self.send_connack_error(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                self.close(
+                    CloseReason::Refused(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+                    None,
+                    false,
+                );
+                return;
+            }
+            // [MQTT-3.1.3-6] A Server MAY allow a Client to supply a ClientID that has a length
+            // of zero bytes, however if it does so the Server MUST treat this as a special case
+            // and assign a unique ClientID to that Client. (MQTT 5.0 also: [MQTT-3.2.2-16] it
+            // MUST return the Assigned Client Identifier in the CONNACK.)
+            self.client_id = std::mem::take(&mut self.assigned_id);
+        } else {
+            self.client_id = c.client_id.clone().into_owned();
+        }
+        if let Some(will) = &c.will {
+            match TopicName::new(&will.topic) {
+                Ok(topic) => {
+                    self.will = Some(Message::from_parts(
+                        topic,
+                        &will.payload,
+                        will.qos,
+                        will.retain,
+                        &will.properties,
+                    ));
+                }
+                Err(_) => {
+                    // [MQTT-3.1.3-11] The Will Topic MUST be a UTF-8 Encoded String; an invalid
+                    // topic name refuses the connection (0x90 for MQTT 5.0).
+                    self.send_connack_error(ReasonCode::TOPIC_NAME_INVALID);
+                    self.close(
+                        CloseReason::Refused(ReasonCode::TOPIC_NAME_INVALID),
+                        None,
+                        false,
+                    );
+                    return;
+                }
+            }
+        }
+        let requested = c.keep_alive;
+        let mut keep_alive = requested;
+        if v5
+            && self.config.max_keepalive > 0
+            && (requested == 0 || requested > self.config.max_keepalive)
+        {
+            keep_alive = self.config.max_keepalive;
+        }
+        self.keep_alive = (keep_alive > 0).then(|| {
+            // One and a half times the Keep Alive, in milliseconds to keep the half second.
+            Duration::from_millis(u64::from(keep_alive) * 1500)
+        });
+        self.keep_alive_sent = (keep_alive != requested).then_some(keep_alive);
+        self.phase = Phase::Connecting;
+        self.pending = Some(Pending::Connect);
+        self.events.push_back(Event::Connect(ConnectRequest {
+            protocol: c.protocol,
+            client_id: self.client_id.clone(),
+            assigned_client_id: assigned,
+            clean_start: c.clean_start,
+            keep_alive: requested,
+            username: c.username.as_ref().map(|u| u.clone().into_owned()),
+            password: c.password.as_ref().map(|p| Bytes::copy_from_slice(p)),
+            has_will: c.will.is_some(),
+        }));
+        self.session_expiry_requested =
+            v5 && c.properties.session_expiry_interval.is_some_and(|e| e > 0);
+        self.assigned = assigned;
+    }
+
+    fn accept_connect(&mut self, now: Instant) {
+        self.phase = Phase::Connected;
+        self.connect_deadline = None;
+        self.last_packet = now;
+        let mut connack = ConnAck::default();
+        if self.version.is_v5() {
+            let p = &mut *connack.properties;
+            if self.assigned {
+                // [MQTT-3.2.2-16] … the Server MUST return the Assigned Client Identifier.
+                p.assigned_client_identifier = Some(self.client_id.clone().into());
+            }
+            // MQTT 5.0 §3.2.2.3.3: the Server's Receive Maximum for QoS 1 and 2 PUBLISH.
+            p.receive_maximum = Some(self.config.receive_maximum);
+            // MQTT 5.0 §3.2.2.3.6: the Maximum Packet Size the Server accepts.
+            p.maximum_packet_size = Some(self.config.max_packet_size);
+            // MQTT 5.0 §3.2.2.3.8: no inbound Topic Aliases yet (Topic Alias Maximum 0).
+            p.topic_alias_maximum = Some(0);
+            if let Some(k) = self.keep_alive_sent {
+                // [MQTT-3.2.2-21] If the Server sends a Server Keep Alive on the CONNACK
+                // packet, the Client MUST use this value instead of the Keep Alive value the
+                // Client sent on CONNECT.
+                p.server_keep_alive = Some(k);
+            }
+            if self.session_expiry_requested {
+                // MQTT 5.0 §3.2.2.3.2: the Client uses the Session Expiry Interval the Server
+                // sends in CONNACK. Sessions end with the connection for now.
+                p.session_expiry_interval = Some(0);
+            }
+        }
+        self.send(&Packet::ConnAck(connack));
+    }
+
+    fn complete_publish(&mut self, qos: QoS, packet_id: Option<PacketId>, outcome: PublishOutcome) {
+        let v5 = self.version.is_v5();
+        let code = match outcome {
+            PublishOutcome::Accepted => ReasonCode::SUCCESS,
+            PublishOutcome::Refused(code) => code,
+            PublishOutcome::Disconnect(code) => {
+                self.close(CloseReason::Server(code), Some((code, None)), true);
+                return;
+            }
+        };
+        let kind = match qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => PacketType::PubAck,
+            QoS::ExactlyOnce => PacketType::PubRec,
+        };
+        let Some(packet_id) = packet_id else {
+            return;
+        };
+        let code = if !v5 {
+            ReasonCode::SUCCESS
+        } else if code.is_valid_for(kind) {
+            code
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        };
+        let mut ack = PubResponse::new(packet_id);
+        ack.reason_code = code;
+        if kind == PacketType::PubAck {
+            // [MQTT-4.3.2-4] The receiver MUST respond with a PUBACK packet containing the
+            // Packet Identifier from the incoming PUBLISH packet.
+            self.send(&Packet::PubAck(ack));
+        } else {
+            // [MQTT-4.3.3-8] The receiver MUST respond with a PUBREC containing the Packet
+            // Identifier from the incoming PUBLISH packet, having accepted ownership of the
+            // Application Message. A refusal (≥ 0x80) ends the exchange: no PUBREL follows.
+            if !code.is_error() {
+                self.incoming_qos2.insert(packet_id.get());
+            }
+            self.send(&Packet::PubRec(ack));
+        }
+    }
+
+    /// [MQTT-2.2.1-3] … it MUST assign it a non-zero Packet Identifier that is currently unused.
+    fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(pid) = PacketId::new(candidate) {
+                if !self.inflight.contains_key(&candidate) {
+                    return Some(pid);
+                }
+            }
+        }
+        None
+    }
+
+    fn handle_connected(&mut self, packet: Packet<'_>) {
+        let v5 = self.version.is_v5();
+        match packet {
+            Packet::Connect(_) => {
+                // [MQTT-3.1.0-2] The Server MUST process a second CONNECT packet sent from a
+                // Client as a Protocol Error and close the Network Connection.
+                self.protocol_error(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.1.0-2] second CONNECT");
+            }
+            Packet::Publish(p) => self.handle_publish(p),
+            Packet::PubAck(r) => {
+                // MQTT 5.0 §4.3.2: the PUBACK ends a QoS 1 exchange; an unknown one is ignored.
+                if self.inflight.get(&r.packet_id.get()) == Some(&InFlight::Qos1) {
+                    self.inflight.remove(&r.packet_id.get());
+                }
+            }
+            Packet::PubRec(r) => {
+                let id = r.packet_id.get();
+                match self.inflight.get(&id) {
+                    Some(InFlight::Qos2Sent | InFlight::Qos2Released) => {
+                        if r.reason_code.is_error() {
+                            // MQTT 5.0 §4.3.3: a PUBREC with a Reason Code of 0x80 or greater
+                            // ends the exchange; the Packet Identifier is free again.
+                            self.inflight.remove(&id);
+                        } else {
+                            // [MQTT-4.3.3-4] The sender MUST send a PUBREL packet when it
+                            // receives a PUBREC packet from the receiver.
+                            self.inflight.insert(id, InFlight::Qos2Released);
+                            self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
+                        }
+                    }
+                    _ => {
+                        // MQTT 5.0 §3.6.2.1: PUBREL 0x92, Packet Identifier not found.
+                        let mut rel = PubResponse::new(r.packet_id);
+                        if v5 {
+                            rel.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                        }
+                        if !r.reason_code.is_error() {
+                            self.send(&Packet::PubRel(rel));
+                        }
+                    }
+                }
+            }
+            Packet::PubComp(r) => {
+                if self.inflight.get(&r.packet_id.get()) == Some(&InFlight::Qos2Released) {
+                    self.inflight.remove(&r.packet_id.get());
+                }
+            }
+            Packet::PubRel(r) => {
+                // [MQTT-4.3.3-10] The receiver MUST respond to a PUBREL packet by sending a
+                // PUBCOMP packet containing the same Packet Identifier as the PUBREL.
+                let mut comp = PubResponse::new(r.packet_id);
+                if !self.incoming_qos2.remove(&r.packet_id.get()) && v5 {
+                    // MQTT 5.0 §3.7.2.1: 0x92 Packet Identifier not found.
+                    comp.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.send(&Packet::PubComp(comp));
+            }
+            Packet::Subscribe(sub) => {
+                let subscription_id = sub
+                    .properties
+                    .subscription_identifiers
+                    .iter()
+                    .next()
+                    .and_then(|id| SubscriptionId::new(id).ok());
+                let mut codes = Vec::with_capacity(sub.filters.len());
+                let mut entries = Vec::new();
+                for (text, options) in sub.filters.iter() {
+                    match TopicFilter::new(text) {
+                        Ok(filter) => {
+                            let qos = match options.qos {
+                                QoS::AtMostOnce => mqttx_router::QoS::AtMostOnce,
+                                QoS::AtLeastOnce => mqttx_router::QoS::AtLeastOnce,
+                                QoS::ExactlyOnce => mqttx_router::QoS::ExactlyOnce,
+                            };
+                            let retain_handling = match options.retain_handling {
+                                mqttx_codec::RetainHandling::SendAtSubscribe => {
+                                    RetainHandling::SendAtSubscribe
+                                }
+                                mqttx_codec::RetainHandling::SendIfNew => {
+                                    RetainHandling::SendAtNewSubscribe
+                                }
+                                mqttx_codec::RetainHandling::DoNotSend => RetainHandling::DoNotSend,
+                            };
+                            codes.push(None);
+                            entries.push(SubscribeEntry {
+                                filter,
+                                options: SubscribeOptions::new(qos)
+                                    .with_no_local(options.no_local)
+                                    .with_retain_as_published(options.retain_as_published)
+                                    .with_retain_handling(retain_handling)
+                                    .with_subscription_id(subscription_id),
+                            });
+                        }
+                        // MQTT 5.0 §3.9.3: 0x8F Topic Filter invalid, for this filter only.
+                        Err(_) => codes.push(Some(ReasonCode::TOPIC_FILTER_INVALID)),
+                    }
+                }
+                self.pending = Some(Pending::Subscribe {
+                    packet_id: sub.packet_id,
+                    codes,
+                });
+                self.events
+                    .push_back(Event::Subscribe(SubscribeRequest { entries }));
+            }
+            Packet::Unsubscribe(unsub) => {
+                let mut codes = Vec::with_capacity(unsub.filters.len());
+                let mut filters = Vec::new();
+                for text in unsub.filters.iter() {
+                    match TopicFilter::new(text) {
+                        Ok(filter) => {
+                            codes.push(None);
+                            filters.push(filter);
+                        }
+                        Err(_) => codes.push(Some(ReasonCode::TOPIC_FILTER_INVALID)),
+                    }
+                }
+                self.pending = Some(Pending::Unsubscribe {
+                    packet_id: unsub.packet_id,
+                    codes,
+                });
+                self.events
+                    .push_back(Event::Unsubscribe(UnsubscribeRequest { filters }));
+            }
+            // [MQTT-3.12.4-1] The Server MUST send a PINGRESP packet in response to a PINGREQ.
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if d.reason_code == ReasonCode::NORMAL_DISCONNECTION {
+                    // [MQTT-3.14.4-3] On receipt of DISCONNECT with a Reason Code of 0x00
+                    // (Success) the Server MUST discard any Will Message associated with the
+                    // current Connection without publishing it.
+                    self.close(CloseReason::Normal, None, false);
+                } else {
+                    // MQTT 5.0 §3.14.2.1: 0x04 (Disconnect with Will Message) and error codes
+                    // leave the Will to be published.
+                    self.close(CloseReason::ClientDisconnect(d.reason_code), None, true);
+                }
+            }
+            Packet::Auth(_) => {
+                // MQTT 5.0 §4.12: AUTH without an Authentication Method in CONNECT is a
+                // Protocol Error. Enhanced authentication is not implemented yet.
+                self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "MQTT 5.0 §4.12 AUTH without authentication method",
+                );
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                // MQTT 5.0 §2.1.2: these packets flow from Server to Client only.
+                self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "MQTT 5.0 §2.1.2 server-to-client packet sent by a client",
+                );
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, p: Publish<'_>) {
+        if p.properties.topic_alias.is_some() {
+            // [MQTT-3.3.2-9] A Client MUST NOT send a PUBLISH packet with a Topic Alias greater
+            // than the Topic Alias Maximum value returned by the Server in the CONNACK (0).
+            self.protocol_error(
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                "[MQTT-3.3.2-9] topic alias above the maximum of 0",
+            );
+            return;
+        }
+        if p.qos == QoS::ExactlyOnce {
+            if let Some(pid) = p.packet_id {
+                if self.incoming_qos2.contains(&pid.get()) {
+                    // [MQTT-4.3.3-9] Until it has received the corresponding PUBREL packet, the
+                    // receiver MUST acknowledge any subsequent PUBLISH packet with the same
+                    // Packet Identifier by sending a PUBREC. It MUST NOT cause duplicate
+                    // messages to be delivered to any onward recipients in this case.
+                    self.send(&Packet::PubRec(PubResponse::new(pid)));
+                    return;
+                }
+                if self.incoming_qos2.len() >= usize::from(self.config.receive_maximum) {
+                    // [MQTT-3.3.4-9] The Server MUST NOT … receive more than Receive Maximum
+                    // QoS 1 and QoS 2 PUBLISH packets for which it has not sent PUBACK or
+                    // PUBCOMP; MQTT 5.0 §3.3.4: DISCONNECT 0x93 Receive Maximum exceeded.
+                    self.protocol_error(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "[MQTT-3.3.4-9] receive maximum exceeded",
+                    );
+                    return;
+                }
+            }
+        }
+        let topic = match TopicName::new(&p.topic) {
+            Ok(topic) => topic,
+            Err(_) => {
+                // MQTT 5.0 §3.3.2.1: 0x90 Topic Name invalid.
+                self.protocol_error(ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-1] topic name");
+                return;
+            }
+        };
+        let message = Message::from_parts(topic, &p.payload, p.qos, p.retain, &p.properties);
+        self.pending = Some(Pending::Publish {
+            qos: p.qos,
+            packet_id: p.packet_id,
+        });
+        self.events.push_back(Event::Publish(message));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,821 @@
+//! Unit tests of the session core: raw bytes in, bytes and events out, time passed in.
+//!
+//! No socket, no runtime, no sleep: every test moves time by adding durations to one instant.
+//! Each test names the spec statement it checks.
+
+use std::time::{Duration, Instant};
+
+use mqttx_codec::{
+    Connect, DecodeContext, Disconnect, EncodeContext, Items, Packet, PacketId, ProtocolVersion,
+    PubResponse, Publish, QoS, ReasonCode, Unsubscribe, Will, decode, encode,
+};
+use mqttx_router::TopicName;
+
+use super::*;
+use crate::config::Config;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V311: ProtocolVersion = ProtocolVersion::V311;
+
+/// A session under test, the current time, and a decoder for what it sends.
+struct Harness {
+    session: Session,
+    now: Instant,
+    version: ProtocolVersion,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(&Config::default())
+    }
+
+    fn with_config(config: &Config) -> Self {
+        let now = crate::test_epoch();
+        Self {
+            session: Session::new(now, config, "assigned-7".into()),
+            now,
+            version: V5,
+        }
+    }
+
+    /// A session that sent CONNECT (client id "c", keep alive 60 s) and was accepted.
+    fn connected(version: ProtocolVersion) -> Self {
+        let mut h = Self::new();
+        h.connect_with(Connect::new(version, "c"));
+        assert!(matches!(h.event(), Some(Event::Connect(_))));
+        h.session.accept_connect(h.now);
+        let out = h.packets();
+        assert!(
+            matches!(&out[..], [Packet::ConnAck(ack)] if ack.reason_code == ReasonCode::SUCCESS)
+        );
+        h
+    }
+
+    fn connect_with(&mut self, connect: Connect<'_>) {
+        self.version = connect.protocol;
+        self.send(&Packet::Connect(connect));
+    }
+
+    fn send(&mut self, packet: &Packet<'_>) {
+        let mut bytes = Vec::new();
+        encode(packet, &EncodeContext::new(self.version), &mut bytes).unwrap();
+        self.session.handle_bytes(self.now, &bytes);
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.session.handle_bytes(self.now, bytes);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.session.handle_timeout(self.now);
+    }
+
+    fn event(&mut self) -> Option<Event> {
+        self.session.poll_event()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.session.poll_event()).collect()
+    }
+
+    fn bytes(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while self.session.poll_transmit(&mut out) {}
+        out
+    }
+
+    /// Everything the session sent, decoded.
+    fn packets(&mut self) -> Vec<Packet<'static>> {
+        let bytes = self.bytes();
+        let cx = DecodeContext::new(self.version);
+        let mut rest = &bytes[..];
+        let mut out = Vec::new();
+        while let Some((packet, used)) = decode(rest, &cx).unwrap() {
+            out.push(packet.into_owned());
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "partial packet in output");
+        out
+    }
+
+    /// The DISCONNECT reason code the session sent, if it sent exactly one DISCONNECT.
+    fn disconnect_code(&mut self) -> Option<ReasonCode> {
+        match &self.packets()[..] {
+            [Packet::Disconnect(d)] => Some(d.reason_code),
+            _ => None,
+        }
+    }
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn publish(topic: &str, payload: &'static [u8], qos: QoS, id: u16) -> Packet<'static> {
+    let mut p = Publish::new(topic.to_owned(), payload);
+    p.qos = qos;
+    p.packet_id = PacketId::new(id);
+    Packet::Publish(p)
+}
+
+/// SUBSCRIBE bytes built by hand: the encoder refuses invalid filters, the decoder leaves
+/// filter syntax to the session.
+fn raw_subscribe(version: ProtocolVersion, id: u16, filters: &[(&str, QoS)]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    if version.is_v5() {
+        body.push(0x00); // no properties
+    }
+    for (filter, qos) in filters {
+        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        body.extend_from_slice(filter.as_bytes());
+        body.push(qos.as_u8());
+    }
+    assert!(body.len() < 128);
+    let mut bytes = vec![0x82, body.len() as u8];
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+fn message(topic: &str, payload: &'static [u8], qos: QoS) -> Message {
+    Message::new(TopicName::new(topic).unwrap(), payload, qos, false)
+}
+
+#[test]
+fn connect_accepted_gets_connack_with_limits_v5() {
+    // MQTT 5.0 §3.2.2.3: CONNACK carries Receive Maximum, Maximum Packet Size, Topic Alias
+    // Maximum.
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V5, "c"));
+    let Some(Event::Connect(req)) = h.event() else {
+        panic!("no connect request")
+    };
+    assert_eq!(req.client_id, "c");
+    assert!(!req.assigned_client_id);
+    h.session.accept_connect(h.now);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(ack.properties.receive_maximum, Some(100));
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024 * 1024));
+    assert_eq!(ack.properties.topic_alias_maximum, Some(0));
+    assert!(h.session.is_connected());
+}
+
+#[test]
+fn first_packet_not_connect_closes_without_reply() {
+    // [MQTT-3.1.0-1] The first packet sent from the Client to the Server MUST be a CONNECT.
+    let mut h = Harness::new();
+    h.send(&publish("a", b"x", QoS::AtMostOnce, 0));
+    assert!(h.session.is_closed());
+    assert!(h.bytes().is_empty());
+    assert_eq!(
+        h.events(),
+        [Event::Closed(CloseReason::ProtocolError(
+            ReasonCode::PROTOCOL_ERROR
+        ))]
+    );
+}
+
+#[test]
+fn first_byte_not_connect_closes_at_once() {
+    // [MQTT-3.1.0-1]: an incomplete frame of another type is not waited for.
+    let mut h = Harness::new();
+    h.raw(b"GET / HTTP/1.1");
+    assert!(h.session.is_closed());
+    assert!(h.bytes().is_empty());
+}
+
+#[test]
+fn second_connect_is_protocol_error_0x82() {
+    // [MQTT-3.1.0-2] The Server MUST process a second CONNECT packet sent from a Client as a
+    // Protocol Error and close the Network Connection.
+    let mut h = Harness::connected(V5);
+    h.send(&Packet::Connect(Connect::new(V5, "c")));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::PROTOCOL_ERROR));
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn unsupported_protocol_level_gets_connack_0x84_or_0x01() {
+    // [MQTT-3.1.2-2] … respond with CONNACK 0x84 (5.0) / return code 0x01 (3.1.1) and close.
+    let connect = |level: u8| {
+        [
+            0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', level, 0x02, 0x00, 0x3C, 0x00, 0x01,
+            b'c',
+        ]
+    };
+    let mut h = Harness::new();
+    h.raw(&connect(6));
+    assert_eq!(h.bytes(), [0x20, 0x03, 0x00, 0x84, 0x00]);
+    assert!(h.session.is_closed());
+
+    let mut h = Harness::new();
+    h.raw(&connect(2));
+    assert_eq!(h.bytes(), [0x20, 0x02, 0x00, 0x01]);
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn empty_client_id_v5_is_assigned_and_returned() {
+    // [MQTT-3.1.3-6] the Server MUST assign a unique ClientID; [MQTT-3.2.2-16] it MUST return
+    // the Assigned Client Identifier in the CONNACK.
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V5, ""));
+    let Some(Event::Connect(req)) = h.event() else {
+        panic!("no connect request")
+    };
+    assert!(req.assigned_client_id);
+    assert_eq!(req.client_id, "assigned-7");
+    h.session.accept_connect(h.now);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(
+        ack.properties.assigned_client_identifier.as_deref(),
+        Some("assigned-7")
+    );
+}
+
+#[test]
+fn empty_client_id_v311_clean_is_assigned() {
+    // [MQTT-3.1.3-6] (3.1.1 [MQTT-3.1.3-6]) a zero-byte ClientId with CleanSession 1 is
+    // assigned one.
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V311, ""));
+    let Some(Event::Connect(req)) = h.event() else {
+        panic!("no connect request")
+    };
+    assert_eq!(req.client_id, "assigned-7");
+    h.session.accept_connect(h.now);
+    assert_eq!(h.bytes(), [0x20, 0x02, 0x00, 0x00]);
+}
+
+#[test]
+fn empty_client_id_v311_persistent_gets_0x02() {
+    // [MQTT-3.1.3-8] (3.1.1) zero-byte ClientId with CleanSession 0 → CONNACK 0x02, close.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V311, "");
+    c.clean_start = false;
+    h.connect_with(c);
+    assert_eq!(h.bytes(), [0x20, 0x02, 0x00, 0x02]);
+    assert!(h.session.is_closed());
+    assert_eq!(
+        h.events(),
+        [Event::Closed(CloseReason::Refused(
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+        ))]
+    );
+}
+
+#[test]
+fn refused_connect_gets_the_code_and_closes() {
+    // MQTT 5.0 §3.2.2.2: the Server sends CONNACK with a Reason Code ≥ 0x80 and closes
+    // [MQTT-3.2.2-7]; 3.1.1 maps 0x87 to return code 5.
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V5, "c"));
+    h.events();
+    h.session.refuse_connect(ReasonCode::NOT_AUTHORIZED);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+    assert!(h.session.is_closed());
+
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V311, "c"));
+    h.events();
+    h.session.refuse_connect(ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(h.bytes(), [0x20, 0x02, 0x00, 0x05]);
+}
+
+#[test]
+fn connect_timeout_closes() {
+    // [MQTT-3.1.4-1] / §4.2: a connection that sends no CONNECT within a reasonable time is
+    // closed (10 s by default).
+    let mut h = Harness::new();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(10))
+    );
+    h.advance(Duration::from_millis(9_999));
+    assert!(!h.session.is_closed());
+    h.advance(Duration::from_millis(1));
+    assert!(h.session.is_closed());
+    assert_eq!(h.events(), [Event::Closed(CloseReason::ConnectTimeout)]);
+}
+
+#[test]
+fn keepalive_one_and_a_half_times_then_0x8d_and_will() {
+    // [MQTT-3.1.2-22] no packet within one and a half times the Keep Alive: close as if the
+    // network had failed (the Will is published); MQTT 5.0 sends DISCONNECT 0x8D first.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "c");
+    c.keep_alive = 10;
+    c.will = Some(Box::new(Will {
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Props::new(),
+        topic: "w".into(),
+        payload: (&b"gone"[..]).into(),
+    }));
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    // Every packet resets the timer.
+    h.advance(Duration::from_secs(14));
+    h.send(&Packet::PingReq);
+    assert_eq!(h.packets(), [Packet::PingResp]);
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(15))
+    );
+    h.advance(Duration::from_millis(14_999));
+    assert!(h.session.is_connected());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
+    let events = h.events();
+    assert!(
+        matches!(&events[..], [Event::Will(m), Event::Closed(CloseReason::KeepAliveTimeout)] if &m.payload[..] == b"gone")
+    );
+}
+
+#[test]
+fn server_keep_alive_caps_v5_keepalive() {
+    // [MQTT-3.2.2-21] the Client uses the Server Keep Alive sent in CONNACK.
+    let config = Config {
+        max_keepalive: 30,
+        ..Config::default()
+    };
+    let mut h = Harness::with_config(&config);
+    let mut c = Connect::new(V5, "c");
+    c.keep_alive = 0;
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(45))
+    );
+}
+
+#[test]
+fn oversized_declared_length_gets_0x95_before_the_body() {
+    // MQTT 5.0 §3.1.2.11.4 / [MQTT-3.2.2-15]-side: a packet above the Server's Maximum Packet
+    // Size is refused with DISCONNECT 0x95 as soon as its fixed header is read.
+    let mut h = Harness::connected(V5);
+    // PUBLISH declaring 2 MiB of body; only the header is sent.
+    h.raw(&[0x30, 0x80, 0x80, 0x80, 0x01]);
+    let [Packet::Disconnect(d)] = &h.packets()[..] else {
+        panic!("no DISCONNECT")
+    };
+    assert_eq!(d.reason_code, ReasonCode::PACKET_TOO_LARGE);
+    assert!(d.properties.reason_string.is_some());
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn malformed_packet_gets_disconnect_with_reason_string() {
+    // MQTT 5.0 §4.13.1: on a Malformed Packet the Server MAY send DISCONNECT with 0x81 and a
+    // Reason String, then MUST close; [MQTT-3.3.1-4] PUBLISH with QoS 3 is malformed.
+    let mut h = Harness::connected(V5);
+    h.raw(&[0x36, 0x03, 0x00, 0x01, b'a']);
+    let [Packet::Disconnect(d)] = &h.packets()[..] else {
+        panic!("no DISCONNECT")
+    };
+    assert_eq!(d.reason_code, ReasonCode::MALFORMED_PACKET);
+    assert!(d.properties.reason_string.is_some());
+    assert_eq!(
+        h.events(),
+        [Event::Closed(CloseReason::ProtocolError(
+            ReasonCode::MALFORMED_PACKET
+        ))]
+    );
+}
+
+#[test]
+fn malformed_packet_v311_closes_silently() {
+    // [MQTT-4.8.0-1] (3.1.1 §4.8) close the Network Connection; 3.1.1 has no DISCONNECT
+    // from the server.
+    let mut h = Harness::connected(V311);
+    h.raw(&[0x36, 0x03, 0x00, 0x01, b'a']);
+    assert!(h.bytes().is_empty());
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn qos1_publish_is_acked_after_the_decision() {
+    // [MQTT-4.3.2-4] The receiver MUST respond with a PUBACK containing the Packet Identifier.
+    let mut h = Harness::connected(V5);
+    h.send(&publish("a/b", b"hi", QoS::AtLeastOnce, 9));
+    let Some(Event::Publish(m)) = h.event() else {
+        panic!("no publish")
+    };
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..], m.qos),
+        ("a/b", &b"hi"[..], QoS::AtLeastOnce)
+    );
+    assert!(h.bytes().is_empty());
+    h.session.complete_publish(h.now, PublishOutcome::Accepted);
+    assert_eq!(h.packets(), [Packet::PubAck(PubResponse::new(pid(9)))]);
+}
+
+#[test]
+fn refused_qos1_publish_gets_the_code_in_v5() {
+    // MQTT 5.0 §3.4.2.1: PUBACK 0x87 Not authorized.
+    let mut h = Harness::connected(V5);
+    h.send(&publish("a", b"x", QoS::AtLeastOnce, 3));
+    h.events();
+    h.session
+        .complete_publish(h.now, PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED));
+    let [Packet::PubAck(ack)] = &h.packets()[..] else {
+        panic!("no PUBACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+}
+
+#[test]
+fn qos2_publish_delivered_exactly_once() {
+    // [MQTT-4.3.3-9] Until the PUBREL, a PUBLISH with the same Packet Identifier gets PUBREC
+    // again and MUST NOT cause a duplicate delivery; [MQTT-4.3.3-10] PUBREL → PUBCOMP;
+    // [MQTT-4.3.3-11] after PUBCOMP the id starts a new message.
+    let mut h = Harness::connected(V5);
+    h.send(&publish("a", b"x", QoS::ExactlyOnce, 5));
+    assert!(matches!(h.events()[..], [Event::Publish(_)]));
+    h.session.complete_publish(h.now, PublishOutcome::Accepted);
+    assert_eq!(h.packets(), [Packet::PubRec(PubResponse::new(pid(5)))]);
+
+    let mut dup = Publish::new("a", &b"x"[..]);
+    dup.qos = QoS::ExactlyOnce;
+    dup.packet_id = Some(pid(5));
+    dup.dup = true;
+    h.send(&Packet::Publish(dup));
+    assert!(
+        h.events().is_empty(),
+        "a duplicate must not be delivered again"
+    );
+    assert_eq!(h.packets(), [Packet::PubRec(PubResponse::new(pid(5)))]);
+
+    h.send(&Packet::PubRel(PubResponse::new(pid(5))));
+    assert_eq!(h.packets(), [Packet::PubComp(PubResponse::new(pid(5)))]);
+
+    h.send(&publish("a", b"y", QoS::ExactlyOnce, 5));
+    assert!(matches!(h.events()[..], [Event::Publish(_)]));
+}
+
+#[test]
+fn unknown_pubrel_gets_pubcomp_0x92() {
+    // MQTT 5.0 §3.7.2.1: PUBCOMP 0x92 Packet Identifier not found.
+    let mut h = Harness::connected(V5);
+    h.send(&Packet::PubRel(PubResponse::new(pid(44))));
+    let [Packet::PubComp(comp)] = &h.packets()[..] else {
+        panic!("no PUBCOMP")
+    };
+    assert_eq!(comp.packet_id, pid(44));
+    assert_eq!(comp.reason_code, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+}
+
+#[test]
+fn receive_maximum_exceeded_gets_0x93() {
+    // [MQTT-3.3.4-9] / MQTT 5.0 §3.3.4: more unacknowledged QoS 2 PUBLISH than the Receive
+    // Maximum → DISCONNECT 0x93.
+    let config = Config {
+        receive_maximum: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::with_config(&config);
+    h.connect_with(Connect::new(V5, "c"));
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    for id in 1..=2 {
+        h.send(&publish("a", b"x", QoS::ExactlyOnce, id));
+        h.events();
+        h.session.complete_publish(h.now, PublishOutcome::Accepted);
+    }
+    h.bytes();
+    h.send(&publish("a", b"x", QoS::ExactlyOnce, 3));
+    assert_eq!(
+        h.disconnect_code(),
+        Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+    );
+}
+
+#[test]
+fn topic_alias_above_maximum_gets_0x94() {
+    // [MQTT-3.3.2-9] no Topic Alias above the Server's Topic Alias Maximum (0) → 0x94.
+    let mut h = Harness::connected(V5);
+    let mut p = Publish::new("a", &b"x"[..]);
+    p.properties.topic_alias = Some(1);
+    h.send(&Packet::Publish(p));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::TOPIC_ALIAS_INVALID));
+}
+
+#[test]
+fn subscribe_with_an_invalid_filter_gets_0x8f_for_it_only() {
+    // MQTT 5.0 §3.9.3: one reason code per filter, in order; 0x8F Topic Filter invalid.
+    let mut h = Harness::connected(V5);
+    h.raw(&raw_subscribe(
+        V5,
+        4,
+        &[
+            ("a/+", QoS::AtLeastOnce),
+            ("a/#/b", QoS::AtMostOnce),
+            ("c", QoS::ExactlyOnce),
+        ],
+    ));
+    let Some(Event::Subscribe(req)) = h.event() else {
+        panic!("no subscribe request")
+    };
+    let filters: Vec<&str> = req.entries.iter().map(|e| e.filter.as_str()).collect();
+    assert_eq!(filters, ["a/+", "c"]);
+    h.session.complete_subscribe(
+        h.now,
+        &[ReasonCode::GRANTED_QOS_1, ReasonCode::NOT_AUTHORIZED],
+    );
+    let [Packet::SubAck(ack)] = &h.packets()[..] else {
+        panic!("no SUBACK")
+    };
+    assert_eq!(ack.packet_id, pid(4));
+    let codes: Vec<ReasonCode> = ack.reason_codes.iter().collect();
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::NOT_AUTHORIZED
+        ]
+    );
+}
+
+#[test]
+fn subscribe_refusals_are_0x80_in_v311() {
+    // MQTT 3.1.1 §3.9.3: SUBACK return codes are 0x00–0x02 or 0x80 (Failure).
+    let mut h = Harness::connected(V311);
+    h.raw(&raw_subscribe(
+        V311,
+        1,
+        &[("a/#/b", QoS::AtMostOnce), ("x", QoS::ExactlyOnce)],
+    ));
+    h.events();
+    h.session
+        .complete_subscribe(h.now, &[ReasonCode::GRANTED_QOS_2]);
+    let [Packet::SubAck(ack)] = &h.packets()[..] else {
+        panic!("no SUBACK")
+    };
+    let codes: Vec<u8> = ack.reason_codes.iter().map(|c| c.as_u8()).collect();
+    assert_eq!(codes, [0x80, 0x02]);
+}
+
+#[test]
+fn unsubscribe_reports_missing_subscriptions_v5() {
+    // MQTT 5.0 §3.11.3: 0x00 Success, 0x11 No subscription existed.
+    let mut h = Harness::connected(V5);
+    let filters: Items<'_, String> = vec!["a".to_owned(), "b".to_owned()].into();
+    h.send(&Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(2),
+        properties: Props::new(),
+        filters,
+    }));
+    assert!(matches!(h.events()[..], [Event::Unsubscribe(_)]));
+    h.session.complete_unsubscribe(h.now, &[true, false]);
+    let [Packet::UnsubAck(ack)] = &h.packets()[..] else {
+        panic!("no UNSUBACK")
+    };
+    let codes: Vec<ReasonCode> = ack.reason_codes.iter().collect();
+    assert_eq!(
+        codes,
+        [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+    );
+}
+
+#[test]
+fn requests_pause_input_until_answered() {
+    // [MQTT-4.6.0-2] / ordering: acknowledgements go out in the order of the PUBLISH packets;
+    // a pipelined packet is not processed before the request ahead of it is answered.
+    let mut h = Harness::connected(V5);
+    let mut bytes = Vec::new();
+    let cx = EncodeContext::new(V5);
+    encode(&publish("a", b"1", QoS::AtLeastOnce, 1), &cx, &mut bytes).unwrap();
+    encode(&publish("a", b"2", QoS::AtLeastOnce, 2), &cx, &mut bytes).unwrap();
+    h.raw(&bytes);
+    assert_eq!(h.events().len(), 1);
+    h.session.complete_publish(h.now, PublishOutcome::Accepted);
+    assert_eq!(h.events().len(), 1);
+    h.session.complete_publish(h.now, PublishOutcome::Accepted);
+    assert_eq!(
+        h.packets(),
+        [
+            Packet::PubAck(PubResponse::new(pid(1))),
+            Packet::PubAck(PubResponse::new(pid(2)))
+        ]
+    );
+}
+
+#[test]
+fn outbound_qos1_uses_own_ids_and_the_receive_maximum_window() {
+    // [MQTT-2.2.1-3] a non-zero Packet Identifier that is currently unused; [MQTT-4.9.0-2]
+    // no more unacknowledged QoS 1/2 PUBLISH than the client's Receive Maximum.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "c");
+    c.properties.receive_maximum = Some(2);
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    let m = message("t", b"m", QoS::AtLeastOnce);
+    for _ in 0..3 {
+        let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
+        assert_eq!(h.session.deliver(out), DeliverOutcome::Queued);
+    }
+    let ids: Vec<u16> = h
+        .packets()
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.packet_id.map_or(0, PacketId::get),
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2], "the third waits for the window");
+    h.send(&Packet::PubAck(PubResponse::new(pid(1))));
+    let [Packet::Publish(third)] = &h.packets()[..] else {
+        panic!("the third PUBLISH")
+    };
+    assert_eq!(third.packet_id, Some(pid(3)));
+}
+
+#[test]
+fn outbound_ids_skip_ids_in_flight() {
+    // [MQTT-2.2.1-3] the Packet Identifier MUST be currently unused.
+    let mut h = Harness::connected(V5);
+    let m = message("t", b"m", QoS::ExactlyOnce);
+    let out = Outbound::encode(&m, V5, QoS::ExactlyOnce, false, &[]).unwrap();
+    h.session.deliver(out.clone());
+    h.bytes(); // id 1 in flight, awaiting PUBREC
+    h.session.state.next_packet_id = u16::MAX;
+    h.session.deliver(out.clone());
+    h.session.deliver(out);
+    let ids: Vec<u16> = h
+        .packets()
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.packet_id.map(PacketId::get),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [u16::MAX, 2]);
+}
+
+#[test]
+fn outbound_qos2_flow() {
+    // [MQTT-4.3.3-4] the sender MUST send a PUBREL when it receives a PUBREC; PUBCOMP frees
+    // the id.
+    let mut h = Harness::connected(V5);
+    let m = message("t", b"m", QoS::ExactlyOnce);
+    h.session
+        .deliver(Outbound::encode(&m, V5, QoS::ExactlyOnce, false, &[]).unwrap());
+    assert!(matches!(&h.packets()[..], [Packet::Publish(p)] if p.qos == QoS::ExactlyOnce));
+    h.send(&Packet::PubRec(PubResponse::new(pid(1))));
+    assert_eq!(h.packets(), [Packet::PubRel(PubResponse::new(pid(1)))]);
+    h.send(&Packet::PubComp(PubResponse::new(pid(1))));
+    assert!(h.session.state.inflight.is_empty());
+}
+
+#[test]
+fn full_queue_drops_and_counts() {
+    // Issue #4: a slow subscriber's queue is bounded; QoS 0 is dropped when full and counted.
+    let config = Config {
+        max_queued_messages: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::with_config(&config);
+    h.connect_with(Connect::new(V5, "c"));
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    let m = message("t", b"m", QoS::AtMostOnce);
+    let out = Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap();
+    assert_eq!(h.session.deliver(out.clone()), DeliverOutcome::Queued);
+    assert_eq!(h.session.deliver(out.clone()), DeliverOutcome::Queued);
+    assert_eq!(h.session.deliver(out.clone()), DeliverOutcome::QueueFull);
+    assert_eq!(h.session.stats().dropped_qos0, 1);
+    assert_eq!(h.packets().len(), 2);
+    assert_eq!(h.session.deliver(out), DeliverOutcome::Queued);
+}
+
+#[test]
+fn too_large_for_the_client_is_dropped() {
+    // [MQTT-3.1.2-25] The Server MUST NOT send packets exceeding the client's Maximum Packet
+    // Size.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "c");
+    c.properties.maximum_packet_size = Some(10);
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    let m = message("topic", b"a payload", QoS::AtMostOnce);
+    let out = Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap();
+    assert_eq!(h.session.deliver(out), DeliverOutcome::TooLarge);
+    assert_eq!(h.session.stats().dropped_too_large, 1);
+}
+
+#[test]
+fn normal_disconnect_discards_the_will() {
+    // [MQTT-3.14.4-3] DISCONNECT 0x00 → the Will is discarded without publishing it.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "c");
+    c.will = Some(Box::new(Will {
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Props::new(),
+        topic: "w".into(),
+        payload: (&b"gone"[..]).into(),
+    }));
+    h.connect_with(c.clone());
+    h.events();
+    h.session.accept_connect(h.now);
+    h.send(&Packet::Disconnect(Disconnect::default()));
+    assert_eq!(h.events(), [Event::Closed(CloseReason::Normal)]);
+
+    // MQTT 5.0 §3.14.2.1: 0x04 Disconnect with Will Message publishes it.
+    let mut h = Harness::new();
+    h.connect_with(c.clone());
+    h.events();
+    h.session.accept_connect(h.now);
+    h.send(&Packet::Disconnect(Disconnect {
+        reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        properties: Props::new(),
+    }));
+    assert!(matches!(
+        &h.events()[..],
+        [Event::Will(_), Event::Closed(_)]
+    ));
+
+    // [MQTT-3.1.2-8] the Will is published when the connection closes without DISCONNECT.
+    let mut h = Harness::new();
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.session.handle_closed();
+    assert!(matches!(
+        &h.events()[..],
+        [Event::Will(m), Event::Closed(CloseReason::ConnectionLost)] if m.topic.as_str() == "w"
+    ));
+}
+
+#[test]
+fn takeover_sends_0x8e_and_publishes_the_will() {
+    // [MQTT-3.1.4-3] the existing connection gets DISCONNECT 0x8E and is closed.
+    let mut h = Harness::connected(V5);
+    h.session.disconnect(ReasonCode::SESSION_TAKEN_OVER);
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::SESSION_TAKEN_OVER));
+    assert_eq!(h.events(), [Event::Closed(CloseReason::TakenOver)]);
+}
+
+#[test]
+fn pingreq_gets_pingresp() {
+    // [MQTT-3.12.4-1] The Server MUST send a PINGRESP packet in response to a PINGREQ.
+    let mut h = Harness::connected(V311);
+    h.raw(&[0xC0, 0x00]);
+    assert_eq!(h.bytes(), [0xD0, 0x00]);
+}
+
+#[test]
+fn outbound_encoding_is_shared_and_patched_per_session() {
+    // One encoding serves every subscriber; only the Packet Identifier differs per session.
+    let m = message("a/b", b"payload", QoS::AtLeastOnce);
+    let out = Outbound::encode(&m, V311, QoS::AtLeastOnce, false, &[]).unwrap();
+    let mut a = Harness::connected(V311);
+    let mut b = Harness::connected(V311);
+    b.session.state.next_packet_id = 77;
+    a.session.deliver(out.clone());
+    b.session.deliver(out.clone());
+    let (pa, pb) = (a.packets(), b.packets());
+    let [Packet::Publish(pa)] = &pa[..] else {
+        panic!()
+    };
+    let [Packet::Publish(pb)] = &pb[..] else {
+        panic!()
+    };
+    assert_eq!((pa.packet_id, pb.packet_id), (Some(pid(1)), Some(pid(77))));
+    assert_eq!(pa.payload, pb.payload);
+    // The shared bytes still hold the placeholder.
+    assert_eq!(
+        out.bytes()[..],
+        {
+            let mut v = Vec::new();
+            let mut p = Publish::new("a/b", &b"payload"[..]);
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = Some(pid(1));
+            encode(&Packet::Publish(p), &EncodeContext::new(V311), &mut v).unwrap();
+            v
+        }[..]
+    );
+}

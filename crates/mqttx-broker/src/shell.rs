@@ -1,0 +1,638 @@
+//! The tokio shell: the accept loop, one driver task per connection, and the state the
+//! connections share (router, retained messages, client registry).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
+use mqttx_router::{
+    Deliveries, RetainHandling, RetainedStore, Router, SubscribeOutcome, SubscriberId,
+};
+use mqttx_transport_tcp::{TcpListener, TcpOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::handler::{AllowAll, ClientInfo, Handler, PublishDecision, SubscribeDecision};
+use crate::proto::{
+    CloseReason, Event, Message, Outbound, PublishOutcome, Session, SubscribeRequest,
+    UnsubscribeRequest,
+};
+
+/// How long a closing connection may take to write its last bytes (DISCONNECT, CONNACK).
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+/// Bytes read from a stream per call.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// The broker: shared state plus the handler. Cheap to clone (an `Arc`).
+///
+/// [`Broker::bind`] or [`Builder::bind`] give a [`Server`] listening on TCP;
+/// [`Broker::serve`] drives one connection over any byte stream.
+#[derive(Debug)]
+pub struct Broker<H: Handler = AllowAll> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H: Handler> Clone for Broker<H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<H> {
+    config: Config,
+    handler: H,
+    shared: Mutex<Shared>,
+    next_connection: AtomicU64,
+    /// Makes assigned client identifiers differ between broker instances.
+    nonce: u64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// What the connections share, behind one mutex held only for short, non-async sections.
+#[derive(Debug, Default)]
+struct Shared {
+    router: Router,
+    retained: RetainedStore<Message>,
+    clients: HashMap<SubscriberId, ClientEntry>,
+    by_client_id: HashMap<String, SubscriberId>,
+    deliveries: Deliveries,
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    tx: mpsc::UnboundedSender<Command>,
+    version: ProtocolVersion,
+}
+
+/// What other tasks ask of a connection's driver.
+#[derive(Debug)]
+enum Command {
+    Deliver(Outbound),
+    Disconnect(ReasonCode),
+}
+
+/// Builds a [`Broker`]: configuration and handler.
+#[derive(Debug)]
+pub struct Builder<H: Handler = AllowAll> {
+    config: Config,
+    handler: H,
+}
+
+impl Broker<AllowAll> {
+    /// A builder with the default [`Config`] and the [`AllowAll`] handler.
+    pub fn builder() -> Builder<AllowAll> {
+        Builder {
+            config: Config::default(),
+            handler: AllowAll,
+        }
+    }
+
+    /// A broker with `config` and the [`AllowAll`] handler, listening on `config.bind`.
+    pub async fn bind(config: Config) -> io::Result<Server<AllowAll>> {
+        Self::builder().config(config).bind().await
+    }
+}
+
+impl<H: Handler> Builder<H> {
+    /// Uses `config`.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the address [`bind`](Self::bind) listens on.
+    #[must_use]
+    pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.config.bind = addr;
+        self
+    }
+
+    /// Uses `handler` for the hooks.
+    pub fn handler<H2: Handler>(self, handler: H2) -> Builder<H2> {
+        Builder {
+            config: self.config,
+            handler,
+        }
+    }
+
+    /// The broker, not yet listening anywhere.
+    pub fn build(self) -> Broker<H> {
+        let (shutdown, _) = watch::channel(false);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Broker {
+            inner: Arc::new(Inner {
+                config: self.config,
+                handler: self.handler,
+                shared: Mutex::new(Shared::default()),
+                next_connection: AtomicU64::new(1),
+                nonce,
+                shutdown,
+            }),
+        }
+    }
+
+    /// Builds the broker and binds a TCP listener on the configured address (TCP_NODELAY,
+    /// address reuse).
+    pub async fn bind(self) -> io::Result<Server<H>> {
+        let broker = self.build();
+        let listener = TcpListener::bind(broker.inner.config.bind, TcpOptions::default()).await?;
+        Ok(Server { broker, listener })
+    }
+}
+
+/// A broker listening on TCP. Run it with [`Server::run`] or [`Server::run_until`].
+#[derive(Debug)]
+pub struct Server<H: Handler = AllowAll> {
+    broker: Broker<H>,
+    listener: TcpListener,
+}
+
+impl<H: Handler> Server<H> {
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The broker, e.g. to call [`Broker::shutdown`] from elsewhere.
+    pub fn broker(&self) -> &Broker<H> {
+        &self.broker
+    }
+
+    /// Accepts connections until [`Broker::shutdown`] is called, then shuts down gracefully.
+    pub async fn run(self) -> io::Result<()> {
+        let mut stop = self.broker.inner.shutdown.subscribe();
+        self.run_until(async move {
+            let _ = stop.wait_for(|&s| s).await;
+        })
+        .await
+    }
+
+    /// Accepts connections until `signal` completes, then shuts down gracefully: stops
+    /// accepting, sends DISCONNECT 0x8B (Server shutting down) to MQTT 5.0 clients, closes
+    /// every connection, and returns once every connection task has ended.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let mut tasks = JoinSet::new();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        tracing::debug!(%peer, "accepted");
+                        tasks.spawn(self.broker.serve(stream));
+                    }
+                    // Accept errors (out of file descriptors, a connection reset before
+                    // accept) concern one connection, not the listener.
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(self.listener);
+        self.broker.shutdown();
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl<H: Handler> Broker<H> {
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Starts a graceful shutdown: every connection gets DISCONNECT 0x8B (MQTT 5.0) and
+    /// closes, and [`Server::run`] returns.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// The number of connected clients (CONNECT accepted, not yet closed).
+    pub fn client_count(&self) -> usize {
+        self.inner.lock().clients.len()
+    }
+
+    /// The number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.inner.lock().retained.len()
+    }
+
+    /// Drives one connection over `stream` until it ends: any `AsyncRead + AsyncWrite`
+    /// stream (TCP, TLS, WebSocket byte streams, an in-memory duplex). Spawn it on a task.
+    pub fn serve<S>(&self, stream: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let mut driver = Driver::new(inner);
+            driver.run(stream).await;
+        }
+    }
+}
+
+impl<H> Inner<H> {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while the lock was held leaves a consistent-enough router (each operation
+        // is a single call); keep serving rather than propagating the poison.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The encodings of one message, at most one per (MQTT 5.0 or not, QoS, RETAIN).
+#[derive(Default)]
+struct EncodeCache {
+    slots: [Option<Outbound>; 12],
+}
+
+impl EncodeCache {
+    fn get(
+        &mut self,
+        message: &Message,
+        version: ProtocolVersion,
+        qos: QoS,
+        retain: bool,
+    ) -> Option<Outbound> {
+        let index =
+            usize::from(version.is_v5()) * 6 + usize::from(qos.as_u8()) * 2 + usize::from(retain);
+        let slot = self.slots.get_mut(index)?;
+        if slot.is_none() {
+            // 3.1 and 3.1.1 encode a PUBLISH alike.
+            *slot = Outbound::encode(message, version, qos, retain, &[]).ok();
+        }
+        slot.clone()
+    }
+}
+
+fn to_codec_qos(qos: mqttx_router::QoS) -> QoS {
+    match qos {
+        mqttx_router::QoS::AtMostOnce => QoS::AtMostOnce,
+        mqttx_router::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn to_router_qos(qos: QoS) -> mqttx_router::QoS {
+    match qos {
+        QoS::AtMostOnce => mqttx_router::QoS::AtMostOnce,
+        QoS::AtLeastOnce => mqttx_router::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => mqttx_router::QoS::ExactlyOnce,
+    }
+}
+
+impl Shared {
+    /// Stores or clears the retained message, then sends `message` to every matching
+    /// subscriber, encoding it once per distinct form.
+    fn publish(&mut self, config: &Config, publisher: SubscriberId, message: &Message) {
+        if message.retain {
+            if message.payload.is_empty() {
+                // [MQTT-3.3.1-6] A PUBLISH with RETAIN 1 and a zero-byte payload removes the
+                // retained message for that topic; [MQTT-3.3.1-7] it is not stored.
+                self.retained.remove(&message.topic);
+            } else if self.retained.len() < config.max_retained_messages
+                || self.retained.get(&message.topic).is_some()
+            {
+                // [MQTT-3.3.1-5] The Server MUST store the Application Message and its QoS,
+                // so that it can be delivered to future subscribers.
+                self.retained.set(&message.topic, message.clone());
+            }
+        }
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        self.router
+            .route(&message.topic, Some(publisher), &mut deliveries);
+        let mut cache = EncodeCache::default();
+        for delivery in &deliveries {
+            let Some(client) = self.clients.get(&delivery.subscriber()) else {
+                continue;
+            };
+            // MQTT 5.0 §3.8.4: the delivered QoS is the minimum of the published QoS and the
+            // granted maximum.
+            let qos = message.qos.min(to_codec_qos(delivery.qos()));
+            // [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: forwarded messages keep RETAIN only with
+            // Retain As Published.
+            let retain = message.retain && delivery.retain_as_published();
+            let ids = delivery.subscription_ids();
+            let encoded = if client.version.is_v5() && !ids.is_empty() {
+                // [MQTT-3.3.4-3] Subscription Identifiers go to this subscriber only.
+                let ids: Vec<u32> = ids.iter().map(|id| id.get()).collect();
+                Outbound::encode(message, client.version, qos, retain, &ids).ok()
+            } else {
+                cache.get(message, client.version, qos, retain)
+            };
+            if let Some(encoded) = encoded {
+                // A closed receiver means the connection is ending; its cleanup removes it.
+                let _ = client.tx.send(Command::Deliver(encoded));
+            }
+        }
+        self.deliveries = deliveries;
+    }
+}
+
+/// One connection's driver: owns the stream, the session core, the timer and the handler's
+/// per-connection state.
+struct Driver<H: Handler> {
+    inner: Arc<Inner<H>>,
+    id: SubscriberId,
+    session: Session,
+    tx: mpsc::UnboundedSender<Command>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    app: Option<H::Session>,
+    client: Option<ClientInfo>,
+    close_reason: Option<CloseReason>,
+}
+
+impl<H: Handler> Driver<H> {
+    fn new(inner: Arc<Inner<H>>) -> Self {
+        let n = inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        let assigned = format!("mqttx-{:016x}-{n}", inner.nonce);
+        let session = Session::new(Instant::now().into_std(), &inner.config, assigned);
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            inner,
+            id: SubscriberId::new(n),
+            session,
+            tx,
+            rx,
+            app: None,
+            client: None,
+            close_reason: None,
+        }
+    }
+
+    async fn run<S>(&mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut rbuf = vec![0u8; READ_BUFFER];
+        let mut wbuf: Vec<u8> = Vec::new();
+        let mut written = 0usize;
+        let mut stop = self.inner.shutdown.subscribe();
+        let mut stopping = false;
+        loop {
+            while let Some(event) = self.session.poll_event() {
+                self.handle_event(event).await;
+            }
+            if written == wbuf.len() {
+                wbuf.clear();
+                written = 0;
+                self.session.poll_transmit(&mut wbuf);
+            }
+            if self.session.is_closed() {
+                while self.session.poll_transmit(&mut wbuf) {}
+                let rest = wbuf.get(written..).unwrap_or_default();
+                let _ = tokio::time::timeout(FINAL_FLUSH, async {
+                    wr.write_all(rest).await?;
+                    wr.shutdown().await
+                })
+                .await;
+                break;
+            }
+            let deadline = self.session.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                read = rd.read(&mut rbuf) => match read {
+                    Ok(0) | Err(_) => self.session.handle_closed(),
+                    Ok(n) => {
+                        let now = Instant::now().into_std();
+                        self.session.handle_bytes(now, rbuf.get(..n).unwrap_or_default());
+                    }
+                },
+                w = wr.write(wbuf.get(written..).unwrap_or_default()), if written < wbuf.len() => {
+                    match w {
+                        Ok(0) | Err(_) => self.session.handle_closed(),
+                        Ok(n) => written += n,
+                    }
+                }
+                Some(command) = self.rx.recv() => {
+                    self.command(command);
+                    // Take what else is waiting, bounded so reading is not starved.
+                    for _ in 0..256 {
+                        match self.rx.try_recv() {
+                            Ok(command) => self.command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    self.session.handle_timeout(Instant::now().into_std());
+                }
+                _ = stop.wait_for(|&s| s), if !stopping => {
+                    stopping = true;
+                    self.session.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Deliver(message) => {
+                self.session.deliver(message);
+            }
+            Command::Disconnect(code) => self.session.disconnect(code),
+        }
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Connect(req) => {
+                match self.inner.handler.on_connect(&req).await {
+                    Ok(app) => {
+                        self.app = Some(app);
+                        self.client = Some(ClientInfo {
+                            client_id: req.client_id.clone(),
+                            protocol: req.protocol,
+                            username: req.username.clone(),
+                        });
+                        {
+                            let mut shared = self.inner.lock();
+                            // [MQTT-3.1.4-3] If the ClientID represents a Client already
+                            // connected to the Server, the Server sends a DISCONNECT packet to
+                            // the existing Client with Reason Code 0x8E (Session taken over)
+                            // and MUST close its Network Connection. Only after the new
+                            // connection was authorized.
+                            if let Some(old) =
+                                shared.by_client_id.insert(req.client_id.clone(), self.id)
+                            {
+                                if let Some(entry) = shared.clients.get(&old) {
+                                    let _ = entry
+                                        .tx
+                                        .send(Command::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
+                                }
+                            }
+                            shared.clients.insert(
+                                self.id,
+                                ClientEntry {
+                                    tx: self.tx.clone(),
+                                    version: req.protocol,
+                                },
+                            );
+                        }
+                        tracing::debug!(client_id = %req.client_id, protocol = %req.protocol, "connected");
+                        self.session.accept_connect(Instant::now().into_std());
+                    }
+                    Err(refusal) => {
+                        tracing::debug!(client_id = %req.client_id, code = %refusal.reason_code(), "refused");
+                        self.session.refuse_connect(refusal.reason_code());
+                    }
+                }
+            }
+            Event::Publish(message) => {
+                let outcome = self.authorize_and_publish(&message).await;
+                self.session
+                    .complete_publish(Instant::now().into_std(), outcome);
+            }
+            Event::Will(message) => {
+                self.authorize_and_publish(&message).await;
+            }
+            Event::Subscribe(req) => self.subscribe(req).await,
+            Event::Unsubscribe(req) => self.unsubscribe(req).await,
+            Event::Closed(reason) => self.close_reason = Some(reason),
+        }
+    }
+
+    async fn authorize_and_publish(&mut self, message: &Message) -> PublishOutcome {
+        let (Some(app), Some(client)) = (&self.app, &self.client) else {
+            return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
+        };
+        match self.inner.handler.on_publish(app, client, message).await {
+            PublishDecision::Accept => {
+                self.inner
+                    .lock()
+                    .publish(&self.inner.config, self.id, message);
+                PublishOutcome::Accepted
+            }
+            PublishDecision::Refuse(code) => PublishOutcome::Refused(code),
+            PublishDecision::Disconnect(code) => PublishOutcome::Disconnect(code),
+        }
+    }
+
+    async fn subscribe(&mut self, req: SubscribeRequest) {
+        let (Some(app), Some(client)) = (&self.app, &self.client) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(req.entries.len());
+        let mut retained = Vec::new();
+        for entry in &req.entries {
+            let decision = self
+                .inner
+                .handler
+                .on_subscribe(app, client, &entry.filter, &entry.options)
+                .await;
+            let granted = match decision {
+                SubscribeDecision::Grant(qos) => qos.min(to_codec_qos(entry.options.qos)),
+                SubscribeDecision::Refuse(code) => {
+                    codes.push(if code.is_error() {
+                        code
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                }
+            };
+            let mut options = entry.options;
+            options.qos = to_router_qos(granted);
+            let mut shared = self.inner.lock();
+            let outcome = match shared.router.subscribe(&entry.filter, self.id, options) {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    codes.push(ReasonCode::UNSPECIFIED_ERROR);
+                    continue;
+                }
+            };
+            codes.push(ReasonCode::from_u8(granted.as_u8()).unwrap_or(ReasonCode::SUCCESS));
+            // [MQTT-3.3.1-9] / MQTT 5.0 §3.8.3.1 Retain Handling: 0 sends the retained
+            // messages at subscribe, 1 only for a new subscription, 2 never. MQTT 5.0 §4.8.2:
+            // none for a shared subscription.
+            let send = !entry.filter.is_shared()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtNewSubscribe => outcome == SubscribeOutcome::New,
+                    _ => false,
+                };
+            if send {
+                let version = self.session.version();
+                for (_, message) in shared.retained.matching(&entry.filter) {
+                    // Delivered at min(stored QoS, granted QoS), with RETAIN set
+                    // [MQTT-3.3.1-8].
+                    let qos = message.qos.min(granted);
+                    let ids: Vec<u32> = options
+                        .subscription_id
+                        .map(|id| id.get())
+                        .into_iter()
+                        .collect();
+                    if let Ok(encoded) = Outbound::encode(message, version, qos, true, &ids) {
+                        retained.push(encoded);
+                    }
+                }
+            }
+        }
+        let now = Instant::now().into_std();
+        self.session.complete_subscribe(now, &codes);
+        for message in retained {
+            self.session.deliver(message);
+        }
+    }
+
+    async fn unsubscribe(&mut self, req: UnsubscribeRequest) {
+        let (Some(app), Some(client)) = (&self.app, &self.client) else {
+            return;
+        };
+        let mut existed = Vec::with_capacity(req.filters.len());
+        for filter in &req.filters {
+            let removed = self.inner.lock().router.unsubscribe(filter, self.id);
+            existed.push(removed.is_some());
+            self.inner.handler.on_unsubscribe(app, client, filter).await;
+        }
+        self.session
+            .complete_unsubscribe(Instant::now().into_std(), &existed);
+    }
+
+    /// Removes the connection from the shared state and tells the handler.
+    async fn finish(&mut self) {
+        {
+            let mut shared = self.inner.lock();
+            shared.clients.remove(&self.id);
+            shared.router.unsubscribe_all(self.id);
+            if let Some(client) = &self.client {
+                if shared.by_client_id.get(&client.client_id) == Some(&self.id) {
+                    shared.by_client_id.remove(&client.client_id);
+                }
+            }
+        }
+        let reason = self.close_reason.unwrap_or(CloseReason::ConnectionLost);
+        if let (Some(app), Some(client)) = (self.app.take(), &self.client) {
+            tracing::debug!(client_id = %client.client_id, ?reason, "closed");
+            self.inner.handler.on_disconnect(app, client, reason).await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,378 @@
+//! Loopback tests with a scripted client speaking raw codec-encoded bytes: hostile input, the
+//! handler hooks, takeover, graceful shutdown, and (over an in-memory stream with paused time)
+//! the connect and keep-alive timeouts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RawClient, WAIT, loopback_config, run, start};
+use mqttx_broker::codec::{
+    ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode, Subscribe, SubscribeFilter,
+};
+use mqttx_broker::router::{SubscribeOptions, TopicFilter};
+use mqttx_broker::{
+    Broker, ClientInfo, ConnectRefusal, ConnectRequest, Handler, Message, PublishDecision,
+    SubscribeDecision,
+};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V311: ProtocolVersion = ProtocolVersion::V311;
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero")
+}
+
+fn subscribe(id: u16, filter: &str, qos: QoS) -> Packet<'static> {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new(filter, qos)].into(),
+    })
+}
+
+fn publish(topic: &str, payload: &'static [u8], qos: QoS, id: u16) -> Packet<'static> {
+    let mut p = Publish::new(topic.to_owned(), payload);
+    p.qos = qos;
+    p.packet_id = PacketId::new(id);
+    Packet::Publish(p)
+}
+
+async fn connected<S>(
+    client: &mut RawClient<S>,
+    version: ProtocolVersion,
+    id: &str,
+) -> ConnAck<'static>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client
+        .send(&Packet::Connect(Connect::new(version, id.to_owned())))
+        .await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => ack,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// A subscriber and a publisher through the broker, to show it still serves clients.
+async fn round_trip(addr: std::net::SocketAddr) {
+    let mut sub = RawClient::connect(addr, V311).await;
+    connected(&mut sub, V311, "still-serving-sub").await;
+    sub.send(&subscribe(1, "health/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let mut publ = RawClient::connect(addr, V311).await;
+    connected(&mut publ, V311, "still-serving-pub").await;
+    publ.send(&publish("health/ok", b"yes", QoS::AtLeastOnce, 1))
+        .await;
+    assert_eq!(
+        publ.recv().await,
+        Some(Packet::PubAck(PubResponse::new(pid(1))))
+    );
+    let Some(Packet::Publish(p)) = sub.recv().await else {
+        panic!("the subscriber receives the message")
+    };
+    assert_eq!((&*p.topic, &p.payload[..]), ("health/ok", &b"yes"[..]));
+}
+
+#[tokio::test]
+async fn garbage_is_closed_and_others_are_served() {
+    // [MQTT-4.8.0-1] a protocol violation closes that connection; no other client is affected.
+    let b = start().await;
+    let mut bad = RawClient::connect(b.addr, V5).await;
+    bad.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(bad.until_closed().await, []);
+    round_trip(b.addr).await;
+}
+
+#[tokio::test]
+async fn publish_before_connect_is_closed() {
+    // [MQTT-3.1.0-1] the first packet MUST be CONNECT; otherwise the connection is closed.
+    let b = start().await;
+    let mut bad = RawClient::connect(b.addr, V311).await;
+    bad.send(&publish("a", b"x", QoS::AtMostOnce, 0)).await;
+    assert_eq!(bad.until_closed().await, []);
+    round_trip(b.addr).await;
+}
+
+#[tokio::test]
+async fn oversized_declared_length_gets_0x95_and_close() {
+    // MQTT 5.0 §3.1.2.11.4: a packet above the Maximum Packet Size (1 MiB by default) is
+    // refused on its declared length, before the body: DISCONNECT 0x95, then close.
+    let b = start().await;
+    let mut big = RawClient::connect(b.addr, V5).await;
+    let ack = connected(&mut big, V5, "big").await;
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024 * 1024));
+    // A PUBLISH declaring 268 435 455 bytes; none of the body follows.
+    big.send_raw(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
+    let packets = big.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PACKET_TOO_LARGE),
+        "{packets:?}"
+    );
+    round_trip(b.addr).await;
+}
+
+#[tokio::test]
+async fn subscribe_flood_is_served_in_order() {
+    // Issue #4 hostile input: a flood of SUBSCRIBEs in one write gets every SUBACK, in order.
+    let b = start().await;
+    let mut c = RawClient::connect(b.addr, V311).await;
+    connected(&mut c, V311, "flood").await;
+    let mut bytes = Vec::new();
+    for i in 1..=500u16 {
+        let packet = subscribe(i, &format!("flood/{i}"), QoS::AtMostOnce);
+        mqttx_broker::codec::encode(
+            &packet,
+            &mqttx_broker::codec::EncodeContext::new(V311),
+            &mut bytes,
+        )
+        .expect("encode");
+    }
+    c.send_raw(&bytes).await;
+    for i in 1..=500u16 {
+        match c.recv().await {
+            Some(Packet::SubAck(ack)) => assert_eq!(ack.packet_id, pid(i)),
+            other => panic!("expected SUBACK {i}, got {other:?}"),
+        }
+    }
+    round_trip(b.addr).await;
+}
+
+#[tokio::test]
+async fn takeover_sends_0x8e_to_the_old_connection() {
+    // [MQTT-3.1.4-3] a second connection with a live client id: the old one gets DISCONNECT
+    // 0x8E (Session taken over) and is closed.
+    let b = start().await;
+    let mut old = RawClient::connect(b.addr, V5).await;
+    connected(&mut old, V5, "same-id").await;
+    let mut new = RawClient::connect(b.addr, V5).await;
+    connected(&mut new, V5, "same-id").await;
+    let packets = old.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SESSION_TAKEN_OVER),
+        "{packets:?}"
+    );
+    new.send(&Packet::PingReq).await;
+    assert_eq!(new.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn retained_message_at_min_qos_and_cleared_by_empty_payload() {
+    // [MQTT-3.3.1-5] a retained message is stored and sent to new subscribers with RETAIN 1,
+    // at min(stored QoS, granted QoS); [MQTT-3.3.1-6] an empty retained payload clears it.
+    let b = start().await;
+    let mut p = RawClient::connect(b.addr, V5).await;
+    connected(&mut p, V5, "retainer").await;
+    let mut msg = Publish::new("r/1", &b"kept"[..]);
+    msg.qos = QoS::ExactlyOnce;
+    msg.packet_id = Some(pid(1));
+    msg.retain = true;
+    p.send(&Packet::Publish(msg)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    p.send(&Packet::PubRel(PubResponse::new(pid(1)))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
+    assert_eq!(b.broker.retained_count(), 1);
+
+    let mut s = RawClient::connect(b.addr, V5).await;
+    connected(&mut s, V5, "late").await;
+    s.send(&subscribe(1, "r/+", QoS::AtLeastOnce)).await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    let Some(Packet::Publish(got)) = s.recv().await else {
+        panic!("the retained message")
+    };
+    assert!(got.retain);
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    assert_eq!(&got.payload[..], b"kept");
+
+    let mut clear = Publish::new("r/1", &b""[..]);
+    clear.retain = true;
+    p.send(&Packet::Publish(clear)).await;
+    p.send(&Packet::PingReq).await;
+    assert_eq!(p.recv().await, Some(Packet::PingResp));
+    assert_eq!(b.broker.retained_count(), 0);
+}
+
+/// A handler exercising every hook: refuses clients named "intruder", refuses publishing to
+/// `secret/#`, refuses subscribing to `private/#`, downgrades every grant to QoS 1, and
+/// records disconnects.
+#[derive(Default)]
+struct Strict {
+    disconnects: std::sync::Mutex<Vec<(String, mqttx_broker::CloseReason)>>,
+}
+
+impl Handler for Strict {
+    type Session = ();
+
+    async fn on_connect(&self, req: &ConnectRequest) -> Result<(), ConnectRefusal> {
+        if req.client_id == "intruder" {
+            Err(ConnectRefusal::new(ReasonCode::NOT_AUTHORIZED))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn on_publish(&self, _: &(), _: &ClientInfo, message: &Message) -> PublishDecision {
+        if message.topic.as_str().starts_with("secret/") {
+            PublishDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+        } else {
+            PublishDecision::Accept
+        }
+    }
+
+    async fn on_subscribe(
+        &self,
+        _: &(),
+        _: &ClientInfo,
+        filter: &TopicFilter,
+        _: &SubscribeOptions,
+    ) -> SubscribeDecision {
+        if filter.as_str().starts_with("private/") {
+            SubscribeDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+        } else {
+            SubscribeDecision::Grant(QoS::AtLeastOnce)
+        }
+    }
+
+    async fn on_disconnect(&self, _: (), client: &ClientInfo, reason: mqttx_broker::CloseReason) {
+        if let Ok(mut d) = self.disconnects.lock() {
+            d.push((client.client_id.clone(), reason));
+        }
+    }
+}
+
+#[tokio::test]
+async fn handler_hooks_decide_with_reason_codes() {
+    let server = Broker::builder()
+        .config(loopback_config())
+        .handler(Strict::default())
+        .bind()
+        .await
+        .expect("bind");
+    let b = run(server);
+
+    // on_connect: CONNACK 0x87 (v5), return code 5 (3.1.1).
+    let mut c = RawClient::connect(b.addr, V5).await;
+    let ack = connected(&mut c, V5, "intruder").await;
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(c.until_closed().await, []);
+    let mut c = RawClient::connect(b.addr, V311).await;
+    let ack = connected(&mut c, V311, "intruder").await;
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+
+    // on_subscribe: per-filter refusal, and a grant lowered to QoS 1.
+    let mut c = RawClient::connect(b.addr, V5).await;
+    connected(&mut c, V5, "app").await;
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![
+            SubscribeFilter::new("private/x", QoS::AtLeastOnce),
+            SubscribeFilter::new("public/#", QoS::ExactlyOnce),
+        ]
+        .into(),
+    }))
+    .await;
+    let Some(Packet::SubAck(ack)) = c.recv().await else {
+        panic!("SUBACK")
+    };
+    let codes: Vec<ReasonCode> = ack.reason_codes.iter().collect();
+    assert_eq!(
+        codes,
+        [ReasonCode::NOT_AUTHORIZED, ReasonCode::GRANTED_QOS_1]
+    );
+
+    // on_publish: PUBACK 0x87, and the message is not routed.
+    c.send(&publish("secret/plans", b"x", QoS::AtLeastOnce, 2))
+        .await;
+    let Some(Packet::PubAck(ack)) = c.recv().await else {
+        panic!("PUBACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+    c.send(&publish("public/news", b"hello", QoS::ExactlyOnce, 3))
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(c.recv().await);
+    }
+    assert!(got.iter().any(|p| matches!(p, Some(Packet::PubRec(_)))));
+    assert!(
+        got.iter()
+            .any(|p| matches!(p, Some(Packet::Publish(p)) if p.qos == QoS::AtLeastOnce && &*p.topic == "public/news")),
+        "{got:?}"
+    );
+
+    // on_disconnect: with the reason.
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+    b.broker.shutdown();
+    tokio::time::timeout(WAIT, b.task)
+        .await
+        .expect("the server stops")
+        .expect("no panic")
+        .expect("no error");
+    let disconnects = b.broker.handler().disconnects.lock().expect("lock").clone();
+    assert_eq!(
+        disconnects,
+        [("app".to_owned(), mqttx_broker::CloseReason::Normal)]
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_0x8b() {
+    // Issue #4: shutting down sends DISCONNECT 0x8B (Server shutting down) to MQTT 5.0 clients
+    // and the server future returns.
+    let b = start().await;
+    let mut c = RawClient::connect(b.addr, V5).await;
+    connected(&mut c, V5, "bye").await;
+    assert_eq!(b.broker.client_count(), 1);
+    b.broker.shutdown();
+    let packets = c.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SERVER_SHUTTING_DOWN),
+        "{packets:?}"
+    );
+    tokio::time::timeout(WAIT, b.task)
+        .await
+        .expect("the server stops")
+        .expect("no panic")
+        .expect("no error");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_timeout_with_paused_time() {
+    // [MQTT-3.1.2-22] 1.5 × Keep Alive without a packet: DISCONNECT 0x8D and close. Over an
+    // in-memory stream with tokio's paused clock: no wall-clock wait.
+    let broker = Broker::builder().build();
+    let (client_end, server_end) = tokio::io::duplex(4096);
+    let task = tokio::spawn(broker.serve(server_end));
+    let mut c = RawClient::new(client_end, V5);
+    let mut connect = Connect::new(V5, "sleepy");
+    connect.keep_alive = 2;
+    c.send(&Packet::Connect(connect)).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
+    let start = tokio::time::Instant::now();
+    let packets = c.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KEEP_ALIVE_TIMEOUT),
+        "{packets:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    task.await.expect("the driver ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_with_paused_time() {
+    // [MQTT-3.1.4-1] / §4.2: no CONNECT within the connect timeout: closed.
+    let mut config = loopback_config();
+    config.connect_timeout = Duration::from_secs(4);
+    let broker = Broker::builder().config(config).build();
+    let (client_end, server_end) = tokio::io::duplex(4096);
+    let task = tokio::spawn(broker.serve(server_end));
+    let mut c = RawClient::new(client_end, V5);
+    let start = tokio::time::Instant::now();
+    assert_eq!(c.until_closed().await, []);
+    assert_eq!(start.elapsed(), Duration::from_secs(4));
+    task.await.expect("the driver ends");
+}
