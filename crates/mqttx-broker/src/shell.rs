@@ -30,6 +30,9 @@ use crate::proto::{
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 /// Bytes read from a stream per call.
 const READ_BUFFER: usize = 16 * 1024;
+/// Reading pauses while more control-packet bytes than this wait to be written: a client that
+/// sends without reading its acknowledgements meets TCP backpressure instead of growing memory.
+const READ_GATE: usize = 256 * 1024;
 
 /// The broker: shared state plus the handler. Cheap to clone (an `Arc`).
 ///
@@ -411,7 +414,7 @@ impl<H: Handler> Driver<H> {
             }
             let deadline = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                read = rd.read(&mut rbuf) => match read {
+                read = rd.read(&mut rbuf), if self.session.transmit_backlog() < READ_GATE => match read {
                     Ok(0) | Err(_) => self.session.handle_closed(),
                     Ok(n) => {
                         let now = Instant::now().into_std();

@@ -376,3 +376,112 @@ async fn connect_timeout_with_paused_time() {
     assert_eq!(start.elapsed(), Duration::from_secs(4));
     task.await.expect("the driver ends");
 }
+
+fn subscribe_with(
+    id: u16,
+    filter: &str,
+    options: mqttx_broker::codec::SubscriptionOptions,
+    subscription_id: Option<u32>,
+) -> Packet<'static> {
+    let mut properties = mqttx_broker::codec::Props::new();
+    if let Some(sid) = subscription_id {
+        properties.subscription_identifiers = vec![sid].into();
+    }
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties,
+        filters: vec![SubscribeFilter {
+            filter: filter.to_owned(),
+            options,
+        }]
+        .into(),
+    })
+}
+
+#[tokio::test]
+async fn routing_options_no_local_subscription_ids_overlaps_shared() {
+    use mqttx_broker::codec::SubscriptionOptions;
+    let b = start().await;
+
+    // A v5 client subscribed twice (overlapping, with identifiers 7 and 9) and once with
+    // No Local on a filter it publishes to.
+    let mut me = RawClient::connect(b.addr, V5).await;
+    connected(&mut me, V5, "me").await;
+    me.send(&subscribe_with(
+        1,
+        "o/+",
+        SubscriptionOptions::new(QoS::AtMostOnce),
+        Some(7),
+    ))
+    .await;
+    me.send(&subscribe_with(
+        2,
+        "o/#",
+        SubscriptionOptions::new(QoS::AtLeastOnce),
+        Some(9),
+    ))
+    .await;
+    let mut no_local = SubscriptionOptions::new(QoS::AtMostOnce);
+    no_local.no_local = true;
+    me.send(&subscribe_with(3, "mine", no_local, None)).await;
+    for _ in 0..3 {
+        assert!(matches!(me.recv().await, Some(Packet::SubAck(_))));
+    }
+
+    // [MQTT-3.8.3-3] No Local: my own PUBLISH on "mine" is not sent back to me; the ping that
+    // follows arrives first.
+    me.send(&publish("mine", b"echo?", QoS::AtMostOnce, 0))
+        .await;
+    me.send(&Packet::PingReq).await;
+    assert_eq!(me.recv().await, Some(Packet::PingResp));
+
+    // MQTT 5.0 §4.7 overlapping subscriptions: one copy at the highest QoS with every
+    // matching Subscription Identifier [MQTT-3.3.4-3].
+    let mut other = RawClient::connect(b.addr, V5).await;
+    connected(&mut other, V5, "other").await;
+    other
+        .send(&publish("o/x", b"both", QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(other.recv().await, Some(Packet::PubAck(_))));
+    let Some(Packet::Publish(p)) = me.recv().await else {
+        panic!("one copy")
+    };
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    let mut ids: Vec<u32> = p.properties.subscription_identifiers.iter().collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [7, 9]);
+    me.send(&Packet::PubAck(PubResponse::new(
+        p.packet_id.expect("QoS 1"),
+    )))
+    .await;
+    me.send(&Packet::PingReq).await;
+    assert_eq!(me.recv().await, Some(Packet::PingResp), "no second copy");
+
+    // MQTT 5.0 §4.8.2 shared subscriptions: each message goes to one member of the group.
+    let mut m1 = RawClient::connect(b.addr, V311).await;
+    connected(&mut m1, V311, "m1").await;
+    let mut m2 = RawClient::connect(b.addr, V311).await;
+    connected(&mut m2, V311, "m2").await;
+    for m in [&mut m1, &mut m2] {
+        m.send(&subscribe(1, "$share/g/jobs/#", QoS::AtMostOnce))
+            .await;
+        assert!(matches!(m.recv().await, Some(Packet::SubAck(_))));
+    }
+    for i in 0..4u16 {
+        other
+            .send(&publish("jobs/1", b"job", QoS::AtLeastOnce, 10 + i))
+            .await;
+        assert!(matches!(other.recv().await, Some(Packet::PubAck(_))));
+    }
+    for m in [&mut m1, &mut m2] {
+        for _ in 0..2 {
+            assert!(matches!(m.recv().await, Some(Packet::Publish(p)) if &*p.topic == "jobs/1"));
+        }
+        m.send(&Packet::PingReq).await;
+        assert_eq!(
+            m.recv().await,
+            Some(Packet::PingResp),
+            "round robin: two each"
+        );
+    }
+}

@@ -490,6 +490,13 @@ impl Session {
         self.state.phase == Phase::Closed
     }
 
+    /// Bytes of control packets (acknowledgements, PINGRESP…) waiting for
+    /// [`poll_transmit`](Self::poll_transmit). A shell stops reading from a client whose
+    /// backlog grows, so a client that sends without reading cannot grow it without bound.
+    pub fn transmit_backlog(&self) -> usize {
+        self.state.transmit.len()
+    }
+
     /// The session's counters.
     pub fn stats(&self) -> SessionStats {
         self.state.stats
