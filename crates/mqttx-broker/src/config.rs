@@ -32,6 +32,9 @@ pub struct Config {
     /// The Receive Maximum advertised to MQTT 5.0 clients (default 100): how many QoS 2
     /// PUBLISH exchanges a client may have unfinished; one more is DISCONNECT 0x93.
     pub receive_maximum: u16,
+    /// The Topic Alias Maximum advertised to MQTT 5.0 clients (default 100): how many inbound
+    /// Topic Aliases a client may define on one connection. 0 turns them off.
+    pub topic_alias_maximum: u16,
     /// The most QoS 1 and 2 messages in flight to one client (default 100); the client's own
     /// Receive Maximum lowers it.
     pub max_inflight: u16,
@@ -52,6 +55,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_keepalive: 3600,
             receive_maximum: 100,
+            topic_alias_maximum: 100,
             max_inflight: 100,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,

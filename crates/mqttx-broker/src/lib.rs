@@ -11,13 +11,16 @@
 //!
 //! What it is not, yet: sessions are **clean only** (a session ends with its connection; MQTT
 //! 5.0 clients asking for a Session Expiry Interval get 0 in CONNACK; there is no offline
-//! queue), enhanced authentication (AUTH) is refused with 0x8C, Topic Aliases are not accepted
-//! (Topic Alias Maximum 0) nor sent, Will Delay and Message Expiry are forwarded but not acted
-//! upon, and there is no TLS, WebSocket, configuration file or `BrokerHandle` yet.
+//! queue), enhanced authentication (AUTH) is refused with 0x8C, Topic Aliases are accepted
+//! from clients (Topic Alias Maximum 100) but not sent to them, Will Delay is ignored (the
+//! Will goes out at once), Message Expiry is applied to retained messages only, and there is
+//! no TLS, WebSocket or configuration file yet.
 //!
 //! # Layout
 //!
 //! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default.
+//!   [`Broker`] is also the application's handle: [`Broker::publish`],
+//!   [`Broker::disconnect_client`], [`Broker::clients`], [`Broker::shutdown`].
 //! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`]; the
 //!   [`AllowAll`] handler.
 //! - [`proto`]: [`proto::Session`] and its [`proto::Event`]s; [`proto::Outbound`], a PUBLISH

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,16 +66,49 @@ struct Inner<H> {
 #[derive(Debug, Default)]
 struct Shared {
     router: Router,
-    retained: RetainedStore<Message>,
+    retained: RetainedStore<Retained>,
     clients: HashMap<SubscriberId, ClientEntry>,
     by_client_id: HashMap<String, SubscriberId>,
     deliveries: Deliveries,
+    /// Messages dropped for full queues, over the broker's lifetime.
+    dropped: u64,
+}
+
+/// A retained message and when it was stored, for its Message Expiry Interval.
+#[derive(Debug)]
+struct Retained {
+    message: Message,
+    stored_at: Instant,
+}
+
+impl Retained {
+    /// The message as it must be sent now: `None` once its Message Expiry Interval has
+    /// passed; otherwise with the interval lowered by the time it waited.
+    fn current(&self, now: Instant) -> Option<std::borrow::Cow<'_, Message>> {
+        let Some(expiry) = self.message.properties.message_expiry_interval else {
+            return Some(std::borrow::Cow::Borrowed(&self.message));
+        };
+        let waited = now.saturating_duration_since(self.stored_at).as_secs();
+        // [MQTT-3.3.2-5] If the Message Expiry Interval has passed and the Server has not
+        // managed to start onward delivery to a matching subscriber, then it MUST delete the
+        // copy of the message for that subscriber.
+        let left = u64::from(expiry).checked_sub(waited).filter(|&l| l > 0)?;
+        let mut message = self.message.clone();
+        // [MQTT-3.3.2-6] The PUBLISH packet sent to a Client by the Server MUST contain a
+        // Message Expiry Interval set to the received value minus the time that the
+        // Application Message has been waiting in the Server.
+        message.properties.message_expiry_interval = Some(u32::try_from(left).unwrap_or(expiry));
+        Some(std::borrow::Cow::Owned(message))
+    }
 }
 
 #[derive(Debug)]
 struct ClientEntry {
     tx: mpsc::UnboundedSender<Command>,
     version: ProtocolVersion,
+    /// Deliveries sent into `tx` and not yet taken by the driver. The channel itself is
+    /// unbounded; this count bounds it to `max_queued_messages`.
+    in_channel: Arc<AtomicUsize>,
 }
 
 /// What other tasks ask of a connection's driver.
@@ -241,6 +274,40 @@ impl<H: Handler> Broker<H> {
         self.inner.lock().retained.len()
     }
 
+    /// The client identifiers of the connected clients, in no particular order.
+    pub fn clients(&self) -> Vec<String> {
+        self.inner.lock().by_client_id.keys().cloned().collect()
+    }
+
+    /// Messages dropped so far because a client's outbound queue was full or a message was
+    /// larger than its Maximum Packet Size (counted when the connection ends, or at once when
+    /// the queue in front of the connection's task is full).
+    pub fn dropped_messages(&self) -> u64 {
+        self.inner.lock().dropped
+    }
+
+    /// Publishes an application message as the broker itself: it is retained or clears the
+    /// retained message as its RETAIN flag and payload say, and goes to every matching
+    /// subscription (No Local does not apply: there is no publishing client). The handler's
+    /// `on_publish` is not called.
+    pub fn publish(&self, message: &Message) {
+        self.inner.lock().publish(&self.inner.config, None, message);
+    }
+
+    /// Disconnects the client with this identifier: MQTT 5.0 clients get DISCONNECT with
+    /// `code` (e.g. 0x98 Administrative action), and its Will is published. Returns whether
+    /// such a client was connected.
+    pub fn disconnect_client(&self, client_id: &str, code: ReasonCode) -> bool {
+        let shared = self.inner.lock();
+        let Some(id) = shared.by_client_id.get(client_id) else {
+            return false;
+        };
+        shared
+            .clients
+            .get(id)
+            .is_some_and(|c| c.tx.send(Command::Disconnect(code)).is_ok())
+    }
+
     /// Drives one connection over `stream` until it ends: any `AsyncRead + AsyncWrite`
     /// stream (TCP, TLS, WebSocket byte streams, an in-memory duplex). Spawn it on a task.
     pub fn serve<S>(&self, stream: S) -> impl Future<Output = ()> + Send + 'static
@@ -307,7 +374,7 @@ fn to_router_qos(qos: QoS) -> mqttx_router::QoS {
 impl Shared {
     /// Stores or clears the retained message, then sends `message` to every matching
     /// subscriber, encoding it once per distinct form.
-    fn publish(&mut self, config: &Config, publisher: SubscriberId, message: &Message) {
+    fn publish(&mut self, config: &Config, publisher: Option<SubscriberId>, message: &Message) {
         if message.retain {
             if message.payload.is_empty() {
                 // [MQTT-3.3.1-6] A PUBLISH with RETAIN 1 and a zero-byte payload removes the
@@ -318,17 +385,29 @@ impl Shared {
             {
                 // [MQTT-3.3.1-5] The Server MUST store the Application Message and its QoS,
                 // so that it can be delivered to future subscribers.
-                self.retained.set(&message.topic, message.clone());
+                self.retained.set(
+                    &message.topic,
+                    Retained {
+                        message: message.clone(),
+                        stored_at: Instant::now(),
+                    },
+                );
             }
         }
         let mut deliveries = std::mem::take(&mut self.deliveries);
         self.router
-            .route(&message.topic, Some(publisher), &mut deliveries);
+            .route(&message.topic, publisher, &mut deliveries);
         let mut cache = EncodeCache::default();
         for delivery in &deliveries {
             let Some(client) = self.clients.get(&delivery.subscriber()) else {
                 continue;
             };
+            if client.in_channel.load(Ordering::Relaxed) >= config.max_queued_messages {
+                // The driver is not keeping up (a slow hook); its session queue has the
+                // same limit, so this message would be dropped there too.
+                self.dropped += 1;
+                continue;
+            }
             // MQTT 5.0 §3.8.4: the delivered QoS is the minimum of the published QoS and the
             // granted maximum.
             let qos = message.qos.min(to_codec_qos(delivery.qos()));
@@ -345,7 +424,9 @@ impl Shared {
             };
             if let Some(encoded) = encoded {
                 // A closed receiver means the connection is ending; its cleanup removes it.
-                let _ = client.tx.send(Command::Deliver(encoded));
+                if client.tx.send(Command::Deliver(encoded)).is_ok() {
+                    client.in_channel.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         self.deliveries = deliveries;
@@ -360,6 +441,7 @@ struct Driver<H: Handler> {
     session: Session,
     tx: mpsc::UnboundedSender<Command>,
     rx: mpsc::UnboundedReceiver<Command>,
+    in_channel: Arc<AtomicUsize>,
     app: Option<H::Session>,
     client: Option<ClientInfo>,
     close_reason: Option<CloseReason>,
@@ -377,6 +459,7 @@ impl<H: Handler> Driver<H> {
             session,
             tx,
             rx,
+            in_channel: Arc::default(),
             app: None,
             client: None,
             close_reason: None,
@@ -452,6 +535,7 @@ impl<H: Handler> Driver<H> {
     fn command(&mut self, command: Command) {
         match command {
             Command::Deliver(message) => {
+                self.in_channel.fetch_sub(1, Ordering::Relaxed);
                 self.session.deliver(message);
             }
             Command::Disconnect(code) => self.session.disconnect(code),
@@ -490,6 +574,7 @@ impl<H: Handler> Driver<H> {
                                 ClientEntry {
                                     tx: self.tx.clone(),
                                     version: req.protocol,
+                                    in_channel: Arc::clone(&self.in_channel),
                                 },
                             );
                         }
@@ -524,7 +609,7 @@ impl<H: Handler> Driver<H> {
             PublishDecision::Accept => {
                 self.inner
                     .lock()
-                    .publish(&self.inner.config, self.id, message);
+                    .publish(&self.inner.config, Some(self.id), message);
                 PublishOutcome::Accepted
             }
             PublishDecision::Refuse(code) => PublishOutcome::Refused(code),
@@ -577,7 +662,13 @@ impl<H: Handler> Driver<H> {
                 };
             if send {
                 let version = self.session.version();
-                for (_, message) in shared.retained.matching(&entry.filter) {
+                let now = Instant::now();
+                let mut expired = Vec::new();
+                for (topic, stored) in shared.retained.matching(&entry.filter) {
+                    let Some(message) = stored.current(now) else {
+                        expired.push(topic.clone());
+                        continue;
+                    };
                     // Delivered at min(stored QoS, granted QoS), with RETAIN set
                     // [MQTT-3.3.1-8].
                     let qos = message.qos.min(granted);
@@ -586,9 +677,12 @@ impl<H: Handler> Driver<H> {
                         .map(|id| id.get())
                         .into_iter()
                         .collect();
-                    if let Ok(encoded) = Outbound::encode(message, version, qos, true, &ids) {
+                    if let Ok(encoded) = Outbound::encode(&message, version, qos, true, &ids) {
                         retained.push(encoded);
                     }
+                }
+                for topic in expired {
+                    shared.retained.remove(&topic);
                 }
             }
         }
@@ -617,6 +711,8 @@ impl<H: Handler> Driver<H> {
     async fn finish(&mut self) {
         {
             let mut shared = self.inner.lock();
+            let stats = self.session.stats();
+            shared.dropped += stats.dropped_qos0 + stats.dropped_qos12 + stats.dropped_too_large;
             shared.clients.remove(&self.id);
             shared.router.unsubscribe_all(self.id);
             if let Some(client) = &self.client {

@@ -485,3 +485,83 @@ async fn routing_options_no_local_subscription_ids_overlaps_shared() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn retained_message_expiry_with_paused_time() {
+    // [MQTT-3.3.2-5] an expired retained message is not delivered; [MQTT-3.3.2-6] one that
+    // waited is sent with its Message Expiry Interval lowered by the wait.
+    let broker = Broker::builder().build();
+    let open = |broker: &Broker| {
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(broker.serve(server_end));
+        RawClient::new(client_end, V5)
+    };
+    let mut p = open(&broker);
+    connected(&mut p, V5, "p").await;
+    let mut msg = Publish::new("exp/1", &b"soon gone"[..]);
+    msg.retain = true;
+    msg.properties.message_expiry_interval = Some(10);
+    p.send(&Packet::Publish(msg)).await;
+    p.send(&Packet::PingReq).await;
+    assert_eq!(p.recv().await, Some(Packet::PingResp));
+
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let mut s = open(&broker);
+    connected(&mut s, V5, "s1").await;
+    s.send(&subscribe(1, "exp/#", QoS::AtMostOnce)).await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    let Some(Packet::Publish(got)) = s.recv().await else {
+        panic!("the retained message")
+    };
+    assert_eq!(got.properties.message_expiry_interval, Some(6));
+
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let mut s = open(&broker);
+    connected(&mut s, V5, "s2").await;
+    s.send(&subscribe(1, "exp/#", QoS::AtMostOnce)).await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    s.send(&Packet::PingReq).await;
+    assert_eq!(
+        s.recv().await,
+        Some(Packet::PingResp),
+        "expired: not delivered"
+    );
+    assert_eq!(broker.retained_count(), 0);
+}
+
+#[tokio::test]
+async fn broker_publishes_lists_and_disconnects_clients() {
+    // Issue #4 BrokerHandle: the application publishes to a topic, lists clients, and
+    // disconnects one with a reason code (0x98 Administrative action).
+    let b = start().await;
+    let mut c = RawClient::connect(b.addr, V5).await;
+    connected(&mut c, V5, "device-1").await;
+    c.send(&subscribe(1, "cmd/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(b.broker.clients(), ["device-1"]);
+
+    let topic = mqttx_broker::router::TopicName::new("cmd/reboot").expect("topic");
+    b.broker
+        .publish(&Message::new(topic, &b"now"[..], QoS::AtLeastOnce, false));
+    let Some(Packet::Publish(p)) = c.recv().await else {
+        panic!("the application's message")
+    };
+    assert_eq!(
+        (&*p.topic, &p.payload[..], p.qos),
+        ("cmd/reboot", &b"now"[..], QoS::AtLeastOnce)
+    );
+
+    assert!(
+        b.broker
+            .disconnect_client("device-1", ReasonCode::ADMINISTRATIVE_ACTION)
+    );
+    assert!(
+        !b.broker
+            .disconnect_client("nobody", ReasonCode::ADMINISTRATIVE_ACTION)
+    );
+    let packets = c.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ADMINISTRATIVE_ACTION),
+        "{packets:?}"
+    );
+}

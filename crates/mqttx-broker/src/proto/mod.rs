@@ -404,6 +404,8 @@ struct State {
     next_packet_id: u16,
     /// Inbound QoS 2 packet identifiers whose PUBREC was sent and whose PUBREL has not come.
     incoming_qos2: HashSet<u16>,
+    /// Inbound Topic Aliases (MQTT 5.0 §3.3.2.3.4), at most `topic_alias_maximum` of them.
+    topic_aliases: HashMap<u16, TopicName>,
     client_receive_maximum: u16,
     client_max_packet_size: u32,
     /// The Keep Alive to announce in CONNACK's Server Keep Alive, when it differs.
@@ -423,6 +425,7 @@ struct Limits {
     max_queued_messages: usize,
     max_queued_bytes: usize,
     max_packet_size: u32,
+    topic_alias_maximum: u16,
 }
 
 impl Session {
@@ -441,6 +444,7 @@ impl Session {
                     max_queued_messages: config.max_queued_messages,
                     max_queued_bytes: config.max_queued_bytes,
                     max_packet_size: config.max_packet_size,
+                    topic_alias_maximum: config.topic_alias_maximum,
                 },
                 phase: Phase::AwaitConnect,
                 version: ProtocolVersion::V5,
@@ -459,6 +463,7 @@ impl Session {
                 inflight: HashMap::new(),
                 next_packet_id: 1,
                 incoming_qos2: HashSet::new(),
+                topic_aliases: HashMap::new(),
                 client_receive_maximum: u16::MAX,
                 client_max_packet_size: mqttx_codec::MAX_PACKET_SIZE,
                 keep_alive_sent: None,
@@ -1034,8 +1039,8 @@ impl State {
             p.receive_maximum = Some(self.config.receive_maximum);
             // MQTT 5.0 §3.2.2.3.6: the Maximum Packet Size the Server accepts.
             p.maximum_packet_size = Some(self.config.max_packet_size);
-            // MQTT 5.0 §3.2.2.3.8: no inbound Topic Aliases yet (Topic Alias Maximum 0).
-            p.topic_alias_maximum = Some(0);
+            // MQTT 5.0 §3.2.2.3.8: the highest Topic Alias the Client may send.
+            p.topic_alias_maximum = Some(self.config.topic_alias_maximum);
             if let Some(k) = self.keep_alive_sent {
                 // [MQTT-3.2.2-21] If the Server sends a Server Keep Alive on the CONNACK
                 // packet, the Client MUST use this value instead of the Keep Alive value the
@@ -1233,6 +1238,18 @@ impl State {
             // [MQTT-3.12.4-1] The Server MUST send a PINGRESP packet in response to a PINGREQ.
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => {
+                if v5
+                    && !self.session_expiry_requested
+                    && d.properties.session_expiry_interval.is_some_and(|e| e > 0)
+                {
+                    // MQTT 5.0 §3.14.2.2.2: if the Session Expiry Interval in
+                    // CONNECT was zero, a non-zero one in DISCONNECT is a Protocol Error.
+                    self.protocol_error(
+                        ReasonCode::PROTOCOL_ERROR,
+                        "MQTT 5.0 §3.14.2.2.2 session expiry set on DISCONNECT after 0 on CONNECT",
+                    );
+                    return;
+                }
                 if d.reason_code == ReasonCode::NORMAL_DISCONNECTION {
                     // [MQTT-3.14.4-3] On receipt of DISCONNECT with a Reason Code of 0x00
                     // (Success) the Server MUST discard any Will Message associated with the
@@ -1263,15 +1280,6 @@ impl State {
     }
 
     fn handle_publish(&mut self, p: Publish<'_>) {
-        if p.properties.topic_alias.is_some() {
-            // [MQTT-3.3.2-9] A Client MUST NOT send a PUBLISH packet with a Topic Alias greater
-            // than the Topic Alias Maximum value returned by the Server in the CONNACK (0).
-            self.protocol_error(
-                ReasonCode::TOPIC_ALIAS_INVALID,
-                "[MQTT-3.3.2-9] topic alias above the maximum of 0",
-            );
-            return;
-        }
         if p.qos == QoS::ExactlyOnce {
             if let Some(pid) = p.packet_id {
                 if self.incoming_qos2.contains(&pid.get()) {
@@ -1294,11 +1302,57 @@ impl State {
                 }
             }
         }
-        let topic = match TopicName::new(&p.topic) {
-            Ok(topic) => topic,
-            Err(_) => {
-                // MQTT 5.0 §3.3.2.1: 0x90 Topic Name invalid.
-                self.protocol_error(ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-1] topic name");
+        let topic = if p.topic.is_empty() {
+            None
+        } else {
+            match TopicName::new(&p.topic) {
+                Ok(topic) => Some(topic),
+                Err(_) => {
+                    // MQTT 5.0 §3.3.2.1: 0x90 Topic Name invalid.
+                    self.protocol_error(
+                        ReasonCode::TOPIC_NAME_INVALID,
+                        "[MQTT-3.3.2-1] topic name",
+                    );
+                    return;
+                }
+            }
+        };
+        let topic = match (p.properties.topic_alias, topic) {
+            (None, Some(topic)) => topic,
+            (Some(alias), _) if alias > self.config.topic_alias_maximum => {
+                // [MQTT-3.3.2-9] A Client MUST NOT send a PUBLISH packet with a Topic Alias
+                // greater than the Topic Alias Maximum value returned by the Server in the
+                // CONNACK; MQTT 5.0 §3.3.2.3.4: DISCONNECT 0x94 Topic Alias invalid.
+                self.protocol_error(
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "[MQTT-3.3.2-9] topic alias above the maximum",
+                );
+                return;
+            }
+            (Some(alias), Some(topic)) => {
+                // MQTT 5.0 §3.3.2.3.4: a Topic Name with a Topic Alias sets (or replaces) the
+                // mapping for this connection.
+                self.topic_aliases.insert(alias, topic.clone());
+                topic
+            }
+            (Some(alias), None) => match self.topic_aliases.get(&alias) {
+                Some(topic) => topic.clone(),
+                None => {
+                    // MQTT 5.0 §3.3.2.3.4: an alias with no mapping on this connection is a
+                    // Protocol Error.
+                    self.protocol_error(
+                        ReasonCode::PROTOCOL_ERROR,
+                        "MQTT 5.0 §3.3.2.3.4 topic alias without a mapping",
+                    );
+                    return;
+                }
+            },
+            // The decoder refuses an empty topic without an alias ([MQTT-4.7.3-1]).
+            (None, None) => {
+                self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-4.7.3-1] empty topic name without topic alias",
+                );
                 return;
             }
         };

@@ -159,7 +159,7 @@ fn connect_accepted_gets_connack_with_limits_v5() {
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     assert_eq!(ack.properties.receive_maximum, Some(100));
     assert_eq!(ack.properties.maximum_packet_size, Some(1024 * 1024));
-    assert_eq!(ack.properties.topic_alias_maximum, Some(0));
+    assert_eq!(ack.properties.topic_alias_maximum, Some(100));
     assert!(h.session.is_connected());
 }
 
@@ -509,12 +509,74 @@ fn receive_maximum_exceeded_gets_0x93() {
 
 #[test]
 fn topic_alias_above_maximum_gets_0x94() {
-    // [MQTT-3.3.2-9] no Topic Alias above the Server's Topic Alias Maximum (0) → 0x94.
-    let mut h = Harness::connected(V5);
+    // [MQTT-3.3.2-9] no Topic Alias above the Server's Topic Alias Maximum → 0x94.
+    let config = Config {
+        topic_alias_maximum: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::with_config(&config);
+    h.connect_with(Connect::new(V5, "c"));
+    h.events();
+    h.session.accept_connect(h.now);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.properties.topic_alias_maximum, Some(2));
     let mut p = Publish::new("a", &b"x"[..]);
-    p.properties.topic_alias = Some(1);
+    p.properties.topic_alias = Some(3);
     h.send(&Packet::Publish(p));
     assert_eq!(h.disconnect_code(), Some(ReasonCode::TOPIC_ALIAS_INVALID));
+}
+
+#[test]
+fn topic_alias_sets_and_resolves_the_topic() {
+    // MQTT 5.0 §3.3.2.3.4: a PUBLISH with a Topic Name and an alias sets the mapping; a later
+    // one with an empty Topic Name and the alias uses it; a new Topic Name replaces it.
+    let mut h = Harness::connected(V5);
+    let mut topics = Vec::new();
+    for (topic, payload) in [
+        ("long/topic/name", "1"),
+        ("", "2"),
+        ("other", "3"),
+        ("", "4"),
+    ] {
+        let mut p = Publish::new(topic, payload.as_bytes());
+        p.properties.topic_alias = Some(1);
+        h.send(&Packet::Publish(p));
+        let Some(Event::Publish(m)) = h.event() else {
+            panic!("no publish")
+        };
+        topics.push(m.topic.as_str().to_owned());
+        assert!(
+            m.properties.topic_alias.is_none(),
+            "aliases are not forwarded"
+        );
+        h.session.complete_publish(h.now, PublishOutcome::Accepted);
+    }
+    assert_eq!(
+        topics,
+        ["long/topic/name", "long/topic/name", "other", "other"]
+    );
+}
+
+#[test]
+fn unknown_topic_alias_is_a_protocol_error() {
+    // MQTT 5.0 §3.3.2.3.4: an alias without a mapping is a Protocol Error (0x82).
+    let mut h = Harness::connected(V5);
+    let mut p = Publish::new("", &b"x"[..]);
+    p.properties.topic_alias = Some(5);
+    h.send(&Packet::Publish(p));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::PROTOCOL_ERROR));
+}
+
+#[test]
+fn session_expiry_on_disconnect_after_zero_is_a_protocol_error() {
+    // MQTT 5.0 §3.14.2.2.2: Session Expiry 0 in CONNECT, non-zero in DISCONNECT → 0x82.
+    let mut h = Harness::connected(V5);
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval = Some(60);
+    h.send(&Packet::Disconnect(d));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::PROTOCOL_ERROR));
 }
 
 #[test]
