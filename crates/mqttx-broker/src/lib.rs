@@ -99,6 +99,8 @@
 //! None.
 
 mod config;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod handler;
 pub mod proto;
 mod shell;

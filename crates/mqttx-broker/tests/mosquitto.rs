@@ -1,5 +1,5 @@
 //! Interoperability with real clients that no one here wrote: `mosquitto_pub` and
-//! `mosquitto_sub` from Debian's `mosquitto-clients`, in MQTT 3.1.1 and 5.0.
+//! `mosquitto_sub` from Debian's `mosquitto-clients`, in MQTT 3.1, 3.1.1 and 5.0.
 //!
 //! The broker runs in-process on 127.0.0.1 with a free port. Every child process is started
 //! with `kill_on_drop(true)`, and every wait on it has a timeout. Subscribers run with `-d`,
@@ -150,6 +150,12 @@ async fn qos_0_1_2_round_trip_mqtt311() {
 }
 
 #[tokio::test]
+async fn qos_0_1_2_round_trip_mqtt31() {
+    // MQTT 3.1 ("MQIsdp", level 3): the same with the oldest protocol version.
+    qos_round_trips("mqttv31").await;
+}
+
+#[tokio::test]
 async fn qos_0_1_2_round_trip_mqtt5() {
     // MQTT 5.0 §4.3: the same with MQTT 5.0 clients.
     qos_round_trips("mqttv5").await;
@@ -252,4 +258,43 @@ async fn will_on_kill_not_on_disconnect_mqtt311() {
 #[tokio::test]
 async fn will_on_kill_not_on_disconnect_mqtt5() {
     will_on_kill_not_on_disconnect("mqttv5").await;
+}
+
+/// Refuses every filter under `private/`.
+struct NoPrivate;
+
+impl mqttx_broker::Handler for NoPrivate {
+    type Session = ();
+
+    async fn on_subscribe(
+        &self,
+        _: &(),
+        _: &mqttx_broker::ClientInfo,
+        filter: &mqttx_broker::router::TopicFilter,
+        _: &mqttx_broker::router::SubscribeOptions,
+    ) -> mqttx_broker::SubscribeDecision {
+        if filter.as_str().starts_with("private/") {
+            mqttx_broker::SubscribeDecision::Refuse(mqttx_broker::codec::ReasonCode::NOT_AUTHORIZED)
+        } else {
+            mqttx_broker::SubscribeDecision::Grant(mqttx_broker::codec::QoS::ExactlyOnce)
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscribe_refusal_seen_by_mosquitto_sub() {
+    // Issue #4: a refusal from `on_subscribe` reaches a real client as its SUBACK code:
+    // 0x87 (135) for MQTT 5.0, 0x80 (128) for 3.1.1 (§3.9.3 Failure).
+    let server = mqttx_broker::Broker::builder()
+        .config(common::loopback_config())
+        .handler(NoPrivate)
+        .bind()
+        .await
+        .expect("bind");
+    let b = common::run(server);
+    for (version, code) in [("mqttv5", "135"), ("mqttv311", "128")] {
+        let mut sub = Sub::start(b.addr, version, &["-t", "private/x", "-q", "1"]).await;
+        let line = sub.line_containing("Subscribed (mid: 1)").await;
+        assert!(line.ends_with(&format!(": {code}")), "{version}: {line}");
+    }
 }

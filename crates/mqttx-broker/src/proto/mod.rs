@@ -793,17 +793,17 @@ impl State {
     }
 
     fn encode_cx(&self) -> EncodeContext {
-        EncodeContext::new(self.version)
+        // [MQTT-3.1.2-25] The Server MUST NOT send packets exceeding the Maximum Packet Size
+        // the Client gave in CONNECT; the encoder refuses them.
+        EncodeContext::new(self.version).with_max_packet_size(self.client_max_packet_size)
     }
 
-    /// Encodes a control packet into the transmit buffer.
-    fn send(&mut self, packet: &Packet<'_>) {
+    /// Encodes a control packet into the transmit buffer. Returns `false` when it could not
+    /// be encoded: packets built here are valid by construction, so that happens only when
+    /// one exceeds the client's Maximum Packet Size, and then it is not sent.
+    fn send(&mut self, packet: &Packet<'_>) -> bool {
         let cx = self.encode_cx();
-        // Packets built here are valid by construction; a failure would be a bug in this file,
-        // and dropping the packet is the safe outcome.
-        if let Err(e) = encode(packet, &cx, &mut self.transmit) {
-            debug_assert!(false, "encoding {packet:?}: {e}");
-        }
+        encode(packet, &cx, &mut self.transmit).is_ok()
     }
 
     /// Ends the session: optionally a DISCONNECT (MQTT 5.0 only), optionally the Will.
@@ -825,7 +825,14 @@ impl State {
                 if let Some(text) = reason_string {
                     packet.properties.reason_string = Some(text.to_owned().into());
                 }
-                self.send(&Packet::Disconnect(packet));
+                if !self.send(&Packet::Disconnect(packet)) {
+                    // [MQTT-3.1.2-25]: the Reason String made it too large for the client
+                    // (MQTT 5.0 §3.14.2.2.3 lets the sender leave it out).
+                    self.send(&Packet::Disconnect(Disconnect {
+                        reason_code: code,
+                        properties: Props::new(),
+                    }));
+                }
             }
         }
         self.queue.clear();
@@ -1236,7 +1243,9 @@ impl State {
                     .push_back(Event::Unsubscribe(UnsubscribeRequest { filters }));
             }
             // [MQTT-3.12.4-1] The Server MUST send a PINGRESP packet in response to a PINGREQ.
-            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+            }
             Packet::Disconnect(d) => {
                 if v5
                     && !self.session_expiry_requested
