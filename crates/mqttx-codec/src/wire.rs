@@ -413,6 +413,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The one-pass check (and its `unsafe` ASCII shortcut) agrees with the standard
+        /// library on any bytes, ASCII-heavy or not, at every length around the word size.
+        #[test]
+        fn checked_str_matches_std_on_random_bytes(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![0x20u8..0x7F, proptest::prelude::any::<u8>()],
+                0..40,
+            ),
+            wildcards in proptest::prelude::any::<bool>(),
+        ) {
+            let expected = if bytes.contains(&0) {
+                Err(DecodeError::NullCharacter)
+            } else if wildcards && bytes.iter().any(|&b| b == b'+' || b == b'#') {
+                Err(DecodeError::WildcardInTopicName)
+            } else {
+                core::str::from_utf8(&bytes).map_err(|_| DecodeError::InvalidUtf8)
+            };
+            proptest::prop_assert_eq!(checked_str(&bytes, wildcards), expected);
+        }
+    }
+
     #[test]
     fn varint_rejects_non_minimal_and_five_bytes() {
         assert_eq!(
