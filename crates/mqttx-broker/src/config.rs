@@ -14,7 +14,19 @@ use std::time::Duration;
 /// assert_eq!(config.max_packet_size, 1024 * 1024);
 /// assert_eq!(config.bind.to_string(), "127.0.0.1:1883");
 /// ```
+///
+/// With the `serde` feature, `Config` implements `Deserialize`: every field is optional (the
+/// default fills in), unknown fields are an error, and durations are whole seconds. In TOML:
+///
+/// ```toml
+/// bind = "0.0.0.0:1883"
+/// max_packet_size = 262144
+/// connect_timeout = 5
+/// max_queued_messages = 500
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Config {
     /// The address [`Broker::bind`](crate::Broker::bind) listens on (default `127.0.0.1:1883`).
@@ -23,7 +35,9 @@ pub struct Config {
     /// larger declared Remaining Length is refused before its body is read (DISCONNECT 0x95 for
     /// MQTT 5.0 clients). MQTT 5.0 clients learn it from CONNACK's Maximum Packet Size.
     pub max_packet_size: u32,
-    /// How long a new connection may take to send CONNECT (default 10 s).
+    /// How long a new connection may take to send CONNECT (default 10 s; whole seconds in a
+    /// configuration file).
+    #[cfg_attr(feature = "serde", serde(with = "secs"))]
     pub connect_timeout: Duration,
     /// The longest Keep Alive granted, in seconds (default 3 600). An MQTT 5.0 client asking
     /// for more, or for 0 (no keep alive), is told this value in CONNACK's Server Keep Alive.
@@ -61,5 +75,17 @@ impl Default for Config {
             max_queued_bytes: 16 * 1024 * 1024,
             max_retained_messages: 100_000,
         }
+    }
+}
+
+/// `Duration` as whole seconds, for configuration files.
+#[cfg(feature = "serde")]
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
     }
 }

@@ -96,7 +96,8 @@
 //!
 //! # Crate features
 //!
-//! None.
+//! - `serde` (off by default): `Deserialize` for [`Config`], so it can be read from a
+//!   configuration file (the `mqttx` binary reads TOML).
 
 mod config;
 #[cfg(any(fuzzing, test))]

@@ -4,8 +4,10 @@
 //! gracefully: clients get DISCONNECT 0x8B (MQTT 5.0) and the process exits when every
 //! connection is closed.
 //!
-//! It is not a library; `pub`, `sub` and `bench` subcommands and a configuration file come
-//! with later issues.
+//! `--config FILE` reads the broker's `Config` from TOML (every field optional, unknown fields
+//! refused, durations in seconds); `--bind` overrides its `bind`.
+//!
+//! It is not a library; `pub`, `sub` and `bench` subcommands come with later issues.
 //!
 //! Command-line parsing uses `clap` with its derive macros: a hand-written parser would cost
 //! more code than the whole tool for help texts, error messages and value validation that
@@ -17,10 +19,12 @@
 //! ```text
 //! cargo run --release -p mqttx-cli -- broker                      # 127.0.0.1:1883
 //! cargo run --release -p mqttx-cli -- broker --bind 0.0.0.0:1883 --log-level debug
+//! cargo run --release -p mqttx-cli -- broker --config mqttx.toml
 //! mosquitto_sub -t 'demo/#' -v &  mosquitto_pub -t demo/1 -m hello
 //! ```
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -42,9 +46,12 @@ enum Commands {
 
 #[derive(Debug, clap::Args)]
 struct BrokerArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    bind: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:1883, or `bind` from the config file].
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// A TOML file with the broker's configuration (limits, timeouts, `bind`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log level.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -78,11 +85,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads a TOML configuration.
+fn read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_config(text: &str) -> Result<Config, toml::de::Error> {
+    toml::from_str(text)
+}
+
 fn broker(args: BrokerArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::from(args.log_level))
         .with_writer(std::io::stderr)
         .init();
+    let mut config = match &args.config {
+        Some(path) => match read_config(path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("cannot read the configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,12 +124,11 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let mut config = Config::default();
-        config.bind = args.bind;
+        let bind = config.bind;
         let server = match Broker::bind(config).await {
             Ok(server) => server,
             Err(e) => {
-                tracing::error!(bind = %args.bind, error = %e, "cannot listen");
+                tracing::error!(%bind, error = %e, "cannot listen");
                 return ExitCode::FAILURE;
             }
         };
@@ -122,4 +151,58 @@ fn broker(args: BrokerArgs) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn broker_defaults_to_loopback_1883() {
+        let cli = Cli::try_parse_from(["mqttx", "broker"]).expect("parses");
+        let Commands::Broker(args) = cli.command;
+        assert_eq!(args.bind, None);
+        assert_eq!(Config::default().bind.to_string(), "127.0.0.1:1883");
+    }
+
+    #[test]
+    fn broker_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "mqttx",
+            "broker",
+            "--bind",
+            "0.0.0.0:1884",
+            "--log-level",
+            "debug",
+            "--config",
+            "b.toml",
+        ])
+        .expect("parses");
+        let Commands::Broker(args) = cli.command;
+        assert_eq!(args.bind, Some(SocketAddr::from(([0, 0, 0, 0], 1884))));
+        assert!(matches!(args.log_level, LogLevel::Debug));
+        assert_eq!(args.config, Some(PathBuf::from("b.toml")));
+        assert!(Cli::try_parse_from(["mqttx", "broker", "--bind", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn config_file_sets_fields_and_keeps_defaults() {
+        let config =
+            parse_config("bind = \"0.0.0.0:1883\"\nconnect_timeout = 5\nmax_queued_messages = 7\n")
+                .expect("valid TOML");
+        assert_eq!(config.bind, SocketAddr::from(([0, 0, 0, 0], 1883)));
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_queued_messages, 7);
+        assert_eq!(config.max_packet_size, Config::default().max_packet_size);
+    }
+
+    #[test]
+    fn config_file_refuses_unknown_fields() {
+        assert!(parse_config("max_packet_sise = 10\n").is_err());
+        assert!(parse_config("max_packet_size = \"big\"\n").is_err());
+    }
 }
