@@ -5,7 +5,9 @@ use std::future::Future;
 use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
 use mqttx_router::{SubscribeOptions, TopicFilter};
 
-use crate::proto::{CloseReason, ConnectRequest, Message};
+use bytes::Bytes;
+
+use crate::proto::{AuthRequest, CloseReason, ConnectRequest, Message};
 
 /// The application's hooks into the broker. Every method has a default that allows, so an
 /// implementation overrides only what it needs; hooks added later come with defaults too, so
@@ -60,6 +62,21 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Session, ConnectRefusal>> + Send {
         let _ = req;
         async { Ok(Self::Session::default()) }
+    }
+
+    /// Called for each step of MQTT 5.0 enhanced authentication (§4.12): first for a CONNECT
+    /// with an Authentication Method (before [`on_connect`](Self::on_connect), which follows
+    /// a success), then for every AUTH the client sends, including re-authentication
+    /// (`req.reauthenticate`). `client_id` is the CONNECT's (or the assigned) identifier.
+    /// Default: no method is supported, [`AuthDecision::Failure`] with 0x8C (Bad
+    /// authentication method).
+    fn on_auth(
+        &self,
+        client_id: &str,
+        req: &AuthRequest,
+    ) -> impl Future<Output = AuthDecision> + Send {
+        let _ = (client_id, req);
+        async { AuthDecision::Failure(ReasonCode::BAD_AUTHENTICATION_METHOD) }
     }
 
     /// Called for every PUBLISH the client sends, and for its Will when the broker publishes
@@ -152,6 +169,19 @@ impl ConnectRefusal {
     pub const fn reason_code(&self) -> ReasonCode {
         self.code
     }
+}
+
+/// What [`Handler::on_auth`] decided for one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthDecision {
+    /// Another round: the client gets AUTH 0x18 with this Authentication Data.
+    Continue(Option<Bytes>),
+    /// Authenticated: the CONNACK (or, for re-authentication, AUTH 0x00) carries this data.
+    Success(Option<Bytes>),
+    /// Refused with this reason code: CONNACK at CONNECT, DISCONNECT for re-authentication
+    /// (0x87 when the code is not one DISCONNECT may carry).
+    Failure(ReasonCode),
 }
 
 /// What [`Handler::on_publish`] decided.

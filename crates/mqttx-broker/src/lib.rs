@@ -9,19 +9,20 @@
 //! [`Handler`]. The broker accepts any `AsyncRead + AsyncWrite + Unpin + Send` stream;
 //! `mqttx-transport-tcp` provides TCP, and other transports plug in through [`Broker::serve`].
 //!
-//! What it is not, yet: sessions are **clean only** (a session ends with its connection; MQTT
-//! 5.0 clients asking for a Session Expiry Interval get 0 in CONNACK; there is no offline
-//! queue), enhanced authentication (AUTH) is refused with 0x8C, Topic Aliases are accepted
-//! from clients (Topic Alias Maximum 100) but not sent to them, Will Delay is ignored (the
-//! Will goes out at once), Message Expiry is applied to retained messages only, and there is
-//! no TLS, WebSocket or configuration file yet.
+//! What it is not, yet: sessions are **clean only**. A session ends with its connection:
+//! MQTT 5.0 clients asking for a Session Expiry Interval get 0 in CONNACK, there is no offline
+//! queue, and a Will goes out when the connection ends, since the Will Delay Interval cannot
+//! outlast the session (MQTT 5.0 §3.1.3.2.2). Topic Aliases are accepted from clients (Topic
+//! Alias Maximum 100) but not sent to them; Message Expiry is applied to retained messages
+//! only; there is no TLS or WebSocket transport yet.
 //!
 //! # Layout
 //!
 //! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default.
 //!   [`Broker`] is also the application's handle: [`Broker::publish`],
 //!   [`Broker::disconnect_client`], [`Broker::clients`], [`Broker::shutdown`].
-//! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`]; the
+//! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`],
+//!   [`AuthDecision`] (MQTT 5.0 enhanced authentication and re-authentication); the
 //!   [`AllowAll`] handler.
 //! - [`proto`]: [`proto::Session`] and its [`proto::Event`]s; [`proto::Outbound`], a PUBLISH
 //!   encoded once and shared by every subscriber that receives it unchanged.
@@ -108,9 +109,9 @@ mod shell;
 
 pub use config::Config;
 pub use handler::{
-    AllowAll, ClientInfo, ConnectRefusal, Handler, PublishDecision, SubscribeDecision,
+    AllowAll, AuthDecision, ClientInfo, ConnectRefusal, Handler, PublishDecision, SubscribeDecision,
 };
-pub use proto::{CloseReason, ConnectRequest, Message};
+pub use proto::{AuthRequest, CloseReason, ConnectRequest, Message};
 pub use shell::{Broker, Builder, Server};
 
 /// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],

@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::handler::{AllowAll, ClientInfo, Handler, PublishDecision, SubscribeDecision};
+use crate::handler::{
+    AllowAll, AuthDecision, ClientInfo, Handler, PublishDecision, SubscribeDecision,
+};
 use crate::proto::{
     CloseReason, Event, Message, Outbound, PublishOutcome, Session, SubscribeRequest,
     UnsubscribeRequest,
@@ -585,6 +587,16 @@ impl<H: Handler> Driver<H> {
                         tracing::debug!(client_id = %req.client_id, code = %refusal.reason_code(), "refused");
                         self.session.refuse_connect(refusal.reason_code());
                     }
+                }
+            }
+            Event::Auth(req) => {
+                let client_id = self.session.client_id().to_owned();
+                let decision = self.inner.handler.on_auth(&client_id, &req).await;
+                let now = Instant::now().into_std();
+                match decision {
+                    AuthDecision::Continue(data) => self.session.continue_auth(now, data),
+                    AuthDecision::Success(data) => self.session.auth_success(now, data),
+                    AuthDecision::Failure(code) => self.session.auth_failure(code),
                 }
             }
             Event::Publish(message) => {

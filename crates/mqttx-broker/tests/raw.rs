@@ -565,3 +565,96 @@ async fn broker_publishes_lists_and_disconnects_clients() {
         "{packets:?}"
     );
 }
+
+/// Enhanced authentication with a challenge: the client must answer "secret" + the nonce.
+struct Challenge;
+
+impl Handler for Challenge {
+    type Session = ();
+
+    async fn on_auth(
+        &self,
+        _client_id: &str,
+        req: &mqttx_broker::AuthRequest,
+    ) -> mqttx_broker::AuthDecision {
+        use mqttx_broker::AuthDecision;
+        if req.method != "CHALLENGE" {
+            return AuthDecision::Failure(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        match req.data.as_deref() {
+            Some(b"hello") => AuthDecision::Continue(Some(b"nonce-1"[..].into())),
+            Some(b"secret:nonce-1") => AuthDecision::Success(Some(b"welcome"[..].into())),
+            _ => AuthDecision::Failure(ReasonCode::NOT_AUTHORIZED),
+        }
+    }
+}
+
+fn auth_packet(code: ReasonCode, data: &'static [u8]) -> Packet<'static> {
+    let mut auth = mqttx_broker::codec::Auth {
+        reason_code: code,
+        properties: Default::default(),
+    };
+    auth.properties.authentication_method = Some("CHALLENGE".into());
+    auth.properties.authentication_data = Some(data.into());
+    Packet::Auth(auth)
+}
+
+#[tokio::test]
+async fn enhanced_authentication_over_tcp() {
+    // MQTT 5.0 §4.12 end to end: CONNECT with a method, AUTH 0x18 both ways, CONNACK with the
+    // method and the server's last data; a wrong answer gets CONNACK 0x87; the default
+    // handler supports no method (0x8C).
+    let server = Broker::builder()
+        .config(loopback_config())
+        .handler(Challenge)
+        .bind()
+        .await
+        .expect("bind");
+    let b = run(server);
+    for (answer, expected) in [
+        (&b"secret:nonce-1"[..], ReasonCode::SUCCESS),
+        (&b"guess"[..], ReasonCode::NOT_AUTHORIZED),
+    ] {
+        let mut c = RawClient::connect(b.addr, V5).await;
+        let mut connect = Connect::new(V5, "auth-client");
+        connect.properties.authentication_method = Some("CHALLENGE".into());
+        connect.properties.authentication_data = Some((&b"hello"[..]).into());
+        c.send(&Packet::Connect(connect)).await;
+        let Some(Packet::Auth(challenge)) = c.recv().await else {
+            panic!("AUTH 0x18")
+        };
+        assert_eq!(challenge.reason_code, ReasonCode::CONTINUE_AUTHENTICATION);
+        assert_eq!(
+            challenge.properties.authentication_data.as_deref(),
+            Some(&b"nonce-1"[..])
+        );
+        c.send(&auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, answer))
+            .await;
+        let Some(Packet::ConnAck(ack)) = c.recv().await else {
+            panic!("CONNACK")
+        };
+        assert_eq!(ack.reason_code, expected);
+        if expected == ReasonCode::SUCCESS {
+            assert_eq!(
+                ack.properties.authentication_method.as_deref(),
+                Some("CHALLENGE")
+            );
+            assert_eq!(
+                ack.properties.authentication_data.as_deref(),
+                Some(&b"welcome"[..])
+            );
+        } else {
+            assert_eq!(c.until_closed().await, []);
+        }
+    }
+
+    let d = start().await;
+    let mut c = RawClient::connect(d.addr, V5).await;
+    let mut connect = Connect::new(V5, "auth-client");
+    connect.properties.authentication_method = Some("CHALLENGE".into());
+    c.send(&Packet::Connect(connect)).await;
+    let Some(Packet::ConnAck(ack)) = c.recv().await else {
+        panic!("CONNACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+}

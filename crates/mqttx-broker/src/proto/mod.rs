@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mqttx_codec::{
-    ConnAck, Connect, DecodeContext, DecodeError, Decoder, Disconnect, EncodeContext, EncodeError,
-    Items, Packet, PacketId, PacketType, Props, ProtocolVersion, PubResponse, Publish, QoS,
-    ReasonCode, SubAck, UnsubAck, encode,
+    Auth, ConnAck, Connect, DecodeContext, DecodeError, Decoder, Disconnect, EncodeContext,
+    EncodeError, Items, Packet, PacketId, PacketType, Props, ProtocolVersion, PubResponse, Publish,
+    QoS, ReasonCode, SubAck, UnsubAck, encode,
 };
 use mqttx_router::{RetainHandling, SubscribeOptions, SubscriptionId, TopicFilter, TopicName};
 
@@ -190,6 +190,10 @@ impl Outbound {
 pub enum Event {
     /// A CONNECT arrived: accept or refuse it.
     Connect(ConnectRequest),
+    /// A step of MQTT 5.0 enhanced authentication (§4.12), at CONNECT or for
+    /// re-authentication: answer with [`Session::continue_auth`], [`Session::auth_success`] or
+    /// [`Session::auth_failure`]. At CONNECT, [`Event::Connect`] follows a success.
+    Auth(AuthRequest),
     /// A PUBLISH arrived: authorize and route it, then call [`Session::complete_publish`].
     Publish(Message),
     /// A SUBSCRIBE arrived: decide per filter, then call [`Session::complete_subscribe`].
@@ -223,6 +227,22 @@ pub struct ConnectRequest {
     pub password: Option<Bytes>,
     /// Whether the CONNECT carries a Will Message.
     pub has_will: bool,
+    /// The MQTT 5.0 Authentication Method, when the client used enhanced authentication (the
+    /// exchange already succeeded when this request is made).
+    pub authentication_method: Option<String>,
+}
+
+/// A step of MQTT 5.0 enhanced authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthRequest {
+    /// The Authentication Method of the CONNECT (the same for every step).
+    pub method: String,
+    /// The Authentication Data of this step.
+    pub data: Option<Bytes>,
+    /// Whether this is a re-authentication of a connected client (AUTH 0x19), rather than
+    /// part of the CONNECT.
+    pub reauthenticate: bool,
 }
 
 /// One valid filter of a SUBSCRIBE.
@@ -331,6 +351,9 @@ enum Phase {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Pending {
     Connect,
+    Auth {
+        reauthenticate: bool,
+    },
     Publish {
         qos: QoS,
         packet_id: Option<PacketId>,
@@ -412,6 +435,14 @@ struct State {
     keep_alive_sent: Option<u16>,
     /// An MQTT 5.0 client asked for a Session Expiry Interval above 0.
     session_expiry_requested: bool,
+    /// The Authentication Method of the CONNECT (MQTT 5.0 enhanced authentication).
+    auth_method: Option<String>,
+    /// The Authentication Data to send in CONNACK after a successful exchange.
+    auth_data_out: Option<Bytes>,
+    /// The CONNECT request, held back while its authentication exchange runs.
+    held_connect: Option<ConnectRequest>,
+    /// A re-authentication exchange is under way.
+    reauthenticating: bool,
     /// The client identifier was assigned.
     assigned: bool,
     stats: SessionStats,
@@ -468,6 +499,10 @@ impl Session {
                 client_max_packet_size: mqttx_codec::MAX_PACKET_SIZE,
                 keep_alive_sent: None,
                 session_expiry_requested: false,
+                auth_method: None,
+                auth_data_out: None,
+                held_connect: None,
+                reauthenticating: false,
                 assigned: false,
                 stats: SessionStats::default(),
             },
@@ -592,6 +627,66 @@ impl Session {
         };
         self.state.send_connack_error(code);
         self.state.close(CloseReason::Refused(code), None, false);
+    }
+
+    /// Command: the pending authentication step needs another round: sends AUTH 0x18
+    /// (Continue authentication) with `data` and waits for the client's next AUTH.
+    pub fn continue_auth(&mut self, now: Instant, data: Option<Bytes>) {
+        let Some(Pending::Auth { reauthenticate }) = self.state.pending else {
+            return;
+        };
+        self.state.pending = None;
+        self.state.reauthenticating = reauthenticate;
+        self.state
+            .send_auth(ReasonCode::CONTINUE_AUTHENTICATION, data);
+        self.process(now);
+    }
+
+    /// Command: the authentication succeeded. At CONNECT, the held [`Event::Connect`] follows
+    /// (its CONNACK will carry `data`); for a re-authentication, AUTH 0x00 with `data` is sent.
+    pub fn auth_success(&mut self, now: Instant, data: Option<Bytes>) {
+        let Some(Pending::Auth { reauthenticate }) = self.state.pending else {
+            return;
+        };
+        let s = &mut self.state;
+        s.reauthenticating = false;
+        if reauthenticate {
+            s.pending = None;
+            // MQTT 5.0 §4.12.1: the Server sends AUTH with Reason Code 0x00 (Success) when
+            // re-authentication succeeds.
+            s.send_auth(ReasonCode::SUCCESS, data);
+            self.process(now);
+        } else {
+            s.auth_data_out = data;
+            match s.held_connect.take() {
+                Some(req) => {
+                    s.pending = Some(Pending::Connect);
+                    s.events.push_back(Event::Connect(req));
+                }
+                None => s.pending = None,
+            }
+        }
+    }
+
+    /// Command: the authentication failed with `code`: CONNACK with it at CONNECT, DISCONNECT
+    /// for a re-authentication [MQTT-4.12.1-2] (0x87 when `code` is not a DISCONNECT code).
+    pub fn auth_failure(&mut self, code: ReasonCode) {
+        let Some(Pending::Auth { reauthenticate }) = self.state.pending else {
+            return;
+        };
+        if reauthenticate {
+            self.state.pending = None;
+            let code = if code.is_error() && code.is_valid_for(PacketType::Disconnect) {
+                code
+            } else {
+                ReasonCode::NOT_AUTHORIZED
+            };
+            self.state
+                .close(CloseReason::Server(code), Some((code, None)), true);
+        } else {
+            self.state.pending = Some(Pending::Connect);
+            self.refuse_connect(code);
+        }
     }
 
     /// Command: the pending PUBLISH was handled. Sends its acknowledgement.
@@ -817,6 +912,11 @@ impl State {
             return;
         }
         if let Some((code, reason_string)) = disconnect {
+            let code = if code.is_valid_for(PacketType::Disconnect) {
+                code
+            } else {
+                ReasonCode::UNSPECIFIED_ERROR
+            };
             if self.phase == Phase::Connected && self.version.is_v5() {
                 let mut packet = Disconnect {
                     reason_code: code,
@@ -924,10 +1024,71 @@ impl State {
                     false,
                 ),
             },
-            // `process` does not decode while a request is pending.
-            Phase::Connecting | Phase::Closed => {}
+            // During an enhanced authentication exchange only AUTH may come (`process` does not
+            // decode while a request is pending).
+            Phase::Connecting => match packet {
+                Packet::Auth(a) => self.handle_auth(a),
+                _ => self.connecting_protocol_error(),
+            },
+            Phase::Closed => {}
             Phase::Connected => self.handle_connected(packet),
         }
+    }
+
+    /// MQTT 5.0 §4.12: during the authentication exchange, anything but an
+    /// AUTH with the same method and 0x18 is a Protocol Error; CONNACK 0x82, then close.
+    fn connecting_protocol_error(&mut self) {
+        self.send_connack_error(ReasonCode::PROTOCOL_ERROR);
+        self.close(
+            CloseReason::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+            None,
+            false,
+        );
+    }
+
+    fn send_auth(&mut self, code: ReasonCode, data: Option<Bytes>) {
+        let mut auth = Auth {
+            reason_code: code,
+            properties: Props::new(),
+        };
+        auth.properties.authentication_method = self.auth_method.clone().map(Into::into);
+        auth.properties.authentication_data = data.map(|d| d.to_vec().into());
+        self.send(&Packet::Auth(auth));
+    }
+
+    /// An AUTH from the client, during the CONNECT exchange or once connected.
+    fn handle_auth(&mut self, a: Auth<'_>) {
+        let connecting = self.phase == Phase::Connecting;
+        let same_method = self.auth_method.is_some()
+            && a.properties.authentication_method.as_deref() == self.auth_method.as_deref();
+        // MQTT 5.0 §4.12: 0x18 continues an exchange the Server asked to continue; 0x19 starts
+        // a re-authentication, only once connected and only if CONNECT used a method
+        // [MQTT-4.12.1-1]; the method never changes [MQTT-4.12.0-5].
+        let ok = same_method
+            && match a.reason_code {
+                ReasonCode::CONTINUE_AUTHENTICATION => connecting || self.reauthenticating,
+                ReasonCode::RE_AUTHENTICATE => !connecting && !self.reauthenticating,
+                _ => false,
+            };
+        if !ok {
+            if connecting {
+                self.connecting_protocol_error();
+            } else {
+                self.protocol_error(ReasonCode::PROTOCOL_ERROR, "MQTT 5.0 §4.12 unexpected AUTH");
+            }
+            return;
+        }
+        let reauthenticate = !connecting;
+        self.pending = Some(Pending::Auth { reauthenticate });
+        self.events.push_back(Event::Auth(AuthRequest {
+            method: self.auth_method.clone().unwrap_or_default(),
+            data: a
+                .properties
+                .authentication_data
+                .as_ref()
+                .map(|d| Bytes::copy_from_slice(d)),
+            reauthenticate,
+        }));
     }
 
     fn handle_connect(&mut self, c: Connect<'_>) {
@@ -935,18 +1096,11 @@ impl State {
         self.version_change = Some(c.protocol);
         let v5 = c.protocol.is_v5();
         if v5 {
-            if c.properties.authentication_method.is_some() {
-                // MQTT 5.0 §4.12: a Server that does not support the Authentication Method
-                // sends CONNACK 0x8C (Bad authentication method). Enhanced authentication is
-                // not implemented yet.
-                self.send_connack_error(ReasonCode::BAD_AUTHENTICATION_METHOD);
-                self.close(
-                    CloseReason::Refused(ReasonCode::BAD_AUTHENTICATION_METHOD),
-                    None,
-                    false,
-                );
-                return;
-            }
+            self.auth_method = c
+                .properties
+                .authentication_method
+                .as_ref()
+                .map(|m| m.clone().into_owned());
             if let Some(max) = c.properties.receive_maximum {
                 self.client_receive_maximum = max;
             }
@@ -1015,8 +1169,7 @@ impl State {
         });
         self.keep_alive_sent = (keep_alive != requested).then_some(keep_alive);
         self.phase = Phase::Connecting;
-        self.pending = Some(Pending::Connect);
-        self.events.push_back(Event::Connect(ConnectRequest {
+        let request = ConnectRequest {
             protocol: c.protocol,
             client_id: self.client_id.clone(),
             assigned_client_id: assigned,
@@ -1025,7 +1178,31 @@ impl State {
             username: c.username.as_ref().map(|u| u.clone().into_owned()),
             password: c.password.as_ref().map(|p| Bytes::copy_from_slice(p)),
             has_will: c.will.is_some(),
-        }));
+            authentication_method: self.auth_method.clone(),
+        };
+        match &self.auth_method {
+            // MQTT 5.0 §4.12: with an Authentication Method, the exchange comes first and the
+            // CONNECT is decided after it succeeds.
+            Some(method) => {
+                self.pending = Some(Pending::Auth {
+                    reauthenticate: false,
+                });
+                self.events.push_back(Event::Auth(AuthRequest {
+                    method: method.clone(),
+                    data: c
+                        .properties
+                        .authentication_data
+                        .as_ref()
+                        .map(|d| Bytes::copy_from_slice(d)),
+                    reauthenticate: false,
+                }));
+                self.held_connect = Some(request);
+            }
+            None => {
+                self.pending = Some(Pending::Connect);
+                self.events.push_back(Event::Connect(request));
+            }
+        }
         self.session_expiry_requested =
             v5 && c.properties.session_expiry_interval.is_some_and(|e| e > 0);
         self.assigned = assigned;
@@ -1053,6 +1230,12 @@ impl State {
                 // packet, the Client MUST use this value instead of the Keep Alive value the
                 // Client sent on CONNECT.
                 p.server_keep_alive = Some(k);
+            }
+            if let Some(method) = &self.auth_method {
+                // MQTT 5.0 §3.2.2.3.17: the CONNACK carries the Authentication Method of the
+                // CONNECT, and the last Authentication Data of the exchange.
+                p.authentication_method = Some(method.clone().into());
+                p.authentication_data = self.auth_data_out.take().map(|d| d.to_vec().into());
             }
             if self.session_expiry_requested {
                 // MQTT 5.0 §3.2.2.3.2: the Client uses the Session Expiry Interval the Server
@@ -1270,14 +1453,7 @@ impl State {
                     self.close(CloseReason::ClientDisconnect(d.reason_code), None, true);
                 }
             }
-            Packet::Auth(_) => {
-                // MQTT 5.0 §4.12: AUTH without an Authentication Method in CONNECT is a
-                // Protocol Error. Enhanced authentication is not implemented yet.
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "MQTT 5.0 §4.12 AUTH without authentication method",
-                );
-            }
+            Packet::Auth(a) => self.handle_auth(a),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 // MQTT 5.0 §2.1.2: these packets flow from Server to Client only.
                 self.protocol_error(

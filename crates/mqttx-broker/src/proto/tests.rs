@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use mqttx_codec::{
-    Connect, DecodeContext, Disconnect, EncodeContext, Items, Packet, PacketId, ProtocolVersion,
-    PubResponse, Publish, QoS, ReasonCode, Unsubscribe, Will, decode, encode,
+    Auth, Connect, DecodeContext, Disconnect, EncodeContext, Items, Packet, PacketId,
+    ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Unsubscribe, Will, decode, encode,
 };
 use mqttx_router::TopicName;
 
@@ -907,4 +907,166 @@ fn arbitrary_input_and_time_never_panic() {
         }
         crate::fuzzing::broker_session(&data);
     }
+}
+
+fn auth_packet(code: ReasonCode, method: &str, data: &'static [u8]) -> Packet<'static> {
+    let mut auth = Auth {
+        reason_code: code,
+        properties: Props::new(),
+    };
+    auth.properties.authentication_method = Some(method.to_owned().into());
+    auth.properties.authentication_data = Some(data.into());
+    Packet::Auth(auth)
+}
+
+fn connect_with_auth(method: &str, data: &'static [u8]) -> Connect<'static> {
+    let mut c = Connect::new(V5, "c");
+    c.properties.authentication_method = Some(method.to_owned().into());
+    c.properties.authentication_data = Some(data.into());
+    c
+}
+
+#[test]
+fn enhanced_auth_runs_before_connect_and_ends_in_connack() {
+    // MQTT 5.0 §4.12: [MQTT-4.12.0-2] the Server continues with AUTH 0x18; [MQTT-4.12.0-3]
+    // the Client answers AUTH 0x18; [MQTT-4.12.0-5] every AUTH and the CONNACK carry the
+    // CONNECT's Authentication Method.
+    let mut h = Harness::new();
+    h.connect_with(connect_with_auth("CHALLENGE", b"hello"));
+    let Some(Event::Auth(req)) = h.event() else {
+        panic!("no auth request")
+    };
+    assert_eq!(req.method, "CHALLENGE");
+    assert_eq!(req.data.as_deref(), Some(&b"hello"[..]));
+    assert!(!req.reauthenticate);
+    assert!(h.event().is_none(), "CONNECT is decided after the exchange");
+
+    h.session
+        .continue_auth(h.now, Some(Bytes::from_static(b"nonce")));
+    assert_eq!(
+        h.packets(),
+        [auth_packet(
+            ReasonCode::CONTINUE_AUTHENTICATION,
+            "CHALLENGE",
+            b"nonce"
+        )]
+    );
+    h.send(&auth_packet(
+        ReasonCode::CONTINUE_AUTHENTICATION,
+        "CHALLENGE",
+        b"answer",
+    ));
+    let Some(Event::Auth(req)) = h.event() else {
+        panic!("second step")
+    };
+    assert_eq!(req.data.as_deref(), Some(&b"answer"[..]));
+    h.session
+        .auth_success(h.now, Some(Bytes::from_static(b"welcome")));
+    let Some(Event::Connect(req)) = h.event() else {
+        panic!("the CONNECT follows a success")
+    };
+    assert_eq!(req.authentication_method.as_deref(), Some("CHALLENGE"));
+    h.session.accept_connect(h.now);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(
+        ack.properties.authentication_method.as_deref(),
+        Some("CHALLENGE")
+    );
+    assert_eq!(
+        ack.properties.authentication_data.as_deref(),
+        Some(&b"welcome"[..])
+    );
+}
+
+#[test]
+fn enhanced_auth_failure_gets_connack_and_close() {
+    // [MQTT-4.12.0-4] the Server can reject the authentication at any point: CONNACK ≥ 0x80,
+    // then close. [MQTT-4.12.0-1] an unsupported method: 0x8C.
+    let mut h = Harness::new();
+    h.connect_with(connect_with_auth("UNKNOWN", b""));
+    assert!(matches!(h.event(), Some(Event::Auth(_))));
+    h.session
+        .auth_failure(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn other_packet_during_auth_exchange_is_a_protocol_error() {
+    // [MQTT-4.12.0-3] during the exchange the Client answers with AUTH 0x18, nothing else.
+    let mut h = Harness::new();
+    h.connect_with(connect_with_auth("CHALLENGE", b""));
+    h.events();
+    h.session.continue_auth(h.now, None);
+    h.bytes();
+    h.send(&Packet::PingReq);
+    let [Packet::ConnAck(ack)] = &h.packets()[..] else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::PROTOCOL_ERROR);
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn reauthentication_success_and_failure() {
+    // [MQTT-4.12.1-1] AUTH 0x19 with the same method starts a re-authentication; success is
+    // AUTH 0x00; [MQTT-4.12.1-2] failure is DISCONNECT and close.
+    let mut h = Harness::new();
+    h.connect_with(connect_with_auth("CHALLENGE", b""));
+    h.events();
+    h.session.auth_success(h.now, None);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    h.send(&auth_packet(
+        ReasonCode::RE_AUTHENTICATE,
+        "CHALLENGE",
+        b"again",
+    ));
+    let Some(Event::Auth(req)) = h.event() else {
+        panic!("re-authentication request")
+    };
+    assert!(req.reauthenticate);
+    h.session
+        .auth_success(h.now, Some(Bytes::from_static(b"ok")));
+    assert_eq!(
+        h.packets(),
+        [auth_packet(ReasonCode::SUCCESS, "CHALLENGE", b"ok")]
+    );
+    h.send(&auth_packet(
+        ReasonCode::RE_AUTHENTICATE,
+        "CHALLENGE",
+        b"again",
+    ));
+    h.events();
+    h.session
+        .auth_failure(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    // 0x8C may not be sent in DISCONNECT: 0x87 instead.
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::NOT_AUTHORIZED));
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn auth_without_method_or_with_another_method_is_a_protocol_error() {
+    // [MQTT-4.12.0-7] no AUTH from a Client whose CONNECT had no method; [MQTT-4.12.0-5] the
+    // method never changes.
+    let mut h = Harness::connected(V5);
+    h.send(&auth_packet(ReasonCode::RE_AUTHENTICATE, "X", b""));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::PROTOCOL_ERROR));
+
+    let mut h = Harness::new();
+    h.connect_with(connect_with_auth("CHALLENGE", b""));
+    h.events();
+    h.session.auth_success(h.now, None);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    h.send(&auth_packet(ReasonCode::RE_AUTHENTICATE, "OTHER", b""));
+    assert_eq!(h.disconnect_code(), Some(ReasonCode::PROTOCOL_ERROR));
 }
