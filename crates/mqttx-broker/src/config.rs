@@ -49,6 +49,10 @@ pub struct Config {
     /// The Topic Alias Maximum advertised to MQTT 5.0 clients (default 100): how many inbound
     /// Topic Aliases a client may define on one connection. 0 turns them off.
     pub topic_alias_maximum: u16,
+    /// How many Topic Aliases the broker uses toward one MQTT 5.0 client (default 100), at most
+    /// the client's own Topic Alias Maximum: the topics it sent most recently get an alias, the
+    /// least recently used one is replaced. 0 turns outbound aliases off.
+    pub outbound_topic_aliases: u16,
     /// The most QoS 1 and 2 messages in flight to one client (default 100); the client's own
     /// Receive Maximum lowers it.
     pub max_inflight: u16,
@@ -70,6 +74,7 @@ impl Default for Config {
             max_keepalive: 3600,
             receive_maximum: 100,
             topic_alias_maximum: 100,
+            outbound_topic_aliases: 100,
             max_inflight: 100,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,

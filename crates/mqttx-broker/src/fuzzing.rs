@@ -35,6 +35,10 @@ pub fn broker_session(data: &[u8]) {
     let mut bytes = Vec::new();
     let mut connect = Connect::new(version, "c");
     connect.keep_alive = 5;
+    if version.is_v5() {
+        // Exercise outbound Topic Aliases, with replacement.
+        connect.properties.topic_alias_maximum = Some(1);
+    }
     if encode(
         &Packet::Connect(connect),
         &EncodeContext::new(version),

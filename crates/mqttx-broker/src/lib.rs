@@ -12,9 +12,10 @@
 //! What it is not, yet: sessions are **clean only**. A session ends with its connection:
 //! MQTT 5.0 clients asking for a Session Expiry Interval get 0 in CONNACK, there is no offline
 //! queue, and a Will goes out when the connection ends, since the Will Delay Interval cannot
-//! outlast the session (MQTT 5.0 §3.1.3.2.2). Topic Aliases are accepted from clients (Topic
-//! Alias Maximum 100) but not sent to them; Message Expiry is applied to retained messages
-//! only; there is no TLS or WebSocket transport yet.
+//! outlast the session (MQTT 5.0 §3.1.3.2.2). Message Expiry is applied to retained messages
+//! only, and there is no TLS or WebSocket transport yet. Topic Aliases work both ways: the
+//! broker accepts up to 100 from each client, and uses up to 100 toward a client that allows
+//! them (least recently used replaced).
 //!
 //! # Layout
 //!

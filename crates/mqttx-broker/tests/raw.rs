@@ -658,3 +658,38 @@ async fn enhanced_authentication_over_tcp() {
     };
     assert_eq!(ack.reason_code, ReasonCode::BAD_AUTHENTICATION_METHOD);
 }
+
+#[tokio::test]
+async fn outbound_topic_aliases_over_tcp() {
+    // [MQTT-3.1.2-26] / MQTT 5.0 §3.3.2.3.4: a subscriber that allows Topic Aliases gets the
+    // topic with an alias once, then only the alias. (mosquitto_sub 2.0.11 cannot take an
+    // alias-only PUBLISH, a client bug fixed upstream, so this is checked with raw bytes.)
+    let b = start().await;
+    let mut s = RawClient::connect(b.addr, V5).await;
+    let mut connect = Connect::new(V5, "aliased");
+    connect.properties.topic_alias_maximum = Some(4);
+    s.send(&Packet::Connect(connect)).await;
+    assert!(matches!(s.recv().await, Some(Packet::ConnAck(_))));
+    s.send(&subscribe(1, "alias/#", QoS::AtMostOnce)).await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    let mut p = RawClient::connect(b.addr, V311).await;
+    connected(&mut p, V311, "publisher").await;
+    for _ in 0..2 {
+        p.send(&publish("alias/long/topic/name", b"x", QoS::AtMostOnce, 0))
+            .await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let Some(Packet::Publish(m)) = s.recv().await else {
+            panic!("PUBLISH")
+        };
+        seen.push((m.topic.to_string(), m.properties.topic_alias));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("alias/long/topic/name".to_owned(), Some(1)),
+            (String::new(), Some(1))
+        ]
+    );
+}

@@ -178,6 +178,72 @@ impl Outbound {
     }
 }
 
+/// The pieces of an encoded MQTT 5.0 PUBLISH, for rewriting it with a Topic Alias.
+struct PublishParts<'a> {
+    first_byte: u8,
+    topic: &'a [u8],
+    props: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl<'a> PublishParts<'a> {
+    /// Splits a PUBLISH this crate encoded; `None` if it does not have the expected shape.
+    fn parse(bytes: &'a [u8], has_packet_id: bool) -> Option<Self> {
+        let (&first_byte, rest) = bytes.split_first()?;
+        let (remaining, used) = read_varint(rest)?;
+        let body = rest.get(used..)?;
+        if body.len() != remaining {
+            return None;
+        }
+        let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+        let topic = body.get(2..2 + topic_len)?;
+        let after = 2 + topic_len + if has_packet_id { 2 } else { 0 };
+        let (props_len, used) = read_varint(body.get(after..)?)?;
+        let props_start = after + used;
+        let props = body.get(props_start..props_start + props_len)?;
+        let payload = body.get(props_start + props_len..)?;
+        Some(Self {
+            first_byte,
+            topic,
+            props,
+            payload,
+        })
+    }
+}
+
+/// A Variable Byte Integer (MQTT 5.0 §1.5.5) at the start of `bytes`: value and length.
+fn read_varint(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, &b) in bytes.iter().take(4).enumerate() {
+        value |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn varint_len(value: usize) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+fn push_varint(mut value: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 /// What the session asks of the shell, or tells it. Drain with [`Session::poll_event`] after
 /// every input or command.
 ///
@@ -429,6 +495,12 @@ struct State {
     incoming_qos2: HashSet<u16>,
     /// Inbound Topic Aliases (MQTT 5.0 §3.3.2.3.4), at most `topic_alias_maximum` of them.
     topic_aliases: HashMap<u16, TopicName>,
+    /// Outbound Topic Aliases: topic → (alias, last use), at most `alias_limit` of them.
+    out_aliases: HashMap<Vec<u8>, (u16, u64)>,
+    /// min(the client's Topic Alias Maximum, `outbound_topic_aliases`); 0 for none.
+    alias_limit: u16,
+    /// Counts uses of outbound aliases, for least-recently-used replacement.
+    alias_clock: u64,
     client_receive_maximum: u16,
     client_max_packet_size: u32,
     /// The Keep Alive to announce in CONNACK's Server Keep Alive, when it differs.
@@ -457,6 +529,7 @@ struct Limits {
     max_queued_bytes: usize,
     max_packet_size: u32,
     topic_alias_maximum: u16,
+    outbound_topic_aliases: u16,
 }
 
 impl Session {
@@ -476,6 +549,7 @@ impl Session {
                     max_queued_bytes: config.max_queued_bytes,
                     max_packet_size: config.max_packet_size,
                     topic_alias_maximum: config.topic_alias_maximum,
+                    outbound_topic_aliases: config.outbound_topic_aliases,
                 },
                 phase: Phase::AwaitConnect,
                 version: ProtocolVersion::V5,
@@ -495,6 +569,9 @@ impl Session {
                 next_packet_id: 1,
                 incoming_qos2: HashSet::new(),
                 topic_aliases: HashMap::new(),
+                out_aliases: HashMap::new(),
+                alias_limit: 0,
+                alias_clock: 0,
                 client_receive_maximum: u16::MAX,
                 client_max_packet_size: mqttx_codec::MAX_PACKET_SIZE,
                 keep_alive_sent: None,
@@ -843,7 +920,9 @@ impl Session {
                 break;
             };
             s.queued_bytes -= message.len();
-            message.write(pid, out);
+            if !s.write_aliased(&message, pid, out) {
+                message.write(pid, out);
+            }
         }
         out.len() > before
     }
@@ -1107,6 +1186,13 @@ impl State {
             if let Some(max) = c.properties.maximum_packet_size {
                 self.client_max_packet_size = max;
             }
+            // [MQTT-3.1.2-26] The Server MUST NOT send a Topic Alias in a PUBLISH packet to the
+            // Client greater than Topic Alias Maximum; [MQTT-3.1.2-27] none if it is absent or 0.
+            self.alias_limit = c
+                .properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(self.config.outbound_topic_aliases);
         }
         let assigned = c.client_id.is_empty();
         if assigned {
@@ -1286,6 +1372,83 @@ impl State {
             }
             self.send(&Packet::PubRec(ack));
         }
+    }
+
+    /// Writes a queued PUBLISH with a Topic Alias when the client accepts them (MQTT 5.0
+    /// §3.3.2.3.4): the first time a topic is sent it carries its name and an alias, later
+    /// only the alias and an empty name. The least recently used alias is replaced when all
+    /// are taken. Returns `false` (nothing written) when no alias applies.
+    fn write_aliased(
+        &mut self,
+        message: &Outbound,
+        pid: Option<PacketId>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.alias_limit == 0 || !self.version.is_v5() {
+            return false;
+        }
+        let Some(parts) = PublishParts::parse(&message.bytes, message.pid_offset.is_some()) else {
+            return false;
+        };
+        self.alias_clock += 1;
+        let clock = self.alias_clock;
+        let (alias, known) = match self.out_aliases.get_mut(parts.topic) {
+            Some(entry) => {
+                entry.1 = clock;
+                (entry.0, true)
+            }
+            None => {
+                let alias = if self.out_aliases.len() < usize::from(self.alias_limit) {
+                    // Aliases 1..=len are taken; the next one is free.
+                    u16::try_from(self.out_aliases.len() + 1).unwrap_or(u16::MAX)
+                } else {
+                    let oldest = self
+                        .out_aliases
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(topic, (alias, _))| (topic.clone(), *alias));
+                    let Some((topic, alias)) = oldest else {
+                        return false;
+                    };
+                    self.out_aliases.remove(&topic);
+                    alias
+                };
+                self.out_aliases
+                    .insert(parts.topic.to_vec(), (alias, clock));
+                (alias, false)
+            }
+        };
+        let topic: &[u8] = if known { &[] } else { parts.topic };
+        let props_len = parts.props.len() + 3;
+        let body_len = 2
+            + topic.len()
+            + if pid.is_some() { 2 } else { 0 }
+            + varint_len(props_len)
+            + props_len
+            + parts.payload.len();
+        let total = 1 + varint_len(body_len) + body_len;
+        if total > self.client_max_packet_size as usize || body_len > 268_435_455 {
+            // Only a first use adds bytes (three); then send it without an alias.
+            if !known {
+                self.out_aliases.remove(parts.topic);
+            }
+            return false;
+        }
+        out.reserve(total);
+        out.push(parts.first_byte);
+        push_varint(body_len, out);
+        out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(topic);
+        if let Some(pid) = pid {
+            out.extend_from_slice(&pid.get().to_be_bytes());
+        }
+        push_varint(props_len, out);
+        // 0x23 Topic Alias, a Two Byte Integer.
+        out.push(0x23);
+        out.extend_from_slice(&alias.to_be_bytes());
+        out.extend_from_slice(parts.props);
+        out.extend_from_slice(parts.payload);
+        true
     }
 
     /// [MQTT-2.2.1-3] … it MUST assign it a non-zero Packet Identifier that is currently unused.

@@ -1070,3 +1070,74 @@ fn auth_without_method_or_with_another_method_is_a_protocol_error() {
     h.send(&auth_packet(ReasonCode::RE_AUTHENTICATE, "OTHER", b""));
     assert_eq!(h.disconnect_code(), Some(ReasonCode::PROTOCOL_ERROR));
 }
+
+#[test]
+fn outbound_topic_aliases_least_recently_used() {
+    // [MQTT-3.1.2-26] no alias above the client's Topic Alias Maximum (2 here); MQTT 5.0
+    // §3.3.2.3.4: the first PUBLISH of a topic carries name and alias, later ones only the
+    // alias; the least recently used alias is re-mapped when all are taken.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "c");
+    c.properties.topic_alias_maximum = Some(2);
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    for (topic, qos) in [
+        ("a", QoS::AtMostOnce),
+        ("a", QoS::AtLeastOnce),
+        ("b", QoS::AtMostOnce),
+        ("c", QoS::ExactlyOnce),
+        ("a", QoS::AtMostOnce),
+    ] {
+        let mut m = message(topic, b"payload", qos);
+        m.properties.content_type = Some("text/plain".into());
+        let out = Outbound::encode(&m, V5, qos, false, &[]).unwrap();
+        h.session.deliver(out);
+    }
+    /// Topic, alias, packet id, payload, content type kept.
+    type Sent = (String, Option<u16>, Option<u16>, Vec<u8>, bool);
+    let sent: Vec<Sent> = h
+        .packets()
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (
+                p.topic.to_string(),
+                p.properties.topic_alias,
+                p.packet_id.map(PacketId::get),
+                p.payload.to_vec(),
+                p.properties.content_type.as_deref() == Some("text/plain"),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expect = |t: &str, alias: u16, pid: Option<u16>| {
+        (t.to_owned(), Some(alias), pid, b"payload".to_vec(), true)
+    };
+    assert_eq!(
+        sent,
+        [
+            expect("a", 1, None),
+            expect("", 1, Some(1)),
+            expect("b", 2, None),
+            expect("c", 1, Some(2)), // "a" (alias 1) was used least recently
+            expect("a", 2, None),    // then "b" (alias 2)
+        ]
+    );
+}
+
+#[test]
+fn no_outbound_aliases_without_the_clients_maximum() {
+    // [MQTT-3.1.2-27] If Topic Alias Maximum is absent or zero, the Server MUST NOT send any
+    // Topic Aliases to the Client.
+    let mut h = Harness::connected(V5);
+    for _ in 0..2 {
+        let m = message("a", b"x", QoS::AtMostOnce);
+        h.session
+            .deliver(Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap());
+    }
+    for p in h.packets() {
+        let Packet::Publish(p) = p else { panic!() };
+        assert_eq!((&*p.topic, p.properties.topic_alias), ("a", None));
+    }
+}
