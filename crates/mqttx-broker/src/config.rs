@@ -63,6 +63,12 @@ pub struct Config {
     /// The most retained messages kept (default 100 000); a new retained topic beyond it is
     /// not stored (the message is still delivered).
     pub max_retained_messages: usize,
+    /// The most bytes of retained messages kept, topics and payloads counted (default
+    /// 256 MiB); a new retained message beyond it is not stored (it is still delivered).
+    pub max_retained_bytes: usize,
+    /// The most simultaneous connections a [`Server`](crate::Server) accepts (default
+    /// 100 000); beyond it new connections are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -79,6 +85,8 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
             max_retained_messages: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            max_connections: 100_000,
         }
     }
 }

@@ -74,6 +74,8 @@ struct Shared {
     deliveries: Deliveries,
     /// Messages dropped for full queues, over the broker's lifetime.
     dropped: u64,
+    /// Topic and payload bytes of the retained messages.
+    retained_bytes: usize,
 }
 
 /// A retained message and when it was stored, for its Message Expiry Interval.
@@ -231,6 +233,10 @@ impl<H: Handler> Server<H> {
             tokio::select! {
                 () = &mut signal => break,
                 accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) if tasks.len() >= self.broker.inner.config.max_connections => {
+                        tracing::warn!(%peer, "connection limit reached; closing");
+                        drop(stream);
+                    }
                     Ok((stream, peer)) => {
                         tracing::debug!(%peer, "accepted");
                         tasks.spawn(self.broker.serve(stream));
@@ -373,20 +379,35 @@ fn to_router_qos(qos: QoS) -> mqttx_router::QoS {
     }
 }
 
+/// What a retained message counts against `max_retained_bytes`.
+fn retained_size(message: &Message) -> usize {
+    message.topic.as_str().len() + message.payload.len()
+}
+
 impl Shared {
+    fn remove_retained(&mut self, topic: &mqttx_router::TopicName) {
+        if let Some(old) = self.retained.remove(topic) {
+            self.retained_bytes -= retained_size(&old.message);
+        }
+    }
+
     /// Stores or clears the retained message, then sends `message` to every matching
     /// subscriber, encoding it once per distinct form.
     fn publish(&mut self, config: &Config, publisher: Option<SubscriberId>, message: &Message) {
         if message.retain {
-            if message.payload.is_empty() {
-                // [MQTT-3.3.1-6] A PUBLISH with RETAIN 1 and a zero-byte payload removes the
-                // retained message for that topic; [MQTT-3.3.1-7] it is not stored.
-                self.retained.remove(&message.topic);
-            } else if self.retained.len() < config.max_retained_messages
-                || self.retained.get(&message.topic).is_some()
+            // [MQTT-3.3.1-6] A PUBLISH with RETAIN 1 and a zero-byte payload removes the
+            // retained message for that topic; [MQTT-3.3.1-7] it is not stored.
+            self.remove_retained(&message.topic);
+            let size = retained_size(message);
+            if !message.payload.is_empty()
+                && self.retained.len() < config.max_retained_messages
+                && self.retained_bytes + size <= config.max_retained_bytes
             {
                 // [MQTT-3.3.1-5] The Server MUST store the Application Message and its QoS,
-                // so that it can be delivered to future subscribers.
+                // so that it can be delivered to future subscribers. Past the limits it is
+                // only delivered, and the topic's older retained message is gone: a stale
+                // value is worse than none.
+                self.retained_bytes += size;
                 self.retained.set(
                     &message.topic,
                     Retained {
@@ -694,7 +715,7 @@ impl<H: Handler> Driver<H> {
                     }
                 }
                 for topic in expired {
-                    shared.retained.remove(&topic);
+                    shared.remove_retained(&topic);
                 }
             }
         }

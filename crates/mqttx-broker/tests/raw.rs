@@ -693,3 +693,29 @@ async fn outbound_topic_aliases_over_tcp() {
         ]
     );
 }
+
+#[tokio::test]
+async fn connection_and_retained_limits() {
+    // Issue #4: every limit is finite; past `max_connections` a connection is closed at once,
+    // past `max_retained_bytes` a retained message is delivered but not stored.
+    let mut config = loopback_config();
+    config.max_connections = 1;
+    config.max_retained_bytes = 10;
+    let b = run(Broker::builder().config(config).bind().await.expect("bind"));
+    let mut first = RawClient::connect(b.addr, V311).await;
+    connected(&mut first, V311, "first").await;
+    let mut second = RawClient::connect(b.addr, V311).await;
+    second
+        .send(&Packet::Connect(Connect::new(V311, "second")))
+        .await;
+    assert_eq!(second.until_closed().await, []);
+
+    for (payload, stored) in [(&b"12345"[..], 1), (&b"1234567890"[..], 0)] {
+        let mut p = Publish::new("r", payload);
+        p.retain = true;
+        first.send(&Packet::Publish(p)).await;
+        first.send(&Packet::PingReq).await;
+        assert_eq!(first.recv().await, Some(Packet::PingResp));
+        assert_eq!(b.broker.retained_count(), stored, "{payload:?}");
+    }
+}
