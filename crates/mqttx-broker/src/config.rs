@@ -56,7 +56,8 @@ pub struct Config {
     /// The most QoS 1 and 2 messages in flight to one client (default 100); the client's own
     /// Receive Maximum lowers it.
     pub max_inflight: u16,
-    /// The most messages waiting to be sent to one client (default 1 000).
+    /// The most messages waiting to be sent to one client (default 1 000), also the size of a
+    /// persistent session's offline queue (QoS 1 and 2 messages only).
     pub max_queued_messages: usize,
     /// The most bytes of encoded messages waiting to be sent to one client (default 16 MiB).
     pub max_queued_bytes: usize,
@@ -66,6 +67,13 @@ pub struct Config {
     /// The most bytes of retained messages kept, topics and payloads counted (default
     /// 256 MiB); a new retained message beyond it is not stored (it is still delivered).
     pub max_retained_bytes: usize,
+    /// The most sessions kept for absent clients (default 100 000); past it a closing
+    /// persistent session is discarded.
+    pub max_stored_sessions: usize,
+    /// The longest Session Expiry Interval granted, in seconds (default `u32::MAX`: a session
+    /// may be kept until its client returns, as MQTT 3.1.1 Clean Session 0 asks). MQTT 5.0
+    /// clients asking for more learn the granted value from CONNACK.
+    pub max_session_expiry: u32,
     /// The most simultaneous connections a [`Server`](crate::Server) accepts (default
     /// 100 000); beyond it new connections are closed at once.
     pub max_connections: usize,
@@ -87,6 +95,8 @@ impl Default for Config {
             max_retained_messages: 100_000,
             max_retained_bytes: 256 * 1024 * 1024,
             max_connections: 100_000,
+            max_stored_sessions: 100_000,
+            max_session_expiry: u32::MAX,
         }
     }
 }

@@ -9,13 +9,17 @@
 //! [`Handler`]. The broker accepts any `AsyncRead + AsyncWrite + Unpin + Send` stream;
 //! `mqttx-transport-tcp` provides TCP, and other transports plug in through [`Broker::serve`].
 //!
-//! What it is not, yet: sessions are **clean only**. A session ends with its connection:
-//! MQTT 5.0 clients asking for a Session Expiry Interval get 0 in CONNACK, there is no offline
-//! queue, and a Will goes out when the connection ends, since the Will Delay Interval cannot
-//! outlast the session (MQTT 5.0 §3.1.3.2.2). Message Expiry is applied to retained messages
-//! only, and there is no TLS or WebSocket transport yet. Topic Aliases work both ways: the
-//! broker accepts up to 100 from each client, and uses up to 100 toward a client that allows
-//! them (least recently used replaced).
+//! Sessions: Clean Start / Clean Session 1 sessions end with their connection; a session with
+//! a Session Expiry Interval (MQTT 5.0) or Clean Session 0 (MQTT 3.1.x, never expiring unless
+//! [`Config::max_session_expiry`] says so) is kept in memory while its client is away: its
+//! subscriptions still route, QoS 1 and 2 messages queue for it (bounded), and on its return
+//! CONNACK says Session Present and unacknowledged messages are resent with DUP.
+//!
+//! What it is not, yet: sessions live in memory only (no store trait or durability); the Will
+//! goes out when the connection ends, without waiting for a Will Delay Interval; Message Expiry
+//! is applied to retained messages only; there is no TLS or WebSocket transport. Topic Aliases
+//! work both ways: the broker accepts up to 100 from each client, and uses up to 100 toward a
+//! client that allows them (least recently used replaced).
 //!
 //! # Layout
 //!
@@ -91,10 +95,14 @@
 //!
 //! Every connection has a bounded outbound queue ([`Config::max_queued_messages`],
 //! [`Config::max_queued_bytes`]). When it is full, new messages are dropped and counted
-//! ([`proto::SessionStats`]): QoS 0 first of all, and QoS 1 and 2 too, since sessions are not
-//! persistent yet; nothing already queued is evicted. QoS 1 and 2 messages wait in that queue
-//! for the client's Receive Maximum window. Incoming packets are limited by
-//! [`Config::max_packet_size`], checked on the declared length before the body is buffered.
+//! ([`proto::SessionStats`], [`Broker::dropped_messages`]), whatever their QoS: what was
+//! queued is kept and never evicted, and memory stays bounded however slow the subscriber.
+//! QoS 1 and 2 messages wait in that queue for the client's Receive Maximum window. A
+//! persistent session's offline queue holds at most [`Config::max_queued_messages`] QoS 1
+//! and 2 messages, and at most [`Config::max_stored_sessions`] sessions are kept. Incoming
+//! packets are limited by [`Config::max_packet_size`], checked on the declared length before
+//! the body is buffered; a client that does not read its acknowledgements is no longer read
+//! from.
 //!
 //! # Crate features
 //!

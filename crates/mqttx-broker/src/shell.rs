@@ -24,7 +24,7 @@ use crate::handler::{
     AllowAll, AuthDecision, ClientInfo, Handler, PublishDecision, SubscribeDecision,
 };
 use crate::proto::{
-    CloseReason, Event, Message, Outbound, PublishOutcome, Session, SubscribeRequest,
+    CloseReason, Event, Message, Outbound, PublishOutcome, Session, SessionState, SubscribeRequest,
     UnsubscribeRequest,
 };
 
@@ -76,6 +76,21 @@ struct Shared {
     dropped: u64,
     /// Topic and payload bytes of the retained messages.
     retained_bytes: usize,
+    /// Persistent sessions whose client is away, by client identifier.
+    sessions: HashMap<String, Stored>,
+    /// The subscriber ids of `sessions`, for routing to them.
+    offline: HashMap<SubscriberId, String>,
+}
+
+/// A persistent session whose client is away. Its subscriptions stay in the router under
+/// `id`; matching QoS 1 and 2 messages go into `state`'s queue.
+#[derive(Debug)]
+struct Stored {
+    id: SubscriberId,
+    version: ProtocolVersion,
+    state: SessionState,
+    /// `None`: never expires.
+    expires_at: Option<Instant>,
 }
 
 /// A retained message and when it was stored, for its Message Expiry Interval.
@@ -110,6 +125,9 @@ impl Retained {
 struct ClientEntry {
     tx: mpsc::UnboundedSender<Command>,
     version: ProtocolVersion,
+    /// Becomes `true` once the connection's task has left the shared state (for takeover of
+    /// a persistent session, which must wait for it).
+    done: watch::Receiver<bool>,
     /// Deliveries sent into `tx` and not yet taken by the driver. The channel itself is
     /// unbounded; this count bounds it to `max_queued_messages`.
     in_channel: Arc<AtomicUsize>,
@@ -229,9 +247,13 @@ impl<H: Handler> Server<H> {
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
         let mut tasks = JoinSet::new();
         tokio::pin!(signal);
+        // Expired sessions are also dropped whenever a client connects; this catches the rest.
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut signal => break,
+                _ = sweep.tick() => self.broker.inner.lock().sweep(Instant::now()),
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) if tasks.len() >= self.broker.inner.config.max_connections => {
                         tracing::warn!(%peer, "connection limit reached; closing");
@@ -280,6 +302,13 @@ impl<H: Handler> Broker<H> {
     /// The number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.inner.lock().retained.len()
+    }
+
+    /// The number of persistent sessions kept for absent clients.
+    pub fn stored_sessions(&self) -> usize {
+        let mut shared = self.inner.lock();
+        shared.sweep(Instant::now());
+        shared.sessions.len()
     }
 
     /// The client identifiers of the connected clients, in no particular order.
@@ -385,6 +414,22 @@ fn retained_size(message: &Message) -> usize {
 }
 
 impl Shared {
+    /// Discards the stored sessions that expired by `now`, with their subscriptions.
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expires_at.is_some_and(|t| t <= now))
+            .map(|(client_id, _)| client_id.clone())
+            .collect();
+        for client_id in expired {
+            if let Some(stored) = self.sessions.remove(&client_id) {
+                self.offline.remove(&stored.id);
+                self.router.unsubscribe_all(stored.id);
+            }
+        }
+    }
+
     fn remove_retained(&mut self, topic: &mqttx_router::TopicName) {
         if let Some(old) = self.retained.remove(topic) {
             self.retained_bytes -= retained_size(&old.message);
@@ -423,6 +468,26 @@ impl Shared {
         let mut cache = EncodeCache::default();
         for delivery in &deliveries {
             let Some(client) = self.clients.get(&delivery.subscriber()) else {
+                // A persistent session whose client is away keeps QoS 1 and 2 messages.
+                let stored = self
+                    .offline
+                    .get(&delivery.subscriber())
+                    .and_then(|client_id| self.sessions.get_mut(client_id));
+                if let Some(stored) = stored {
+                    let qos = message.qos.min(to_codec_qos(delivery.qos()));
+                    let retain = message.retain && delivery.retain_as_published();
+                    let ids: Vec<u32> = delivery
+                        .subscription_ids()
+                        .iter()
+                        .map(|i| i.get())
+                        .collect();
+                    let kept = qos != QoS::AtMostOnce
+                        && Outbound::encode(message, stored.version, qos, retain, &ids)
+                            .is_ok_and(|e| stored.state.enqueue(e, config.max_queued_messages));
+                    if !kept && qos != QoS::AtMostOnce {
+                        self.dropped += 1;
+                    }
+                }
                 continue;
             };
             if client.in_channel.load(Ordering::Relaxed) >= config.max_queued_messages {
@@ -465,6 +530,7 @@ struct Driver<H: Handler> {
     tx: mpsc::UnboundedSender<Command>,
     rx: mpsc::UnboundedReceiver<Command>,
     in_channel: Arc<AtomicUsize>,
+    done: watch::Sender<bool>,
     app: Option<H::Session>,
     client: Option<ClientInfo>,
     close_reason: Option<CloseReason>,
@@ -483,6 +549,7 @@ impl<H: Handler> Driver<H> {
             tx,
             rx,
             in_channel: Arc::default(),
+            done: watch::channel(false).0,
             app: None,
             client: None,
             close_reason: None,
@@ -576,33 +643,78 @@ impl<H: Handler> Driver<H> {
                             protocol: req.protocol,
                             username: req.username.clone(),
                         });
-                        {
-                            let mut shared = self.inner.lock();
-                            // [MQTT-3.1.4-3] If the ClientID represents a Client already
-                            // connected to the Server, the Server sends a DISCONNECT packet to
-                            // the existing Client with Reason Code 0x8E (Session taken over)
-                            // and MUST close its Network Connection. Only after the new
-                            // connection was authorized.
-                            if let Some(old) =
-                                shared.by_client_id.insert(req.client_id.clone(), self.id)
-                            {
-                                if let Some(entry) = shared.clients.get(&old) {
+                        // [MQTT-3.1.4-3] If the ClientID represents a Client already connected
+                        // to the Server, the Server sends a DISCONNECT packet to the existing
+                        // Client with Reason Code 0x8E (Session taken over) and MUST close its
+                        // Network Connection; only after the new connection was authorized.
+                        // Its session (if persistent) is taken over once its task has stored it.
+                        let old_done = {
+                            let shared = self.inner.lock();
+                            shared
+                                .by_client_id
+                                .get(&req.client_id)
+                                .and_then(|old| shared.clients.get(old))
+                                .map(|entry| {
                                     let _ = entry
                                         .tx
                                         .send(Command::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
-                                }
+                                    entry.done.clone()
+                                })
+                        };
+                        if let Some(mut done) = old_done {
+                            let _ = tokio::time::timeout(
+                                FINAL_FLUSH + Duration::from_secs(1),
+                                done.wait_for(|&d| d),
+                            )
+                            .await;
+                        }
+                        let granted = req
+                            .session_expiry_interval
+                            .min(self.inner.config.max_session_expiry);
+                        if granted != req.session_expiry_interval {
+                            self.session.grant_session_expiry(granted);
+                        }
+                        let resumed = {
+                            let now = Instant::now();
+                            let mut shared = self.inner.lock();
+                            shared.sweep(now);
+                            let stored = shared.sessions.remove(&req.client_id);
+                            if let Some(stored) = &stored {
+                                shared.offline.remove(&stored.id);
                             }
+                            let resumed = match stored {
+                                // [MQTT-3.1.2-5] / MQTT 5.0 §3.1.2.4: Clean Start 0 resumes
+                                // the existing session.
+                                Some(stored) if !req.clean_start => {
+                                    self.id = stored.id;
+                                    Some(stored.state)
+                                }
+                                // [MQTT-3.1.2-4] Clean Start 1: the existing session is
+                                // discarded.
+                                Some(stored) => {
+                                    shared.router.unsubscribe_all(stored.id);
+                                    None
+                                }
+                                None => None,
+                            };
+                            shared.by_client_id.insert(req.client_id.clone(), self.id);
                             shared.clients.insert(
                                 self.id,
                                 ClientEntry {
                                     tx: self.tx.clone(),
                                     version: req.protocol,
+                                    done: self.done.subscribe(),
                                     in_channel: Arc::clone(&self.in_channel),
                                 },
                             );
+                            resumed
+                        };
+                        tracing::debug!(client_id = %req.client_id, protocol = %req.protocol, resumed = resumed.is_some(), "connected");
+                        let now = Instant::now().into_std();
+                        match resumed {
+                            Some(state) => self.session.accept_connect_resumed(now, state),
+                            None => self.session.accept_connect(now),
                         }
-                        tracing::debug!(client_id = %req.client_id, protocol = %req.protocol, "connected");
-                        self.session.accept_connect(Instant::now().into_std());
                     }
                     Err(refusal) => {
                         tracing::debug!(client_id = %req.client_id, code = %refusal.reason_code(), "refused");
@@ -743,17 +855,51 @@ impl<H: Handler> Driver<H> {
     /// Removes the connection from the shared state and tells the handler.
     async fn finish(&mut self) {
         {
+            let now = Instant::now();
             let mut shared = self.inner.lock();
             let stats = self.session.stats();
             shared.dropped += stats.dropped_qos0 + stats.dropped_qos12 + stats.dropped_too_large;
-            shared.clients.remove(&self.id);
-            shared.router.unsubscribe_all(self.id);
+            if shared
+                .clients
+                .get(&self.id)
+                .is_some_and(|c| c.tx.same_channel(&self.tx))
+            {
+                shared.clients.remove(&self.id);
+            }
+            let mut kept = false;
             if let Some(client) = &self.client {
-                if shared.by_client_id.get(&client.client_id) == Some(&self.id) {
+                let newer = shared
+                    .by_client_id
+                    .get(&client.client_id)
+                    .is_some_and(|id| *id != self.id);
+                if !newer {
                     shared.by_client_id.remove(&client.client_id);
                 }
+                let expiry = self.session.session_expiry();
+                // MQTT 5.0 §3.1.2.11.2 / 3.1.1 §3.1.2.4: a session with an expiry above 0
+                // outlives its connection; its subscriptions stay in the router.
+                if expiry > 0
+                    && !newer
+                    && shared.sessions.len() < self.inner.config.max_stored_sessions
+                {
+                    let expires_at =
+                        (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
+                    let stored = Stored {
+                        id: self.id,
+                        version: client.protocol,
+                        state: self.session.take_state(),
+                        expires_at,
+                    };
+                    shared.offline.insert(self.id, client.client_id.clone());
+                    shared.sessions.insert(client.client_id.clone(), stored);
+                    kept = true;
+                }
+            }
+            if !kept {
+                shared.router.unsubscribe_all(self.id);
             }
         }
+        self.done.send_replace(true);
         let reason = self.close_reason.unwrap_or(CloseReason::ConnectionLost);
         if let (Some(app), Some(client)) = (self.app.take(), &self.client) {
             tracing::debug!(client_id = %client.client_id, ?reason, "closed");

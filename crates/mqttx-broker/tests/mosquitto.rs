@@ -58,18 +58,23 @@ struct Sub {
 impl Sub {
     /// Starts `mosquitto_sub` with `args` and waits for its SUBACK.
     async fn start(addr: SocketAddr, version: &str, args: &[&str]) -> Self {
+        let mut sub = Self::spawn(addr, version, args);
+        sub.line_containing("received SUBACK").await;
+        sub
+    }
+
+    /// Starts `mosquitto_sub` with `args` without waiting for anything.
+    fn spawn(addr: SocketAddr, version: &str, args: &[&str]) -> Self {
         let mut child = tool("mosquitto_sub", addr, version)
             .args(["-d", "-v"])
             .args(args)
             .spawn()
             .expect("spawn mosquitto_sub");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut sub = Self {
+        Self {
             child,
             lines: BufReader::new(stdout).lines(),
-        };
-        sub.line_containing("received SUBACK").await;
-        sub
+        }
     }
 
     /// The next output line containing `needle` (debug lines included).
@@ -296,5 +301,38 @@ async fn subscribe_refusal_seen_by_mosquitto_sub() {
         let mut sub = Sub::start(b.addr, version, &["-t", "private/x", "-q", "1"]).await;
         let line = sub.line_containing("Subscribed (mid: 1)").await;
         assert!(line.ends_with(&format!(": {code}")), "{version}: {line}");
+    }
+}
+
+#[tokio::test]
+async fn persistent_session_offline_messages_mosquitto() {
+    // [MQTT-3.1.2-5] a client with a persistent session (`-c -i ID`) that was away receives
+    // the QoS 1 messages published meanwhile when it comes back, in 3.1.1 and 5.0.
+    let b = start().await;
+    for version in ["mqttv311", "mqttv5"] {
+        let id = format!("mqttx-persist-{version}");
+        let topic = format!("mqttx/{version}/offline");
+        let mut away =
+            Sub::start(b.addr, version, &["-c", "-i", &id, "-q", "1", "-t", &topic]).await;
+        away.child.kill().await.expect("kill the client we started");
+        for i in 1..=3 {
+            publish(
+                b.addr,
+                version,
+                &["-t", &topic, "-q", "1", "-m", &format!("while away {i}")],
+            )
+            .await;
+        }
+        // The queued messages may come before the SUBACK of the new SUBSCRIBE.
+        let mut back = Sub::spawn(
+            b.addr,
+            version,
+            &["-c", "-i", &id, "-q", "1", "-t", &topic, "-C", "3"],
+        );
+        for i in 1..=3 {
+            let (_, body) = back.message().await;
+            assert_eq!(body, format!("{topic} while away {i}"));
+        }
+        back.exits().await;
     }
 }

@@ -719,3 +719,138 @@ async fn connection_and_retained_limits() {
         assert_eq!(b.broker.retained_count(), stored, "{payload:?}");
     }
 }
+
+async fn connect_session<S>(
+    client: &mut RawClient<S>,
+    version: ProtocolVersion,
+    id: &str,
+    clean: bool,
+    expiry: Option<u32>,
+) -> ConnAck<'static>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut connect = Connect::new(version, id.to_owned());
+    connect.clean_start = clean;
+    connect.properties.session_expiry_interval = expiry;
+    client.send(&Packet::Connect(connect)).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => ack,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn persistent_session_offline_queue_and_clean_start() {
+    // [MQTT-3.1.2-5] Clean Session 0 resumes the session: Session Present 1 [MQTT-3.2.2-3],
+    // its subscriptions still apply, and the QoS 1 messages published while the client was
+    // away are delivered in order (QoS 0 ones are not kept). [MQTT-3.1.2-4] Clean Session 1
+    // discards it.
+    let b = start().await;
+    let mut c = RawClient::connect(b.addr, V311).await;
+    let ack = connect_session(&mut c, V311, "persist", false, None).await;
+    assert!(!ack.session_present);
+    c.send(&subscribe(1, "ps/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+
+    let mut p = RawClient::connect(b.addr, V311).await;
+    connected(&mut p, V311, "feeder").await;
+    p.send(&publish("ps/a", b"zero", QoS::AtMostOnce, 0)).await;
+    for (i, payload) in [&b"m1"[..], b"m2", b"m3"].into_iter().enumerate() {
+        let id = 1 + i as u16;
+        p.send(&publish("ps/a", payload, QoS::AtLeastOnce, id))
+            .await;
+        assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    }
+    assert_eq!(b.broker.stored_sessions(), 1);
+
+    let mut c = RawClient::connect(b.addr, V311).await;
+    let ack = connect_session(&mut c, V311, "persist", false, None).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let Some(Packet::Publish(m)) = c.recv().await else {
+            panic!("a queued message")
+        };
+        got.push(m.payload.to_vec());
+        c.send(&Packet::PubAck(PubResponse::new(
+            m.packet_id.expect("QoS 1"),
+        )))
+        .await;
+    }
+    assert_eq!(got, [b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]);
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+
+    let mut c = RawClient::connect(b.addr, V311).await;
+    let ack = connect_session(&mut c, V311, "persist", true, None).await;
+    assert!(!ack.session_present);
+    p.send(&publish("ps/a", b"after", QoS::AtLeastOnce, 9))
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    c.send(&Packet::PingReq).await;
+    assert_eq!(
+        c.recv().await,
+        Some(Packet::PingResp),
+        "the subscription is gone"
+    );
+}
+
+#[tokio::test]
+async fn persistent_session_taken_over_by_a_live_reconnect() {
+    // [MQTT-3.1.4-3] the old connection gets 0x8E; the new one resumes its session
+    // (Session Present 1) and receives on its subscription.
+    let b = start().await;
+    let mut old = RawClient::connect(b.addr, V5).await;
+    connect_session(&mut old, V5, "roamer", false, Some(300)).await;
+    old.send(&subscribe(1, "roam/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(old.recv().await, Some(Packet::SubAck(_))));
+    let mut new = RawClient::connect(b.addr, V5).await;
+    let ack = connect_session(&mut new, V5, "roamer", false, Some(300)).await;
+    assert!(ack.session_present);
+    let packets = old.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SESSION_TAKEN_OVER),
+        "{packets:?}"
+    );
+    let mut p = RawClient::connect(b.addr, V5).await;
+    connected(&mut p, V5, "sender").await;
+    p.send(&publish("roam/x", b"here", QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    let Some(Packet::Publish(m)) = new.recv().await else {
+        panic!("delivered to the new connection")
+    };
+    assert_eq!(&m.payload[..], b"here");
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_expiry_with_paused_time() {
+    // MQTT 5.0 §3.1.2.11.2: the session is kept for the Session Expiry Interval after the
+    // connection closes, then discarded: a later Clean Start 0 gets Session Present 0.
+    let broker = Broker::builder().build();
+    let open = |broker: &Broker| {
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(broker.serve(server_end));
+        RawClient::new(client_end, V5)
+    };
+    for (wait, present) in [(4, true), (6, false)] {
+        let mut c = open(&broker);
+        connect_session(&mut c, V5, "brief", false, Some(5)).await;
+        c.send(&Packet::Disconnect(Disconnect::default())).await;
+        assert_eq!(c.until_closed().await, []);
+        tokio::time::advance(Duration::from_secs(wait)).await;
+        let mut c = open(&broker);
+        let ack = connect_session(&mut c, V5, "brief", false, Some(5)).await;
+        assert_eq!(ack.session_present, present, "after {wait} s");
+        c.send(&Packet::Disconnect(Disconnect::default())).await;
+        assert_eq!(c.until_closed().await, []);
+        // Start the next round without a session.
+        let mut c = open(&broker);
+        connect_session(&mut c, V5, "brief", true, None).await;
+        c.send(&Packet::Disconnect(Disconnect::default())).await;
+        assert_eq!(c.until_closed().await, []);
+    }
+}

@@ -293,6 +293,9 @@ pub struct ConnectRequest {
     pub password: Option<Bytes>,
     /// Whether the CONNECT carries a Will Message.
     pub has_will: bool,
+    /// The Session Expiry Interval asked for, in seconds: MQTT 5.0's property (0 when
+    /// absent), or for MQTT 3.1.x 0 with Clean Session and `u32::MAX` (never) without.
+    pub session_expiry_interval: u32,
     /// The MQTT 5.0 Authentication Method, when the client used enhanced authentication (the
     /// exchange already succeeded when this request is made).
     pub authentication_method: Option<String>,
@@ -446,6 +449,42 @@ enum InFlight {
     Qos2Released,
 }
 
+/// What a persistent session keeps while its client is away: from
+/// [`Session::take_state`], back through [`Session::accept_connect_resumed`]. Messages that
+/// arrive meanwhile are added with [`SessionState::enqueue`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionState {
+    queue: VecDeque<Outbound>,
+    inflight: Vec<Flight>,
+    incoming_qos2: HashSet<u16>,
+    next_packet_id: u16,
+}
+
+#[derive(Clone, Debug)]
+struct Flight {
+    packet_id: u16,
+    state: InFlight,
+    seq: u64,
+    message: Option<Outbound>,
+}
+
+impl SessionState {
+    /// Queues a message for the absent client: QoS 1 and 2 only (QoS 0 is not kept, as MQTT
+    /// 5.0 §4.1 allows), at most `max_messages`. Returns whether it was kept.
+    pub fn enqueue(&mut self, message: Outbound, max_messages: usize) -> bool {
+        if message.qos() == QoS::AtMostOnce || self.queue.len() >= max_messages {
+            return false;
+        }
+        self.queue.push_back(message);
+        true
+    }
+
+    /// Messages waiting (queued, not in flight).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
 /// One MQTT connection, from the broker's side, as a state machine.
 ///
 /// # Calling contract
@@ -490,6 +529,10 @@ struct State {
     queue: VecDeque<Outbound>,
     queued_bytes: usize,
     inflight: HashMap<u16, InFlight>,
+    /// For each in-flight identifier: its send order, and the PUBLISH while it is not yet
+    /// acknowledged (resent with DUP when a persistent session resumes).
+    sent: HashMap<u16, (u64, Option<Outbound>)>,
+    send_seq: u64,
     next_packet_id: u16,
     /// Inbound QoS 2 packet identifiers whose PUBREC was sent and whose PUBREL has not come.
     incoming_qos2: HashSet<u16>,
@@ -507,16 +550,24 @@ struct State {
     keep_alive_sent: Option<u16>,
     /// An MQTT 5.0 client asked for a Session Expiry Interval above 0.
     session_expiry_requested: bool,
+    /// The Session Expiry Interval in force, in seconds: from CONNECT (MQTT 5.0; 0 when
+    /// absent), or `u32::MAX` (never) for an MQTT 3.1.x Clean Session 0; DISCONNECT may change
+    /// it.
+    session_expiry: u32,
     /// The Authentication Method of the CONNECT (MQTT 5.0 enhanced authentication).
     auth_method: Option<String>,
     /// The Authentication Data to send in CONNACK after a successful exchange.
     auth_data_out: Option<Bytes>,
+    /// A Session Expiry Interval the shell granted in place of the client's.
+    session_expiry_granted: Option<u32>,
     /// The CONNECT request, held back while its authentication exchange runs.
     held_connect: Option<ConnectRequest>,
     /// A re-authentication exchange is under way.
     reauthenticating: bool,
     /// The client identifier was assigned.
     assigned: bool,
+    /// CONNACK says Session Present.
+    session_present: bool,
     stats: SessionStats,
 }
 
@@ -566,6 +617,8 @@ impl Session {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 inflight: HashMap::new(),
+                sent: HashMap::new(),
+                send_seq: 0,
                 next_packet_id: 1,
                 incoming_qos2: HashSet::new(),
                 topic_aliases: HashMap::new(),
@@ -576,11 +629,14 @@ impl Session {
                 client_max_packet_size: mqttx_codec::MAX_PACKET_SIZE,
                 keep_alive_sent: None,
                 session_expiry_requested: false,
+                session_expiry: 0,
                 auth_method: None,
+                session_expiry_granted: None,
                 auth_data_out: None,
                 held_connect: None,
                 reauthenticating: false,
                 assigned: false,
+                session_present: false,
                 stats: SessionStats::default(),
             },
         }
@@ -687,6 +743,90 @@ impl Session {
         self.state.pending = None;
         self.state.accept_connect(now);
         self.process(now);
+    }
+
+    /// Command: accept the pending CONNECT and resume a stored session: CONNACK with Session
+    /// Present 1, then the unacknowledged PUBLISH packets again with DUP and the PUBREL
+    /// packets, in their original order [MQTT-4.4.0-1], then the queued messages.
+    pub fn accept_connect_resumed(&mut self, now: Instant, state: SessionState) {
+        if self.state.pending != Some(Pending::Connect) {
+            return;
+        }
+        self.state.pending = None;
+        self.state.session_present = true;
+        let s = &mut self.state;
+        s.accept_connect(now);
+        s.next_packet_id = state.next_packet_id;
+        s.incoming_qos2 = state.incoming_qos2;
+        s.queue = state.queue;
+        s.queued_bytes = s.queue.iter().map(Outbound::len).sum();
+        let mut resend = state.inflight;
+        resend.sort_by_key(|f| f.seq);
+        for flight in resend {
+            let Some(pid) = PacketId::new(flight.packet_id) else {
+                continue;
+            };
+            match (&flight.message, flight.state) {
+                (Some(message), InFlight::Qos1 | InFlight::Qos2Sent) => {
+                    // [MQTT-3.3.1-1] The DUP flag MUST be set to 1 by the Client or Server
+                    // when it attempts to re-deliver a PUBLISH packet.
+                    let before = s.transmit.len();
+                    message.write(Some(pid), &mut s.transmit);
+                    if let Some(first) = s.transmit.get_mut(before) {
+                        *first |= 0b0000_1000;
+                    }
+                }
+                (_, InFlight::Qos2Released) => {
+                    s.send(&Packet::PubRel(PubResponse::new(pid)));
+                }
+                _ => continue,
+            }
+            s.inflight.insert(flight.packet_id, flight.state);
+            s.send_seq += 1;
+            s.sent
+                .insert(flight.packet_id, (s.send_seq, flight.message));
+        }
+        self.process(now);
+    }
+
+    /// Command: the shell grants `seconds` as the Session Expiry Interval instead of the
+    /// client's (call before accepting; MQTT 5.0 clients learn it from CONNACK).
+    pub fn grant_session_expiry(&mut self, seconds: u32) {
+        let s = &mut self.state;
+        if seconds != s.session_expiry && s.version.is_v5() {
+            s.session_expiry_granted = Some(seconds);
+        }
+        s.session_expiry = seconds;
+    }
+
+    /// The Session Expiry Interval in force, in seconds (`u32::MAX`: never). After the
+    /// session closed, a value above 0 means the shell should keep its state
+    /// ([`take_state`](Self::take_state)) for that long.
+    pub fn session_expiry(&self) -> u32 {
+        self.state.session_expiry
+    }
+
+    /// Takes what a persistent session keeps between connections: queued messages, messages
+    /// in flight, inbound QoS 2 identifiers awaiting PUBREL. Call after the session closed.
+    pub fn take_state(&mut self) -> SessionState {
+        let s = &mut self.state;
+        let mut inflight = Vec::with_capacity(s.inflight.len());
+        for (id, state) in s.inflight.drain() {
+            let (seq, message) = s.sent.remove(&id).unwrap_or((0, None));
+            inflight.push(Flight {
+                packet_id: id,
+                state,
+                seq,
+                message,
+            });
+        }
+        s.queued_bytes = 0;
+        SessionState {
+            queue: std::mem::take(&mut s.queue),
+            inflight,
+            incoming_qos2: std::mem::take(&mut s.incoming_qos2),
+            next_packet_id: s.next_packet_id,
+        }
     }
 
     /// Command: refuse the pending CONNECT with `code` (CONNACK, then close). MQTT 3.1.x
@@ -891,6 +1031,10 @@ impl Session {
         let s = &mut self.state;
         let before = out.len();
         out.append(&mut s.transmit);
+        if s.phase != Phase::Connected {
+            // A closed session keeps its queue for a persistent session; nothing more is sent.
+            return out.len() > before;
+        }
         let window = s.config.max_inflight.min(s.client_receive_maximum) as usize;
         while out.len() - before < TRANSMIT_BATCH {
             let Some(front) = s.queue.front() else {
@@ -922,6 +1066,10 @@ impl Session {
             s.queued_bytes -= message.len();
             if !s.write_aliased(&message, pid, out) {
                 message.write(pid, out);
+            }
+            if let Some(pid) = pid {
+                s.send_seq += 1;
+                s.sent.insert(pid.get(), (s.send_seq, Some(message)));
             }
         }
         out.len() > before
@@ -1014,8 +1162,6 @@ impl State {
                 }
             }
         }
-        self.queue.clear();
-        self.queued_bytes = 0;
         self.pending = None;
         self.phase = Phase::Closed;
         if let Some(will) = self.will.take() {
@@ -1264,6 +1410,13 @@ impl State {
             username: c.username.as_ref().map(|u| u.clone().into_owned()),
             password: c.password.as_ref().map(|p| Bytes::copy_from_slice(p)),
             has_will: c.will.is_some(),
+            session_expiry_interval: if v5 {
+                c.properties.session_expiry_interval.unwrap_or(0)
+            } else if c.clean_start {
+                0
+            } else {
+                u32::MAX
+            },
             authentication_method: self.auth_method.clone(),
         };
         match &self.auth_method {
@@ -1291,6 +1444,15 @@ impl State {
         }
         self.session_expiry_requested =
             v5 && c.properties.session_expiry_interval.is_some_and(|e| e > 0);
+        self.session_expiry = if v5 {
+            // MQTT 5.0 §3.1.2.11.2: absent means 0, the session ends with the connection.
+            c.properties.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            // MQTT 3.1.1 §3.1.2.4: a Clean Session 0 session has no expiry in the protocol.
+            u32::MAX
+        };
         self.assigned = assigned;
     }
 
@@ -1298,7 +1460,11 @@ impl State {
         self.phase = Phase::Connected;
         self.connect_deadline = None;
         self.last_packet = now;
-        let mut connack = ConnAck::default();
+        let mut connack = ConnAck {
+            // [MQTT-3.2.2-2] / [MQTT-3.2.2-3]: Session Present is 1 only for a resumed session.
+            session_present: self.session_present,
+            ..ConnAck::default()
+        };
         if self.version.is_v5() {
             let p = &mut *connack.properties;
             if self.assigned {
@@ -1323,10 +1489,10 @@ impl State {
                 p.authentication_method = Some(method.clone().into());
                 p.authentication_data = self.auth_data_out.take().map(|d| d.to_vec().into());
             }
-            if self.session_expiry_requested {
+            if let Some(granted) = self.session_expiry_granted {
                 // MQTT 5.0 §3.2.2.3.2: the Client uses the Session Expiry Interval the Server
-                // sends in CONNACK. Sessions end with the connection for now.
-                p.session_expiry_interval = Some(0);
+                // sends in CONNACK, when the Server changed it.
+                p.session_expiry_interval = Some(granted);
             }
         }
         self.send(&Packet::ConnAck(connack));
@@ -1451,6 +1617,12 @@ impl State {
         true
     }
 
+    /// An outbound exchange ended: its Packet Identifier is free again.
+    fn flight_done(&mut self, id: u16) {
+        self.inflight.remove(&id);
+        self.sent.remove(&id);
+    }
+
     /// [MQTT-2.2.1-3] … it MUST assign it a non-zero Packet Identifier that is currently unused.
     fn allocate_packet_id(&mut self) -> Option<PacketId> {
         for _ in 0..=u16::MAX {
@@ -1477,7 +1649,7 @@ impl State {
             Packet::PubAck(r) => {
                 // MQTT 5.0 §4.3.2: the PUBACK ends a QoS 1 exchange; an unknown one is ignored.
                 if self.inflight.get(&r.packet_id.get()) == Some(&InFlight::Qos1) {
-                    self.inflight.remove(&r.packet_id.get());
+                    self.flight_done(r.packet_id.get());
                 }
             }
             Packet::PubRec(r) => {
@@ -1487,11 +1659,16 @@ impl State {
                         if r.reason_code.is_error() {
                             // MQTT 5.0 §4.3.3: a PUBREC with a Reason Code of 0x80 or greater
                             // ends the exchange; the Packet Identifier is free again.
-                            self.inflight.remove(&id);
+                            self.flight_done(id);
                         } else {
                             // [MQTT-4.3.3-4] The sender MUST send a PUBREL packet when it
                             // receives a PUBREC packet from the receiver.
                             self.inflight.insert(id, InFlight::Qos2Released);
+                            // [MQTT-4.3.3-5] … it MUST NOT re-send the PUBLISH once it has
+                            // sent the corresponding PUBREL: drop the copy kept for resending.
+                            if let Some(entry) = self.sent.get_mut(&id) {
+                                entry.1 = None;
+                            }
                             self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
                         }
                     }
@@ -1509,7 +1686,7 @@ impl State {
             }
             Packet::PubComp(r) => {
                 if self.inflight.get(&r.packet_id.get()) == Some(&InFlight::Qos2Released) {
-                    self.inflight.remove(&r.packet_id.get());
+                    self.flight_done(r.packet_id.get());
                 }
             }
             Packet::PubRel(r) => {
@@ -1604,6 +1781,10 @@ impl State {
                         "MQTT 5.0 §3.14.2.2.2 session expiry set on DISCONNECT after 0 on CONNECT",
                     );
                     return;
+                }
+                if let Some(expiry) = d.properties.session_expiry_interval {
+                    // MQTT 5.0 §3.14.2.2.2: DISCONNECT may change the Session Expiry Interval.
+                    self.session_expiry = expiry;
                 }
                 if d.reason_code == ReasonCode::NORMAL_DISCONNECTION {
                     // [MQTT-3.14.4-3] On receipt of DISCONNECT with a Reason Code of 0x00

@@ -1141,3 +1141,129 @@ fn no_outbound_aliases_without_the_clients_maximum() {
         assert_eq!((&*p.topic, p.properties.topic_alias), ("a", None));
     }
 }
+
+#[test]
+fn persistent_session_resumes_with_dup_pubrel_and_queue() {
+    // [MQTT-4.4.0-1] on resuming a session the Server MUST resend unacknowledged PUBLISH
+    // packets (with DUP, [MQTT-3.3.1-1]) and PUBREL packets with their original Packet
+    // Identifiers; [MQTT-3.2.2-3] Session Present is 1.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "p");
+    c.properties.session_expiry_interval = Some(60);
+    c.properties.receive_maximum = Some(3);
+    h.connect_with(c);
+    let Some(Event::Connect(req)) = h.event() else {
+        panic!("connect")
+    };
+    assert_eq!(req.session_expiry_interval, 60);
+    h.session.accept_connect(h.now);
+    h.bytes();
+    for (payload, qos) in [
+        (&b"one"[..], QoS::AtLeastOnce),
+        (b"two", QoS::ExactlyOnce),
+        (b"three", QoS::ExactlyOnce),
+        (b"four", QoS::AtLeastOnce),
+    ] {
+        let m = message("t", payload, qos);
+        h.session
+            .deliver(Outbound::encode(&m, V5, qos, false, &[]).unwrap());
+    }
+    assert_eq!(
+        h.packets().len(),
+        3,
+        "the window of 3 holds the fourth back"
+    );
+    h.send(&Packet::PubRec(PubResponse::new(pid(2))));
+    assert_eq!(h.packets(), [Packet::PubRel(PubResponse::new(pid(2)))]);
+    h.session.handle_closed();
+    assert_eq!(h.session.session_expiry(), 60);
+    let state = h.session.take_state();
+    assert_eq!(state.queued(), 1);
+
+    let mut r = Harness::new();
+    let mut c = Connect::new(V5, "p");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    c.properties.receive_maximum = Some(3);
+    r.connect_with(c);
+    r.events();
+    r.session.accept_connect_resumed(r.now, state);
+    let packets = r.packets();
+    let [Packet::ConnAck(ack), rest @ ..] = &packets[..] else {
+        panic!("CONNACK first")
+    };
+    assert!(ack.session_present);
+    let summary: Vec<(String, Option<u16>, bool)> = rest
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.packet_id.map(PacketId::get),
+                p.dup,
+            ),
+            Packet::PubRel(r) => ("PUBREL".to_owned(), Some(r.packet_id.get()), false),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("one".to_owned(), Some(1), true),
+            ("PUBREL".to_owned(), Some(2), false),
+            ("three".to_owned(), Some(3), true),
+        ],
+        "the queued fourth waits for the window"
+    );
+    r.send(&Packet::PubAck(PubResponse::new(pid(1))));
+    let [Packet::Publish(fourth)] = &r.packets()[..] else {
+        panic!("the queued message")
+    };
+    assert_eq!((&fourth.payload[..], fourth.dup), (&b"four"[..], false));
+    assert_eq!(fourth.packet_id, Some(pid(4)));
+}
+
+#[test]
+fn session_expiry_of_each_version() {
+    // MQTT 5.0 §3.1.2.11.2: absent is 0; 3.1.1 §3.1.2.4: Clean Session 0 keeps the session
+    // with no expiry; MQTT 5.0 §3.14.2.2.2: DISCONNECT may change it.
+    let expiry = |connect: Connect<'static>| {
+        let mut h = Harness::new();
+        h.connect_with(connect);
+        let Some(Event::Connect(req)) = h.event() else {
+            panic!("connect")
+        };
+        req.session_expiry_interval
+    };
+    assert_eq!(expiry(Connect::new(V5, "c")), 0);
+    let mut persistent = Connect::new(V311, "c");
+    persistent.clean_start = false;
+    assert_eq!(expiry(persistent), u32::MAX);
+    assert_eq!(expiry(Connect::new(V311, "c")), 0);
+
+    let mut h = Harness::new();
+    let mut c = Connect::new(V5, "c");
+    c.properties.session_expiry_interval = Some(30);
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval = Some(0);
+    h.send(&Packet::Disconnect(d));
+    assert_eq!(h.session.session_expiry(), 0);
+}
+
+#[test]
+fn offline_queue_keeps_qos1_and_2_only() {
+    // MQTT 5.0 §4.1: QoS 1 and 2 messages are part of the Session State; QoS 0 may be dropped.
+    let mut state = SessionState::default();
+    let m = message("t", b"x", QoS::AtMostOnce);
+    assert!(!state.enqueue(
+        Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap(),
+        10
+    ));
+    let m = message("t", b"x", QoS::AtLeastOnce);
+    let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
+    assert!(state.enqueue(out.clone(), 1));
+    assert!(!state.enqueue(out, 1), "bounded");
+    assert_eq!(state.queued(), 1);
+}
