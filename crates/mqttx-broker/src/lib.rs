@@ -15,11 +15,14 @@
 //! subscriptions still route, QoS 1 and 2 messages queue for it (bounded), and on its return
 //! CONNACK says Session Present and unacknowledged messages are resent with DUP.
 //!
-//! What it is not, yet: sessions live in memory only (no store trait or durability); the Will
-//! goes out when the connection ends, without waiting for a Will Delay Interval; Message Expiry
-//! is applied to retained messages only; there is no TLS or WebSocket transport. Topic Aliases
-//! work both ways: the broker accepts up to 100 from each client, and uses up to 100 toward a
-//! client that allows them (least recently used replaced).
+//! A Will waits for its Will Delay Interval or the end of its session, whichever comes first,
+//! and is cancelled if the client resumes the session in time.
+//!
+//! Topic Aliases work both ways: the broker accepts up to 100 from each client, and uses up to
+//! 100 toward a client that allows them (least recently used replaced).
+//!
+//! What it is not, yet: sessions live in memory only (no store trait or durability), Message
+//! Expiry is applied to retained messages only, and there is no TLS or WebSocket transport.
 //!
 //! # Layout
 //!

@@ -62,6 +62,8 @@ struct Inner<H> {
     /// Makes assigned client identifiers differ between broker instances.
     nonce: u64,
     shutdown: watch::Sender<bool>,
+    /// Whether the housekeeping task runs.
+    housekeeping: std::sync::atomic::AtomicBool,
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -80,6 +82,9 @@ struct Shared {
     sessions: HashMap<String, Stored>,
     /// The subscriber ids of `sessions`, for routing to them.
     offline: HashMap<SubscriberId, String>,
+    /// Wills waiting for their Will Delay Interval, by client identifier: when, what, and the
+    /// publishing session's subscriber id (for No Local).
+    delayed_wills: HashMap<String, (Instant, Message, SubscriberId)>,
 }
 
 /// A persistent session whose client is away. Its subscriptions stay in the router under
@@ -201,6 +206,7 @@ impl<H: Handler> Builder<H> {
                 next_connection: AtomicU64::new(1),
                 nonce,
                 shutdown,
+                housekeeping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -247,13 +253,9 @@ impl<H: Handler> Server<H> {
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
         let mut tasks = JoinSet::new();
         tokio::pin!(signal);
-        // Expired sessions are also dropped whenever a client connects; this catches the rest.
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                _ = sweep.tick() => self.broker.inner.lock().sweep(Instant::now()),
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) if tasks.len() >= self.broker.inner.config.max_connections => {
                         tracing::warn!(%peer, "connection limit reached; closing");
@@ -306,9 +308,8 @@ impl<H: Handler> Broker<H> {
 
     /// The number of persistent sessions kept for absent clients.
     pub fn stored_sessions(&self) -> usize {
-        let mut shared = self.inner.lock();
-        shared.sweep(Instant::now());
-        shared.sessions.len()
+        self.inner.sweep();
+        self.inner.lock().sessions.len()
     }
 
     /// The client identifiers of the connected clients, in no particular order.
@@ -353,13 +354,40 @@ impl<H: Handler> Broker<H> {
     {
         let inner = Arc::clone(&self.inner);
         async move {
+            inner.start_housekeeping();
             let mut driver = Driver::new(inner);
             driver.run(stream).await;
         }
     }
 }
 
+impl<H: Handler> Inner<H> {
+    /// Starts, once per broker, the task that expires sessions and publishes delayed Wills
+    /// every second. It holds the broker weakly and ends with it.
+    fn start_housekeeping(self: &Arc<Self>) {
+        if self.housekeeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                inner.sweep();
+            }
+        });
+    }
+}
+
 impl<H> Inner<H> {
+    fn sweep(&self) {
+        self.lock().sweep(&self.config, Instant::now());
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // A panic while the lock was held leaves a consistent-enough router (each operation
         // is a single call); keep serving rather than propagating the poison.
@@ -414,8 +442,22 @@ fn retained_size(message: &Message) -> usize {
 }
 
 impl Shared {
-    /// Discards the stored sessions that expired by `now`, with their subscriptions.
-    fn sweep(&mut self, now: Instant) {
+    /// Discards the stored sessions that expired by `now`, with their subscriptions, and
+    /// publishes the delayed Wills that are due.
+    fn sweep(&mut self, config: &Config, now: Instant) {
+        let due: Vec<String> = self
+            .delayed_wills
+            .iter()
+            .filter(|(_, (at, _, _))| *at <= now)
+            .map(|(client_id, _)| client_id.clone())
+            .collect();
+        for client_id in due {
+            if let Some((_, will, publisher)) = self.delayed_wills.remove(&client_id) {
+                // MQTT 5.0 §3.1.3.2.2: the Will is published once the Will Delay Interval has
+                // passed or the Session ends, whichever happens first.
+                self.publish(config, Some(publisher), &will);
+            }
+        }
         let expired: Vec<String> = self
             .sessions
             .iter()
@@ -677,7 +719,19 @@ impl<H: Handler> Driver<H> {
                         let resumed = {
                             let now = Instant::now();
                             let mut shared = self.inner.lock();
-                            shared.sweep(now);
+                            shared.sweep(&self.inner.config, now);
+                            // [MQTT-3.1.3-9] If a new Network Connection to this Session is
+                            // made before the Will Delay Interval has passed, the Server MUST
+                            // NOT send the Will Message.
+                            if let Some((_, will, publisher)) =
+                                shared.delayed_wills.remove(&req.client_id)
+                            {
+                                if req.clean_start {
+                                    // Clean Start ends the old session, and a Will waits at
+                                    // most until its session ends (MQTT 5.0 §3.1.3.2.2).
+                                    shared.publish(&self.inner.config, Some(publisher), &will);
+                                }
+                            }
                             let stored = shared.sessions.remove(&req.client_id);
                             if let Some(stored) = &stored {
                                 shared.offline.remove(&stored.id);
@@ -738,7 +792,26 @@ impl<H: Handler> Driver<H> {
                     .complete_publish(Instant::now().into_std(), outcome);
             }
             Event::Will(message) => {
-                self.authorize_and_publish(&message).await;
+                let delay = self.session.will_delay().min(self.session.session_expiry());
+                match (&self.client, delay) {
+                    (Some(client), 1..) => {
+                        // Authorized now, published later by the housekeeping sweep.
+                        let decision = match &self.app {
+                            Some(app) => self.inner.handler.on_publish(app, client, &message).await,
+                            None => PublishDecision::Refuse(ReasonCode::NOT_AUTHORIZED),
+                        };
+                        if decision == PublishDecision::Accept {
+                            let at = Instant::now() + Duration::from_secs(u64::from(delay));
+                            self.inner
+                                .lock()
+                                .delayed_wills
+                                .insert(client.client_id.clone(), (at, message, self.id));
+                        }
+                    }
+                    _ => {
+                        self.authorize_and_publish(&message).await;
+                    }
+                }
             }
             Event::Subscribe(req) => self.subscribe(req).await,
             Event::Unsubscribe(req) => self.unsubscribe(req).await,

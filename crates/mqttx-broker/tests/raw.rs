@@ -854,3 +854,67 @@ async fn session_expiry_with_paused_time() {
         assert_eq!(c.until_closed().await, []);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn will_delay_with_paused_time() {
+    // MQTT 5.0 §3.1.3.2.2: the Will waits for the Will Delay Interval (or the end of the
+    // session); [MQTT-3.1.3-9] a reconnect to the session before then cancels it.
+    let broker = Broker::builder().build();
+    let open = |broker: &Broker| {
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(broker.serve(server_end));
+        RawClient::new(client_end, V5)
+    };
+    let mut watcher = open(&broker);
+    connected(&mut watcher, V5, "watcher").await;
+    watcher
+        .send(&subscribe(1, "wills/#", QoS::AtMostOnce))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+
+    let with_will = |id: &str| {
+        let mut connect = Connect::new(V5, id.to_owned());
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(60);
+        let mut will = mqttx_broker::codec::Will {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+            topic: format!("wills/{id}").into(),
+            payload: (&b"gone"[..]).into(),
+        };
+        will.properties.will_delay_interval = Some(5);
+        connect.will = Some(Box::new(will));
+        Packet::Connect(connect)
+    };
+
+    // Dropped connection, no reconnect: the Will arrives after 5 s, not before.
+    let mut c = open(&broker);
+    c.send(&with_will("late")).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
+    drop(c);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    watcher.send(&Packet::PingReq).await;
+    assert_eq!(watcher.recv().await, Some(Packet::PingResp), "not yet");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let Some(Packet::Publish(will)) = watcher.recv().await else {
+        panic!("the delayed Will")
+    };
+    assert_eq!(&*will.topic, "wills/late");
+
+    // Dropped, then back within the delay: no Will.
+    let mut c = open(&broker);
+    c.send(&with_will("back")).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
+    drop(c);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let mut c = open(&broker);
+    c.send(&with_will("back")).await;
+    let Some(Packet::ConnAck(ack)) = c.recv().await else {
+        panic!("CONNACK")
+    };
+    assert!(ack.session_present);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    watcher.send(&Packet::PingReq).await;
+    assert_eq!(watcher.recv().await, Some(Packet::PingResp), "no Will");
+}

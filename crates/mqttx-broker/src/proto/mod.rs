@@ -266,7 +266,8 @@ pub enum Event {
     Subscribe(SubscribeRequest),
     /// An UNSUBSCRIBE arrived: remove the filters, then call [`Session::complete_unsubscribe`].
     Unsubscribe(UnsubscribeRequest),
-    /// The connection ended abnormally and had a Will Message: publish it (no answer needed).
+    /// The connection ended abnormally and had a Will Message: publish it, after
+    /// [`Session::will_delay`] if the session outlives the connection (no answer needed).
     Will(Message),
     /// The connection is over. Write what [`Session::poll_transmit`] still returns, then
     /// close the stream. No further event follows.
@@ -558,6 +559,8 @@ struct State {
     auth_method: Option<String>,
     /// The Authentication Data to send in CONNACK after a successful exchange.
     auth_data_out: Option<Bytes>,
+    /// The Will Delay Interval of the CONNECT's Will, in seconds (MQTT 5.0 §3.1.3.2.2).
+    will_delay: u32,
     /// A Session Expiry Interval the shell granted in place of the client's.
     session_expiry_granted: Option<u32>,
     /// The CONNECT request, held back while its authentication exchange runs.
@@ -632,6 +635,7 @@ impl Session {
                 session_expiry: 0,
                 auth_method: None,
                 session_expiry_granted: None,
+                will_delay: 0,
                 auth_data_out: None,
                 held_connect: None,
                 reauthenticating: false,
@@ -797,6 +801,13 @@ impl Session {
             s.session_expiry_granted = Some(seconds);
         }
         s.session_expiry = seconds;
+    }
+
+    /// The Will Delay Interval of the Will, in seconds (0 without one, or for MQTT 3.1.x). The
+    /// shell publishes an [`Event::Will`] after min(this, the Session Expiry Interval), unless
+    /// the client resumes the session first [MQTT-3.1.3-9].
+    pub fn will_delay(&self) -> u32 {
+        self.state.will_delay
     }
 
     /// The Session Expiry Interval in force, in seconds (`u32::MAX`: never). After the
@@ -1373,6 +1384,7 @@ impl State {
                         will.retain,
                         &will.properties,
                     ));
+                    self.will_delay = will.properties.will_delay_interval.unwrap_or(0);
                 }
                 Err(_) => {
                     // [MQTT-3.1.3-11] The Will Topic MUST be a UTF-8 Encoded String; an invalid
