@@ -21,8 +21,12 @@
 //! Topic Aliases work both ways: the broker accepts up to 100 from each client, and uses up to
 //! 100 toward a client that allows them (least recently used replaced).
 //!
+//! Message Expiry applies to retained messages and to offline queues: expired messages are
+//! dropped, the others carry the time they have left.
+//!
 //! What it is not, yet: sessions live in memory only (no store trait or durability), Message
-//! Expiry is applied to retained messages only, and there is no TLS or WebSocket transport.
+//! Expiry is not checked for the messages waiting in a connected client's queue, and there is
+//! no TLS or WebSocket transport.
 //!
 //! # Layout
 //!

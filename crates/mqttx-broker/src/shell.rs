@@ -524,8 +524,15 @@ impl Shared {
                         .map(|i| i.get())
                         .collect();
                     let kept = qos != QoS::AtMostOnce
-                        && Outbound::encode(message, stored.version, qos, retain, &ids)
-                            .is_ok_and(|e| stored.state.enqueue(e, config.max_queued_messages));
+                        && Outbound::encode(message, stored.version, qos, retain, &ids).is_ok_and(
+                            |e| {
+                                stored.state.enqueue(
+                                    Instant::now().into_std(),
+                                    e,
+                                    config.max_queued_messages,
+                                )
+                            },
+                        );
                     if !kept && qos != QoS::AtMostOnce {
                         self.dropped += 1;
                     }
@@ -960,7 +967,7 @@ impl<H: Handler> Driver<H> {
                     let stored = Stored {
                         id: self.id,
                         version: client.protocol,
-                        state: self.session.take_state(),
+                        state: self.session.take_state(now.into_std()),
                         expires_at,
                     };
                     shared.offline.insert(self.id, client.client_id.clone());

@@ -103,6 +103,10 @@ pub struct Outbound {
     /// Where the two Packet Identifier bytes are, for QoS 1 and 2.
     pid_offset: Option<usize>,
     qos: QoS,
+    /// The message's Message Expiry Interval when it was encoded, in seconds.
+    expiry: Option<u32>,
+    /// Encoded for MQTT 5.0 (so the interval is in the bytes).
+    v5: bool,
 }
 
 impl Outbound {
@@ -143,6 +147,44 @@ impl Outbound {
             bytes: Bytes::from(out),
             pid_offset,
             qos,
+            expiry: message.properties.message_expiry_interval,
+            v5: version.is_v5(),
+        })
+    }
+
+    /// This message after waiting `waited` seconds: `None` once its Message Expiry Interval
+    /// has passed [MQTT-3.3.2-5], otherwise with the interval lowered by the wait
+    /// [MQTT-3.3.2-6] (re-encoded: the shared bytes are never modified).
+    fn aged(self, waited: u64) -> Option<Self> {
+        let Some(expiry) = self.expiry else {
+            return Some(self);
+        };
+        let left = u64::from(expiry).checked_sub(waited).filter(|&l| l > 0)?;
+        let left = u32::try_from(left).unwrap_or(expiry);
+        if left == expiry || !self.v5 {
+            return Some(self);
+        }
+        let cx = DecodeContext::new(ProtocolVersion::V5)
+            .with_max_packet_size(mqttx_codec::MAX_PACKET_SIZE);
+        let Ok(Some((Packet::Publish(mut publish), _))) = mqttx_codec::decode(&self.bytes, &cx)
+        else {
+            return Some(self);
+        };
+        publish.properties.message_expiry_interval = Some(left);
+        let mut out = Vec::with_capacity(self.bytes.len());
+        if encode(
+            &Packet::Publish(publish),
+            &EncodeContext::new(ProtocolVersion::V5),
+            &mut out,
+        )
+        .is_err()
+        {
+            return Some(self);
+        }
+        Some(Self {
+            bytes: Bytes::from(out),
+            expiry: Some(left),
+            ..self
         })
     }
 
@@ -455,7 +497,8 @@ enum InFlight {
 /// arrive meanwhile are added with [`SessionState::enqueue`].
 #[derive(Clone, Debug, Default)]
 pub struct SessionState {
-    queue: VecDeque<Outbound>,
+    /// Waiting messages and when they started waiting.
+    queue: VecDeque<(Outbound, Instant)>,
     inflight: Vec<Flight>,
     incoming_qos2: HashSet<u16>,
     next_packet_id: u16,
@@ -472,11 +515,12 @@ struct Flight {
 impl SessionState {
     /// Queues a message for the absent client: QoS 1 and 2 only (QoS 0 is not kept, as MQTT
     /// 5.0 §4.1 allows), at most `max_messages`. Returns whether it was kept.
-    pub fn enqueue(&mut self, message: Outbound, max_messages: usize) -> bool {
+    /// `now` starts the message's Message Expiry countdown.
+    pub fn enqueue(&mut self, now: Instant, message: Outbound, max_messages: usize) -> bool {
         if message.qos() == QoS::AtMostOnce || self.queue.len() >= max_messages {
             return false;
         }
-        self.queue.push_back(message);
+        self.queue.push_back((message, now));
         true
     }
 
@@ -762,7 +806,15 @@ impl Session {
         s.accept_connect(now);
         s.next_packet_id = state.next_packet_id;
         s.incoming_qos2 = state.incoming_qos2;
-        s.queue = state.queue;
+        // [MQTT-3.3.2-5] / [MQTT-3.3.2-6]: messages whose Message Expiry Interval passed while
+        // they waited are dropped; the others go out with the time left.
+        s.queue = state
+            .queue
+            .into_iter()
+            .filter_map(|(message, since)| {
+                message.aged(now.saturating_duration_since(since).as_secs())
+            })
+            .collect();
         s.queued_bytes = s.queue.iter().map(Outbound::len).sum();
         let mut resend = state.inflight;
         resend.sort_by_key(|f| f.seq);
@@ -818,8 +870,9 @@ impl Session {
     }
 
     /// Takes what a persistent session keeps between connections: queued messages, messages
-    /// in flight, inbound QoS 2 identifiers awaiting PUBREL. Call after the session closed.
-    pub fn take_state(&mut self) -> SessionState {
+    /// in flight, inbound QoS 2 identifiers awaiting PUBREL. Call after the session closed;
+    /// `now` starts the Message Expiry countdown of the queued messages.
+    pub fn take_state(&mut self, now: Instant) -> SessionState {
         let s = &mut self.state;
         let mut inflight = Vec::with_capacity(s.inflight.len());
         for (id, state) in s.inflight.drain() {
@@ -833,7 +886,10 @@ impl Session {
         }
         s.queued_bytes = 0;
         SessionState {
-            queue: std::mem::take(&mut s.queue),
+            queue: std::mem::take(&mut s.queue)
+                .into_iter()
+                .map(|message| (message, now))
+                .collect(),
             inflight,
             incoming_qos2: std::mem::take(&mut s.incoming_qos2),
             next_packet_id: s.next_packet_id,

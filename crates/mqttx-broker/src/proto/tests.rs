@@ -1177,7 +1177,7 @@ fn persistent_session_resumes_with_dup_pubrel_and_queue() {
     assert_eq!(h.packets(), [Packet::PubRel(PubResponse::new(pid(2)))]);
     h.session.handle_closed();
     assert_eq!(h.session.session_expiry(), 60);
-    let state = h.session.take_state();
+    let state = h.session.take_state(h.now);
     assert_eq!(state.queued(), 1);
 
     let mut r = Harness::new();
@@ -1257,13 +1257,43 @@ fn offline_queue_keeps_qos1_and_2_only() {
     // MQTT 5.0 §4.1: QoS 1 and 2 messages are part of the Session State; QoS 0 may be dropped.
     let mut state = SessionState::default();
     let m = message("t", b"x", QoS::AtMostOnce);
+    let now = crate::test_epoch();
     assert!(!state.enqueue(
+        now,
         Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap(),
         10
     ));
     let m = message("t", b"x", QoS::AtLeastOnce);
     let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
-    assert!(state.enqueue(out.clone(), 1));
-    assert!(!state.enqueue(out, 1), "bounded");
+    assert!(state.enqueue(now, out.clone(), 1));
+    assert!(!state.enqueue(now, out, 1), "bounded");
     assert_eq!(state.queued(), 1);
+}
+
+#[test]
+fn offline_messages_expire_and_age() {
+    // [MQTT-3.3.2-5] a message whose Message Expiry Interval passed while queued is not sent;
+    // [MQTT-3.3.2-6] the others carry the interval minus the time they waited.
+    let start = crate::test_epoch();
+    let mut state = SessionState::default();
+    for (payload, expiry) in [(&b"short"[..], 5), (b"long", 100)] {
+        let mut m = message("t", payload, QoS::AtLeastOnce);
+        m.properties.message_expiry_interval = Some(expiry);
+        let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
+        assert!(state.enqueue(start, out, 10));
+    }
+    let mut h = Harness::new();
+    h.now = start + Duration::from_secs(30);
+    let mut c = Connect::new(V5, "p");
+    c.clean_start = false;
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect_resumed(h.now, state);
+    let packets = h.packets();
+    let [Packet::ConnAck(_), Packet::Publish(p)] = &packets[..] else {
+        panic!("{packets:?}")
+    };
+    assert_eq!(&p.payload[..], b"long");
+    assert_eq!(p.properties.message_expiry_interval, Some(70));
+    assert_eq!(p.packet_id, Some(pid(1)));
 }
