@@ -119,6 +119,14 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
+    /// Called when a stored session expires: its client did not come back within the Session
+    /// Expiry Interval, and its subscriptions and queued messages are gone. Runs on a task of
+    /// its own. Default: nothing.
+    fn on_session_expired(&self, client_id: &str) -> impl Future<Output = ()> + Send {
+        let _ = client_id;
+        async {}
+    }
+
     /// Called once when an accepted connection ends, with the reason. Default: nothing.
     fn on_disconnect(
         &self,

@@ -31,7 +31,7 @@
 //! # Layout
 //!
 //! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default.
-//!   [`Broker`] is also the application's handle: [`Broker::publish`],
+//!   [`Broker`] is also the application's handle: [`Broker::publish`], [`Broker::publish_to`],
 //!   [`Broker::disconnect_client`], [`Broker::clients`], [`Broker::shutdown`].
 //! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`],
 //!   [`AuthDecision`] (MQTT 5.0 enhanced authentication and re-authentication); the

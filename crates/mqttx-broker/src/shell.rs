@@ -346,6 +346,46 @@ impl<H: Handler> Broker<H> {
             .is_some_and(|c| c.tx.send(Command::Disconnect(code)).is_ok())
     }
 
+    /// Sends an application message to one client, as the broker itself, at the message's QoS
+    /// and RETAIN flag, without routing or retaining it; a client with a stored session that
+    /// is away gets it queued (QoS 1 and 2). Returns whether the client was found.
+    pub fn publish_to(&self, client_id: &str, message: &Message) -> bool {
+        let mut shared = self.inner.lock();
+        let max = self.inner.config.max_queued_messages;
+        if let Some(client) = shared
+            .by_client_id
+            .get(client_id)
+            .and_then(|id| shared.clients.get(id))
+        {
+            let Ok(encoded) =
+                Outbound::encode(message, client.version, message.qos, message.retain, &[])
+            else {
+                return false;
+            };
+            if client.in_channel.load(Ordering::Relaxed) >= max {
+                shared.dropped += 1;
+                return true;
+            }
+            if client.tx.send(Command::Deliver(encoded)).is_ok() {
+                client.in_channel.fetch_add(1, Ordering::Relaxed);
+            }
+            return true;
+        }
+        match shared.sessions.get_mut(client_id) {
+            Some(stored) => {
+                if let Ok(encoded) =
+                    Outbound::encode(message, stored.version, message.qos, message.retain, &[])
+                {
+                    stored
+                        .state
+                        .enqueue(Instant::now().into_std(), encoded, max);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drives one connection over `stream` until it ends: any `AsyncRead + AsyncWrite`
     /// stream (TCP, TLS, WebSocket byte streams, an in-memory duplex). Spawn it on a task.
     pub fn serve<S>(&self, stream: S) -> impl Future<Output = ()> + Send + 'static
@@ -383,11 +423,27 @@ impl<H: Handler> Inner<H> {
     }
 }
 
-impl<H> Inner<H> {
-    fn sweep(&self) {
-        self.lock().sweep(&self.config, Instant::now());
+impl<H: Handler> Inner<H> {
+    fn sweep(self: &Arc<Self>) {
+        let expired = self.lock().sweep(&self.config, Instant::now());
+        self.session_expired(expired);
     }
 
+    /// Tells the handler, on a task of its own, which stored sessions expired.
+    fn session_expired(self: &Arc<Self>, client_ids: Vec<String>) {
+        if client_ids.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            for client_id in client_ids {
+                inner.handler.on_session_expired(&client_id).await;
+            }
+        });
+    }
+}
+
+impl<H> Inner<H> {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // A panic while the lock was held leaves a consistent-enough router (each operation
         // is a single call); keep serving rather than propagating the poison.
@@ -443,8 +499,9 @@ fn retained_size(message: &Message) -> usize {
 
 impl Shared {
     /// Discards the stored sessions that expired by `now`, with their subscriptions, and
-    /// publishes the delayed Wills that are due.
-    fn sweep(&mut self, config: &Config, now: Instant) {
+    /// publishes the delayed Wills that are due. Returns the expired sessions' client ids.
+    #[must_use]
+    fn sweep(&mut self, config: &Config, now: Instant) -> Vec<String> {
         let due: Vec<String> = self
             .delayed_wills
             .iter()
@@ -464,12 +521,13 @@ impl Shared {
             .filter(|(_, s)| s.expires_at.is_some_and(|t| t <= now))
             .map(|(client_id, _)| client_id.clone())
             .collect();
-        for client_id in expired {
-            if let Some(stored) = self.sessions.remove(&client_id) {
+        for client_id in &expired {
+            if let Some(stored) = self.sessions.remove(client_id) {
                 self.offline.remove(&stored.id);
                 self.router.unsubscribe_all(stored.id);
             }
         }
+        expired
     }
 
     fn remove_retained(&mut self, topic: &mqttx_router::TopicName) {
@@ -726,7 +784,8 @@ impl<H: Handler> Driver<H> {
                         let resumed = {
                             let now = Instant::now();
                             let mut shared = self.inner.lock();
-                            shared.sweep(&self.inner.config, now);
+                            let expired = shared.sweep(&self.inner.config, now);
+                            self.inner.session_expired(expired);
                             // [MQTT-3.1.3-9] If a new Network Connection to this Session is
                             // made before the Will Delay Interval has passed, the Server MUST
                             // NOT send the Will Message.

@@ -918,3 +918,70 @@ async fn will_delay_with_paused_time() {
     watcher.send(&Packet::PingReq).await;
     assert_eq!(watcher.recv().await, Some(Packet::PingResp), "no Will");
 }
+
+/// Records expired sessions.
+#[derive(Default)]
+struct Expiries(std::sync::Mutex<Vec<String>>);
+
+impl Handler for Expiries {
+    type Session = ();
+
+    async fn on_session_expired(&self, client_id: &str) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(client_id.to_owned());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_session_expired_with_paused_time() {
+    // Issue #4 `on_session_expired`: called once the Session Expiry Interval has passed.
+    let broker = Broker::builder().handler(Expiries::default()).build();
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(broker.serve(server_end));
+    let mut c = RawClient::new(client_end, V5);
+    connect_session(&mut c, V5, "ephemeral", false, Some(2)).await;
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+    assert_eq!(broker.stored_sessions(), 1);
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(broker.stored_sessions(), 0);
+    // The hook runs on a task of its own: let it.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let seen = broker.handler().0.lock().expect("lock").clone();
+    assert_eq!(seen, ["ephemeral"]);
+}
+
+#[tokio::test]
+async fn broker_publishes_to_one_client() {
+    // Issue #4 BrokerHandle: publish to one client, not to the others on the same topic.
+    let b = start().await;
+    let mut one = RawClient::connect(b.addr, V5).await;
+    connected(&mut one, V5, "one").await;
+    let mut two = RawClient::connect(b.addr, V311).await;
+    connected(&mut two, V311, "two").await;
+    two.send(&subscribe(1, "direct/#", QoS::AtMostOnce)).await;
+    assert!(matches!(two.recv().await, Some(Packet::SubAck(_))));
+    let topic = mqttx_broker::router::TopicName::new("direct/note").expect("topic");
+    let message = Message::new(topic, &b"just you"[..], QoS::AtLeastOnce, false);
+    assert!(b.broker.publish_to("one", &message));
+    assert!(!b.broker.publish_to("nobody", &message));
+    let Some(Packet::Publish(p)) = one.recv().await else {
+        panic!("the direct message")
+    };
+    assert_eq!(
+        (&p.payload[..], p.qos),
+        (&b"just you"[..], QoS::AtLeastOnce)
+    );
+    two.send(&Packet::PingReq).await;
+    assert_eq!(
+        two.recv().await,
+        Some(Packet::PingResp),
+        "not routed to subscribers"
+    );
+}

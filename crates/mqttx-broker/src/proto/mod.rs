@@ -342,6 +342,9 @@ pub struct ConnectRequest {
     /// The MQTT 5.0 Authentication Method, when the client used enhanced authentication (the
     /// exchange already succeeded when this request is made).
     pub authentication_method: Option<String>,
+    /// Every MQTT 5.0 CONNECT property (User Properties, Receive Maximum, Maximum Packet
+    /// Size…); empty for MQTT 3.1.x.
+    pub properties: Props<'static>,
 }
 
 /// A step of MQTT 5.0 enhanced authentication.
@@ -1486,6 +1489,7 @@ impl State {
                 u32::MAX
             },
             authentication_method: self.auth_method.clone(),
+            properties: c.properties.clone().into_owned(),
         };
         match &self.auth_method {
             // MQTT 5.0 §4.12: with an Authentication Method, the exchange comes first and the

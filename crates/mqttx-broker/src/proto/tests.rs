@@ -146,12 +146,21 @@ fn connect_accepted_gets_connack_with_limits_v5() {
     // MQTT 5.0 §3.2.2.3: CONNACK carries Receive Maximum, Maximum Packet Size, Topic Alias
     // Maximum.
     let mut h = Harness::new();
-    h.connect_with(Connect::new(V5, "c"));
+    let mut c = Connect::new(V5, "c");
+    c.properties
+        .user_properties
+        .push(mqttx_codec::UserProperty::new("site", "lab"));
+    h.connect_with(c);
     let Some(Event::Connect(req)) = h.event() else {
         panic!("no connect request")
     };
     assert_eq!(req.client_id, "c");
     assert!(!req.assigned_client_id);
+    assert_eq!(
+        req.properties.user_properties.iter().collect::<Vec<_>>(),
+        [("site", "lab")],
+        "the handler sees every CONNECT property"
+    );
     h.session.accept_connect(h.now);
     let [Packet::ConnAck(ack)] = &h.packets()[..] else {
         panic!("no CONNACK")
