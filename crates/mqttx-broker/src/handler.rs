@@ -7,7 +7,7 @@ use mqttx_router::{SubscribeOptions, TopicFilter};
 
 use bytes::Bytes;
 
-use crate::proto::{AuthRequest, CloseReason, ConnectRequest, Message};
+use crate::proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message};
 
 /// The application's hooks into the broker. Every method has a default that allows, so an
 /// implementation overrides only what it needs; hooks added later come with defaults too, so
@@ -116,6 +116,18 @@ pub trait Handler: Send + Sync + 'static {
         filter: &TopicFilter,
     ) -> impl Future<Output = ()> + Send {
         let _ = (session, client, filter);
+        async {}
+    }
+
+    /// Called when the client acknowledged a QoS 1 or 2 message the broker sent it (PUBACK,
+    /// or PUBCOMP for QoS 2). Default: nothing.
+    fn on_delivered(
+        &self,
+        session: &Self::Session,
+        client: &ClientInfo,
+        delivered: &Delivered,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (session, client, delivered);
         async {}
     }
 

@@ -127,7 +127,7 @@ pub use config::Config;
 pub use handler::{
     AllowAll, AuthDecision, ClientInfo, ConnectRefusal, Handler, PublishDecision, SubscribeDecision,
 };
-pub use proto::{AuthRequest, CloseReason, ConnectRequest, Message};
+pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message};
 pub use shell::{Broker, Builder, Server};
 
 /// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],

@@ -881,6 +881,14 @@ impl<H: Handler> Driver<H> {
             }
             Event::Subscribe(req) => self.subscribe(req).await,
             Event::Unsubscribe(req) => self.unsubscribe(req).await,
+            Event::Delivered(delivered) => {
+                if let (Some(app), Some(client)) = (&self.app, &self.client) {
+                    self.inner
+                        .handler
+                        .on_delivered(app, client, &delivered)
+                        .await;
+                }
+            }
             Event::Closed(reason) => self.close_reason = Some(reason),
         }
     }

@@ -985,3 +985,49 @@ async fn broker_publishes_to_one_client() {
         "not routed to subscribers"
     );
 }
+
+/// Records acknowledged deliveries.
+#[derive(Default)]
+struct Receipts(std::sync::Mutex<Vec<(String, String)>>);
+
+impl Handler for Receipts {
+    type Session = ();
+
+    async fn on_delivered(&self, _: &(), client: &ClientInfo, delivered: &mqttx_broker::Delivered) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push((client.client_id.clone(), delivered.topic().to_owned()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_delivered_after_puback() {
+    // Issue #4 `on_delivered`: called when the client acknowledged a message the broker sent.
+    let server = Broker::builder()
+        .config(loopback_config())
+        .handler(Receipts::default())
+        .bind()
+        .await
+        .expect("bind");
+    let b = run(server);
+    let mut s = RawClient::connect(b.addr, V311).await;
+    connected(&mut s, V311, "receiver").await;
+    s.send(&subscribe(1, "receipts/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    let mut p = RawClient::connect(b.addr, V311).await;
+    connected(&mut p, V311, "sender").await;
+    p.send(&publish("receipts/1", b"x", QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    let Some(Packet::Publish(m)) = s.recv().await else {
+        panic!("the message")
+    };
+    s.send(&Packet::PubAck(PubResponse::new(
+        m.packet_id.expect("QoS 1"),
+    )))
+    .await;
+    s.send(&Packet::PingReq).await;
+    assert_eq!(s.recv().await, Some(Packet::PingResp));
+    let seen = b.broker.handler().0.lock().expect("lock").clone();
+    assert_eq!(seen, [("receiver".to_owned(), "receipts/1".to_owned())]);
+}

@@ -208,6 +208,21 @@ impl Outbound {
         &self.bytes
     }
 
+    /// The topic, as a slice of the shared bytes (no copy).
+    fn topic_bytes(&self) -> Option<Bytes> {
+        let has_pid = self.pid_offset.is_some();
+        let topic = if self.v5 {
+            PublishParts::parse(&self.bytes, has_pid)?.topic
+        } else {
+            let (_, rest) = self.bytes.split_first()?;
+            let (_, used) = read_varint(rest)?;
+            let body = rest.get(used..)?;
+            let len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+            body.get(2..2 + len)?
+        };
+        Some(self.bytes.slice_ref(topic))
+    }
+
     fn write(&self, pid: Option<PacketId>, out: &mut Vec<u8>) {
         match (self.pid_offset, pid) {
             (Some(at), Some(pid)) if at + 2 <= self.bytes.len() => {
@@ -308,6 +323,9 @@ pub enum Event {
     Subscribe(SubscribeRequest),
     /// An UNSUBSCRIBE arrived: remove the filters, then call [`Session::complete_unsubscribe`].
     Unsubscribe(UnsubscribeRequest),
+    /// The client acknowledged a QoS 1 or 2 message the broker sent it: PUBACK, or PUBCOMP
+    /// (no answer needed).
+    Delivered(Delivered),
     /// The connection ended abnormally and had a Will Message: publish it, after
     /// [`Session::will_delay`] if the session outlives the connection (no answer needed).
     Will(Message),
@@ -345,6 +363,25 @@ pub struct ConnectRequest {
     /// Every MQTT 5.0 CONNECT property (User Properties, Receive Maximum, Maximum Packet
     /// Size…); empty for MQTT 3.1.x.
     pub properties: Props<'static>,
+}
+
+/// A QoS 1 or 2 message the client acknowledged (MQTT 5.0 §4.3.2, §4.3.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivered {
+    topic: Bytes,
+    /// The QoS it was sent with.
+    pub qos: QoS,
+    /// The Packet Identifier it was sent with.
+    pub packet_id: PacketId,
+}
+
+impl Delivered {
+    /// The topic it was sent to.
+    pub fn topic(&self) -> &str {
+        // The bytes are a topic this crate encoded from a `TopicName`, so valid UTF-8.
+        std::str::from_utf8(&self.topic).unwrap_or_default()
+    }
 }
 
 /// A step of MQTT 5.0 enhanced authentication.
@@ -1690,9 +1727,20 @@ impl State {
     }
 
     /// An outbound exchange ended: its Packet Identifier is free again.
-    fn flight_done(&mut self, id: u16) {
+    fn flight_done(&mut self, id: u16, delivered: bool) {
         self.inflight.remove(&id);
-        self.sent.remove(&id);
+        let Some((_, Some(message))) = self.sent.remove(&id) else {
+            return;
+        };
+        if let (true, Some(packet_id)) = (delivered, PacketId::new(id)) {
+            if let Some(topic) = message.topic_bytes() {
+                self.events.push_back(Event::Delivered(Delivered {
+                    topic,
+                    qos: message.qos,
+                    packet_id,
+                }));
+            }
+        }
     }
 
     /// [MQTT-2.2.1-3] … it MUST assign it a non-zero Packet Identifier that is currently unused.
@@ -1721,7 +1769,7 @@ impl State {
             Packet::PubAck(r) => {
                 // MQTT 5.0 §4.3.2: the PUBACK ends a QoS 1 exchange; an unknown one is ignored.
                 if self.inflight.get(&r.packet_id.get()) == Some(&InFlight::Qos1) {
-                    self.flight_done(r.packet_id.get());
+                    self.flight_done(r.packet_id.get(), !r.reason_code.is_error());
                 }
             }
             Packet::PubRec(r) => {
@@ -1731,16 +1779,14 @@ impl State {
                         if r.reason_code.is_error() {
                             // MQTT 5.0 §4.3.3: a PUBREC with a Reason Code of 0x80 or greater
                             // ends the exchange; the Packet Identifier is free again.
-                            self.flight_done(id);
+                            self.flight_done(id, false);
                         } else {
                             // [MQTT-4.3.3-4] The sender MUST send a PUBREL packet when it
                             // receives a PUBREC packet from the receiver.
                             self.inflight.insert(id, InFlight::Qos2Released);
                             // [MQTT-4.3.3-5] … it MUST NOT re-send the PUBLISH once it has
-                            // sent the corresponding PUBREL: drop the copy kept for resending.
-                            if let Some(entry) = self.sent.get_mut(&id) {
-                                entry.1 = None;
-                            }
+                            // sent the corresponding PUBREL: the copy is kept only to report
+                            // the delivery.
                             self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
                         }
                     }
@@ -1758,7 +1804,7 @@ impl State {
             }
             Packet::PubComp(r) => {
                 if self.inflight.get(&r.packet_id.get()) == Some(&InFlight::Qos2Released) {
-                    self.flight_done(r.packet_id.get());
+                    self.flight_done(r.packet_id.get(), true);
                 }
             }
             Packet::PubRel(r) => {

@@ -1306,3 +1306,42 @@ fn offline_messages_expire_and_age() {
     assert_eq!(p.properties.message_expiry_interval, Some(70));
     assert_eq!(p.packet_id, Some(pid(1)));
 }
+
+#[test]
+fn acknowledged_deliveries_are_reported() {
+    // MQTT 5.0 §4.3.2 / §4.3.3: PUBACK ends a QoS 1 delivery, PUBCOMP a QoS 2 one; a PUBREC
+    // refusal (≥ 0x80) is no delivery.
+    let mut h = Harness::connected(V5);
+    for (topic, qos) in [
+        ("q/1", QoS::AtLeastOnce),
+        ("q/2", QoS::ExactlyOnce),
+        ("q/refused", QoS::ExactlyOnce),
+    ] {
+        let m = message(topic, b"x", qos);
+        h.session
+            .deliver(Outbound::encode(&m, V5, qos, false, &[]).unwrap());
+    }
+    h.bytes();
+    h.send(&Packet::PubAck(PubResponse::new(pid(1))));
+    h.send(&Packet::PubRec(PubResponse::new(pid(2))));
+    let mut refused = PubResponse::new(pid(3));
+    refused.reason_code = ReasonCode::NOT_AUTHORIZED;
+    h.send(&Packet::PubRec(refused));
+    h.send(&Packet::PubComp(PubResponse::new(pid(2))));
+    let delivered: Vec<(String, QoS, u16)> = h
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Delivered(d) => (d.topic().to_owned(), d.qos, d.packet_id.get()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            ("q/1".to_owned(), QoS::AtLeastOnce, 1),
+            ("q/2".to_owned(), QoS::ExactlyOnce, 2)
+        ]
+    );
+    assert!(h.session.state.inflight.is_empty());
+}
