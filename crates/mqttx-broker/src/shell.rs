@@ -807,7 +807,14 @@ impl<H: Handler> Driver<H> {
                                 // the existing session.
                                 Some(stored) if !req.clean_start => {
                                     self.id = stored.id;
-                                    Some(stored.state)
+                                    if stored.version.is_v5() == req.protocol.is_v5() {
+                                        Some(stored.state)
+                                    } else {
+                                        // Its messages were encoded for the other protocol
+                                        // version: the subscriptions carry over, the
+                                        // messages in flight and queued do not.
+                                        Some(SessionState::default())
+                                    }
                                 }
                                 // [MQTT-3.1.2-4] Clean Start 1: the existing session is
                                 // discarded.

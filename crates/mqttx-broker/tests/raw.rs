@@ -1031,3 +1031,31 @@ async fn on_delivered_after_puback() {
     let seen = b.broker.handler().0.lock().expect("lock").clone();
     assert_eq!(seen, [("receiver".to_owned(), "receipts/1".to_owned())]);
 }
+
+#[tokio::test]
+async fn persistent_session_resumed_in_another_protocol_version() {
+    // A session kept for an MQTT 3.1.1 client resumed by the same client id in MQTT 5.0: the
+    // subscriptions carry over; messages encoded for 3.1.1 are not sent to the 5.0 client.
+    let b = start().await;
+    let mut c = RawClient::connect(b.addr, V311).await;
+    connect_session(&mut c, V311, "switcher", false, None).await;
+    c.send(&subscribe(1, "sw/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+    let mut p = RawClient::connect(b.addr, V311).await;
+    connected(&mut p, V311, "sw-feeder").await;
+    p.send(&publish("sw/1", b"for 3.1.1", QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+
+    let mut c = RawClient::connect(b.addr, V5).await;
+    let ack = connect_session(&mut c, V5, "switcher", false, Some(60)).await;
+    assert!(ack.session_present);
+    p.send(&publish("sw/2", b"live", QoS::AtLeastOnce, 2)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    let Some(Packet::Publish(m)) = c.recv().await else {
+        panic!("the live message, well-formed for MQTT 5.0")
+    };
+    assert_eq!(&m.payload[..], b"live");
+}
