@@ -43,6 +43,11 @@ pub struct Config {
     /// for more, or for 0 (no keep alive), is told this value in CONNACK's Server Keep Alive.
     /// MQTT 3.1.1 has no way to say so; its clients keep their own value.
     pub max_keepalive: u16,
+    /// How long a client without Keep Alive (an MQTT 3.1.x client that sent 0) may stay
+    /// silent before it is disconnected (default 1 hour; `None`: forever). MQTT 5.0 clients
+    /// always have a Keep Alive, since [`max_keepalive`](Self::max_keepalive) replaces their 0.
+    #[cfg_attr(feature = "serde", serde(with = "opt_secs"))]
+    pub idle_timeout: Option<Duration>,
     /// The Receive Maximum advertised to MQTT 5.0 clients (default 100): how many QoS 2
     /// PUBLISH exchanges a client may have unfinished; one more is DISCONNECT 0x93.
     pub receive_maximum: u16,
@@ -86,6 +91,7 @@ impl Default for Config {
             max_packet_size: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_keepalive: 3600,
+            idle_timeout: Some(Duration::from_secs(3600)),
             receive_maximum: 100,
             topic_alias_maximum: 100,
             outbound_topic_aliases: 100,
@@ -110,5 +116,19 @@ mod secs {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// `Option<Duration>` as whole seconds, for configuration files.
+#[cfg(feature = "serde")]
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|s| s.map(Duration::from_secs))
     }
 }

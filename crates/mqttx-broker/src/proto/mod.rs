@@ -451,6 +451,8 @@ pub enum CloseReason {
     ConnectTimeout,
     /// No packet arrived within 1.5 times the Keep Alive.
     KeepAliveTimeout,
+    /// A client without Keep Alive sent nothing for [`Config::idle_timeout`].
+    IdleTimeout,
     /// The client broke the protocol; the code says how (sent to MQTT 5.0 clients).
     ProtocolError(ReasonCode),
     /// The CONNECT was refused with this code.
@@ -668,6 +670,7 @@ struct Limits {
     max_packet_size: u32,
     topic_alias_maximum: u16,
     outbound_topic_aliases: u16,
+    idle_timeout: Option<Duration>,
 }
 
 impl Session {
@@ -688,6 +691,7 @@ impl Session {
                     max_packet_size: config.max_packet_size,
                     topic_alias_maximum: config.topic_alias_maximum,
                     outbound_topic_aliases: config.outbound_topic_aliases,
+                    idle_timeout: config.idle_timeout,
                 },
                 phase: Phase::AwaitConnect,
                 version: ProtocolVersion::V5,
@@ -799,7 +803,11 @@ impl Session {
                 }
             }
             Phase::Connected => {
-                if s.keepalive_deadline().is_some_and(|d| now >= d) {
+                if s.idle_deadline().is_some_and(|d| now >= d) {
+                    // Issue #4 idle ceiling: a client without Keep Alive that stays silent this
+                    // long is closed as if the network had failed (the Will is published).
+                    s.close(CloseReason::IdleTimeout, None, true);
+                } else if s.keepalive_deadline().is_some_and(|d| now >= d) {
                     // [MQTT-3.1.2-22] If the Keep Alive value is non-zero and the Server does not
                     // receive an MQTT Control Packet from the Client within one and a half times
                     // the Keep Alive time period, it MUST close the Network Connection to the
@@ -1188,7 +1196,7 @@ impl Session {
         let s = &self.state;
         match s.phase {
             Phase::AwaitConnect | Phase::Connecting => s.connect_deadline,
-            Phase::Connected => s.keepalive_deadline(),
+            Phase::Connected => s.keepalive_deadline().or_else(|| s.idle_deadline()),
             Phase::Closed => None,
         }
     }
@@ -1219,6 +1227,14 @@ impl Session {
 impl State {
     fn keepalive_deadline(&self) -> Option<Instant> {
         self.keep_alive.map(|k| self.last_packet + k)
+    }
+
+    /// Without a Keep Alive (0, which only MQTT 3.1.x clients keep), the idle ceiling.
+    fn idle_deadline(&self) -> Option<Instant> {
+        match (self.keep_alive, self.config.idle_timeout) {
+            (None, Some(idle)) => Some(self.last_packet + idle),
+            _ => None,
+        }
     }
 
     fn encode_cx(&self) -> EncodeContext {

@@ -1345,3 +1345,24 @@ fn acknowledged_deliveries_are_reported() {
     );
     assert!(h.session.state.inflight.is_empty());
 }
+
+#[test]
+fn idle_ceiling_for_clients_without_keepalive() {
+    // Issue #4: an MQTT 3.1.1 client with Keep Alive 0 has no [MQTT-3.1.2-22] deadline; the
+    // idle ceiling (1 h by default) closes it, publishing its Will.
+    let mut h = Harness::new();
+    let mut c = Connect::new(V311, "quiet");
+    c.keep_alive = 0;
+    h.connect_with(c);
+    h.events();
+    h.session.accept_connect(h.now);
+    h.bytes();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + Duration::from_secs(3600))
+    );
+    h.advance(Duration::from_secs(3599));
+    assert!(h.session.is_connected());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.events(), [Event::Closed(CloseReason::IdleTimeout)]);
+}
