@@ -404,18 +404,39 @@ fn pub_response_plan(
     kind: PacketType,
     version: ProtocolVersion,
 ) -> Result<Plan, EncodeError> {
-    check_reason(p.reason_code, kind, version)?;
-    let props_len = props(&p.properties, PropCtx::PubResp(kind), version)?;
-    let remaining = if !version.is_v5() || (p.reason_code == ReasonCode::SUCCESS && props_len == 0)
-    {
-        2
+    // The Packet Identifier, then the omissible Reason Code and properties (§3.4.2.1).
+    short_form_plan(
+        p.reason_code,
+        &p.properties,
+        kind,
+        PropCtx::PubResp(kind),
+        version,
+        2,
+    )
+}
+
+/// The plan of a packet whose Reason Code and Property Length may be left out: MQTT 5.0 omits
+/// both for Success without properties, and the Property Length alone when there are none
+/// (§3.4.2.1, §3.14.2.1). `fixed` counts the bytes before the Reason Code.
+fn short_form_plan(
+    reason_code: ReasonCode,
+    properties: &Props<'_>,
+    kind: PacketType,
+    ctx: PropCtx,
+    version: ProtocolVersion,
+    fixed: usize,
+) -> Result<Plan, EncodeError> {
+    check_reason(reason_code, kind, version)?;
+    let props_len = props(properties, ctx, version)?;
+    let tail = if !version.is_v5() || (reason_code == ReasonCode::SUCCESS && props_len == 0) {
+        0
     } else if props_len == 0 {
-        3
+        1
     } else {
-        3 + with_prefix(props_len)
+        1 + with_prefix(props_len)
     };
     Ok(Plan {
-        remaining,
+        remaining: fixed + tail,
         props: props_len,
         ..Plan::default()
     })
@@ -586,21 +607,14 @@ fn unsuback_plan(p: &UnsubAck<'_>, version: ProtocolVersion) -> Result<Plan, Enc
 }
 
 fn disconnect_plan(p: &Disconnect<'_>, version: ProtocolVersion) -> Result<Plan, EncodeError> {
-    check_reason(p.reason_code, PacketType::Disconnect, version)?;
-    let props_len = props(&p.properties, PropCtx::Disconnect, version)?;
-    let remaining = if !version.is_v5() || (p.reason_code == ReasonCode::SUCCESS && props_len == 0)
-    {
-        0
-    } else if props_len == 0 {
-        1
-    } else {
-        1 + with_prefix(props_len)
-    };
-    Ok(Plan {
-        remaining,
-        props: props_len,
-        ..Plan::default()
-    })
+    short_form_plan(
+        p.reason_code,
+        &p.properties,
+        PacketType::Disconnect,
+        PropCtx::Disconnect,
+        version,
+        0,
+    )
 }
 
 fn auth_plan(p: &Auth<'_>, version: ProtocolVersion) -> Result<Plan, EncodeError> {
