@@ -24,8 +24,8 @@ use crate::handler::{
     AllowAll, AuthDecision, ClientInfo, Handler, PublishDecision, SubscribeDecision,
 };
 use crate::proto::{
-    CloseReason, Event, Message, Outbound, PublishOutcome, Session, SessionState, SubscribeRequest,
-    UnsubscribeRequest,
+    CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, Session, SessionState,
+    SubscribeRequest, UnsubscribeRequest,
 };
 
 /// How long a closing connection may take to write its last bytes (DISCONNECT, CONNACK).
@@ -64,6 +64,8 @@ struct Inner<H> {
     shutdown: watch::Sender<bool>,
     /// Whether the housekeeping task runs.
     housekeeping: std::sync::atomic::AtomicBool,
+    /// Messages a connection's session dropped (queue full, too large for the client).
+    dropped: AtomicU64,
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -207,6 +209,7 @@ impl<H: Handler> Builder<H> {
                 nonce,
                 shutdown,
                 housekeeping: std::sync::atomic::AtomicBool::new(false),
+                dropped: AtomicU64::new(0),
             }),
         }
     }
@@ -317,11 +320,10 @@ impl<H: Handler> Broker<H> {
         self.inner.lock().by_client_id.keys().cloned().collect()
     }
 
-    /// Messages dropped so far because a client's outbound queue was full or a message was
-    /// larger than its Maximum Packet Size (counted when the connection ends, or at once when
-    /// the queue in front of the connection's task is full).
+    /// Messages dropped so far because a client's outbound queue (or a stored session's
+    /// offline queue) was full, or a message was larger than the client's Maximum Packet Size.
     pub fn dropped_messages(&self) -> u64 {
-        self.inner.lock().dropped
+        self.inner.lock().dropped + self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Publishes an application message as the broker itself: it is retained or clears the
@@ -733,7 +735,12 @@ impl<H: Handler> Driver<H> {
         match command {
             Command::Deliver(message) => {
                 self.in_channel.fetch_sub(1, Ordering::Relaxed);
-                self.session.deliver(message);
+                match self.session.deliver(message) {
+                    DeliverOutcome::QueueFull | DeliverOutcome::TooLarge => {
+                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
             }
             Command::Disconnect(code) => self.session.disconnect(code),
         }
@@ -1011,8 +1018,6 @@ impl<H: Handler> Driver<H> {
         {
             let now = Instant::now();
             let mut shared = self.inner.lock();
-            let stats = self.session.stats();
-            shared.dropped += stats.dropped_qos0 + stats.dropped_qos12 + stats.dropped_too_large;
             if shared
                 .clients
                 .get(&self.id)

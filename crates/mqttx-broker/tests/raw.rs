@@ -1059,3 +1059,50 @@ async fn persistent_session_resumed_in_another_protocol_version() {
     };
     assert_eq!(&m.payload[..], b"live");
 }
+
+#[tokio::test]
+async fn slow_subscriber_is_bounded_and_others_are_served() {
+    // Issue #4: a subscriber that never reads does not grow the broker's memory without
+    // bound: past its queue limits QoS 0 messages are dropped and counted, and the publisher
+    // and other clients keep being served.
+    let mut config = loopback_config();
+    config.max_queued_messages = 100;
+    let b = run(Broker::builder().config(config).bind().await.expect("bind"));
+    let mut stuck = RawClient::connect(b.addr, V311).await;
+    connected(&mut stuck, V311, "stuck").await;
+    stuck.send(&subscribe(1, "flood/#", QoS::AtMostOnce)).await;
+    assert!(matches!(stuck.recv().await, Some(Packet::SubAck(_))));
+    // From here on `stuck` reads nothing.
+
+    let mut p = RawClient::connect(b.addr, V311).await;
+    connected(&mut p, V311, "flooder").await;
+    let payload: &'static [u8] = &[0x55; 4096];
+    let mut batch = Vec::new();
+    let cx = mqttx_broker::codec::EncodeContext::new(V311);
+    mqttx_broker::codec::encode(
+        &publish("flood/x", payload, QoS::AtMostOnce, 0),
+        &cx,
+        &mut batch,
+    )
+    .expect("encode");
+    let batch = batch.repeat(256); // 1 MiB per write
+    for _ in 0..64 {
+        p.send_raw(&batch).await;
+    }
+    p.send(&Packet::PingReq).await;
+    assert_eq!(
+        p.recv().await,
+        Some(Packet::PingResp),
+        "the publisher is still served"
+    );
+    // 16 384 messages (64 MiB) went to a client that read none. It holds at most 100 in its
+    // queue, 100 in its channel, 64 KiB being written and what the sockets buffer (a few MiB):
+    // the rest was dropped, not kept.
+    assert!(
+        b.broker.dropped_messages() > 10_000,
+        "{}",
+        b.broker.dropped_messages()
+    );
+    round_trip(b.addr).await;
+    drop(stuck);
+}
