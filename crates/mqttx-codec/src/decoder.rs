@@ -34,7 +34,11 @@ use crate::types::ProtocolVersion;
 /// ```
 #[derive(Debug)]
 pub struct Decoder {
+    /// Storage, initialized once and reused: bytes `start..end` are data, the rest is room
+    /// for [`read_buf`](Self::read_buf).
     buf: Vec<u8>,
+    /// End of the buffered data.
+    end: usize,
     /// Start of the first frame not yet returned.
     start: usize,
     /// Start of the first frame whose header has not been checked or whose body is incomplete.
@@ -48,6 +52,7 @@ impl Decoder {
     pub const fn new(cx: DecodeContext) -> Self {
         Self {
             buf: Vec::new(),
+            end: 0,
             start: 0,
             scanned: 0,
             cx,
@@ -72,7 +77,7 @@ impl Decoder {
 
     /// Bytes buffered and not yet returned as packets.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// Appends bytes from the stream.
@@ -80,19 +85,55 @@ impl Decoder {
         if self.error.is_some() {
             return;
         }
+        let room = self.read_buf(bytes.len());
+        room[..bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len());
+    }
+
+    /// Room for at least `min` more bytes at the end of the buffer, to read from a socket into
+    /// directly (no copy through [`feed`](Self::feed)); then call [`commit`](Self::commit) with
+    /// the number of bytes read.
+    ///
+    /// The room is initialized memory that the decoder reuses, so asking for the same size
+    /// again costs nothing.
+    ///
+    /// ```
+    /// use mqttx_codec::{DecodeContext, Decoder, Packet, ProtocolVersion};
+    /// let mut decoder = Decoder::new(DecodeContext::new(ProtocolVersion::V311));
+    /// let room = decoder.read_buf(4096);
+    /// room[..2].copy_from_slice(&[0xC0, 0x00]); // as a socket read would
+    /// decoder.commit(2);
+    /// assert_eq!(decoder.next_packet()?, Some(Packet::PingReq));
+    /// # Ok::<(), mqttx_codec::DecodeError>(())
+    /// ```
+    pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
         self.compact();
-        self.buf.extend_from_slice(bytes);
+        let want = self.end + min;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes written into [`read_buf`](Self::read_buf)'s room as received (at most
+    /// the room's size), and checks the headers that became readable.
+    pub fn commit(&mut self, n: usize) {
+        if self.error.is_some() {
+            return;
+        }
+        self.end = (self.end + n).min(self.buf.len());
         self.scan();
     }
 
     /// Drops consumed bytes when that is cheap relative to what remains.
     fn compact(&mut self) {
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
+            self.end = 0;
             self.start = 0;
             self.scanned = 0;
-        } else if self.start >= 4096 && self.start * 2 >= self.buf.len() {
-            self.buf.drain(..self.start);
+        } else if self.start >= 4096 && self.start * 2 >= self.end {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.scanned -= self.start;
             self.start = 0;
         }
@@ -102,13 +143,14 @@ impl Decoder {
     /// stops the scan, and the bytes from that frame on are dropped.
     fn scan(&mut self) {
         loop {
-            let rest = self.buf.get(self.scanned..).unwrap_or_default();
+            let rest = self.buf.get(self.scanned..self.end).unwrap_or_default();
             match decode_header(rest, self.cx.max_packet_size) {
                 Ok(Some(h)) if h.frame_len() <= rest.len() => self.scanned += h.frame_len(),
                 Ok(_) => return,
                 Err(e) => {
+                    // The bad frame and anything after it are dropped, never kept.
                     self.error = Some(e);
-                    self.buf.truncate(self.scanned);
+                    self.end = self.scanned;
                     return;
                 }
             }
@@ -118,7 +160,7 @@ impl Decoder {
     /// The next packet, borrowing from the decoder's buffer (no copy), or `Ok(None)` when
     /// more bytes are needed.
     pub fn next_borrowed(&mut self) -> Result<Option<Packet<'_>>, DecodeError> {
-        let rest = self.buf.get(self.start..).unwrap_or_default();
+        let rest = self.buf.get(self.start..self.end).unwrap_or_default();
         let header = match decode_header(rest, self.cx.max_packet_size) {
             Ok(Some(h)) if h.frame_len() <= rest.len() => h,
             Ok(_) => return self.error.map_or(Ok(None), Err),

@@ -94,10 +94,15 @@ pub fn decoder_stream(data: &[u8]) {
     let mut got_err = None;
     let step = usize::from(chunking % 17) + 1;
     'outer: for (i, chunk) in bytes.chunks(step).enumerate() {
-        // Vary chunk boundaries further: sometimes split a chunk in two feeds.
+        // Vary chunk boundaries further: sometimes split a chunk in two feeds, sometimes write
+        // it into `read_buf` and commit it, as a socket read would.
         if i % 3 == 1 && chunk.len() > 1 {
             decoder.feed(&chunk[..1]);
             decoder.feed(&chunk[1..]);
+        } else if i % 3 == 2 {
+            let room = decoder.read_buf(chunk.len() + usize::from(chunking % 5));
+            room[..chunk.len()].copy_from_slice(chunk);
+            decoder.commit(chunk.len());
         } else {
             decoder.feed(chunk);
         }
