@@ -1,0 +1,103 @@
+//! mqttx-client is an async MQTT 3.1.1 and 5.0 client for tokio: a cheap, cloneable
+//! [`Client`] handle, a driver task that owns the connection, and a sans-IO session core
+//! ([`proto::ClientSession`]) that makes every protocol decision.
+//!
+//! It reconnects with exponential backoff, restores subscriptions after a reconnect without a
+//! session, resends unacknowledged messages in order after one with a session, lets you await
+//! the acknowledgement of each publish, and never deadlocks when you publish from inside your
+//! event handling. It is not a broker (see `mqttx-broker`), does not persist sessions to disk
+//! yet, and brings no TLS or WebSocket code: any `AsyncRead + AsyncWrite` stream plugs in
+//! through a [`Connector`].
+//!
+//! # Layout
+//!
+//! - [`Client`], [`Events`], [`PublishHandle`]: the tokio shell (`shell.rs`).
+//! - [`ConnectOptions`], [`Backoff`], [`Connector`], [`TcpConnector`]: how to connect.
+//! - [`proto`]: the session core, usable without any runtime.
+//! - [`codec`]: the re-exported wire types (`Publish`, `QoS`, `ReasonCode`…).
+//!
+//! # Getting started
+//!
+//! ```no_run
+//! use mqttx_client::codec::QoS;
+//! use mqttx_client::{Client, ConnectOptions, Event};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mqttx_client::Error> {
+//! let (client, mut events) = Client::connect(ConnectOptions::new("127.0.0.1", 1883, "demo")).await?;
+//! let granted = client.subscribe("sensors/#", QoS::AtLeastOnce).await?;
+//! assert_eq!(granted, Ok(QoS::AtLeastOnce));
+//! let ack = client.publish("sensors/room1", "21.5", QoS::AtLeastOnce, false).await?;
+//! println!("PUBACK reason {}", ack.await?);
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message(msg) = event {
+//!         println!("{}: {:?}", msg.topic, msg.payload);
+//!         // Publishing from here cannot deadlock: it only queues.
+//!         let _ = client.publish("echo", msg.payload.into_owned(), QoS::AtMostOnce, false).await;
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The session core without a runtime, bytes in and bytes out:
+//!
+//! ```
+//! use std::time::Instant;
+//! use mqttx_client::proto::{ClientSession, Event, SessionOptions};
+//!
+//! let now = Instant::now();
+//! let mut session = ClientSession::new();
+//! session.connect(now, SessionOptions::new("doc"));
+//! let mut out = Vec::new();
+//! while session.poll_transmit(&mut out) {}
+//! assert_eq!(out[0], 0x10); // CONNECT
+//! // CONNACK, MQTT 5.0: no session, success, no properties.
+//! session.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]).unwrap();
+//! assert!(matches!(session.poll_event(), Some(Event::Connected { session_present: false, .. })));
+//! ```
+//!
+//! # Channels and deadlock freedom
+//!
+//! The handle sends commands to the driver over a bounded channel (capacity 256) and the
+//! driver never waits on anything but its `select!`: it always takes commands, so
+//! `publish`, `subscribe` and `unsubscribe` return as soon as the driver has queued the
+//! packet, whether or not anyone reads events, also when called from the task that reads
+//! them. Events go to a bounded channel ([`ConnectOptions::event_capacity`], default 1 024)
+//! plus an internal buffer of the same size; when both are full the driver stops reading
+//! the socket (backpressure to the broker) until events are read again, and keeps serving
+//! commands. Awaiting a [`PublishHandle`] or a subscribe result needs the socket to be read,
+//! so do not await them while holding thousands of unread events. Dropping [`Events`]
+//! discards further events.
+//!
+//! # Cancel safety
+//!
+//! Every async method of [`Client`] is cancel safe in the sense that dropping its future
+//! leaves the client usable. A `publish` dropped before it returned may or may not have
+//! queued the message; once it returned, dropping the [`PublishHandle`] does not cancel the
+//! publish. [`Events::recv`] is cancel safe (a `tokio::sync::mpsc` receive).
+//!
+//! # Crate features
+//!
+//! None.
+
+pub mod proto;
+mod shell;
+
+/// The start instant of the `proto` unit tests (read here: `proto` never reads a clock).
+#[cfg(test)]
+fn test_start() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// The wire types of `mqttx-codec` used in this crate's API.
+pub mod codec {
+    pub use mqttx_codec::{
+        PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeFilter,
+        SubscriptionOptions, UserProperty, Will,
+    };
+}
+
+pub use shell::{
+    Backoff, Client, ConnectOptions, Connector, Error, Event, Events, PublishHandle, TcpConnector,
+};

@@ -1,0 +1,877 @@
+//! The tokio shell: the [`Client`] handle, the driver task, reconnects with backoff.
+//!
+//! The driver owns the transport and the [`ClientSession`]; it makes no protocol decision.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use mqttx_codec::{
+    PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeFilter, Will,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::proto::{
+    self, ClientSession, PublishError, RequestError, SessionError, SessionOptions, SubscribeResult,
+};
+
+const COMMAND_CAPACITY: usize = 256;
+
+/// Opens the byte stream the client speaks MQTT over. TCP is [`TcpConnector`]; TLS,
+/// WebSocket or in-memory streams plug in by implementing this.
+pub trait Connector: Send + Sync + 'static {
+    /// The stream type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Opens one connection.
+    fn connect(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Connects over TCP (with TCP_NODELAY, from mqttx-transport-tcp) to `host:port`.
+#[derive(Clone, Debug)]
+pub struct TcpConnector {
+    host: String,
+    port: u16,
+}
+
+impl TcpConnector {
+    /// A connector for `host:port` (resolved on every attempt).
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
+impl Connector for TcpConnector {
+    type Stream = tokio::net::TcpStream;
+
+    async fn connect(&self) -> io::Result<Self::Stream> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+            match mqttx_transport_tcp::connect(addr, mqttx_transport_tcp::TcpOptions::default())
+                .await
+            {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Reconnect delays: `initial`, multiplied by `multiplier` after each failed attempt up to
+/// `max`, each spread by ± `jitter` (a fraction); reset after a successful CONNACK.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// First delay (default 1 s).
+    pub initial: Duration,
+    /// Largest delay (default 30 s).
+    pub max: Duration,
+    /// Growth factor (default 2).
+    pub multiplier: f64,
+    /// Relative jitter (default 0.1, i.e. ±10 %).
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.1,
+        }
+    }
+}
+
+/// Everything [`Client::connect`] needs.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut opts = mqttx_client::ConnectOptions::new("127.0.0.1", 1883, "sensor-1");
+/// opts.session.keep_alive = Duration::from_secs(30);
+/// assert_eq!(opts.connect_timeout, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The CONNECT and the session's limits.
+    pub session: SessionOptions,
+    /// Time allowed for TCP (or the connector) plus CONNECT/CONNACK (default 10 s).
+    pub connect_timeout: Duration,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Whether to reconnect after the connection is lost (default `true`).
+    pub reconnect: bool,
+    /// Capacity of the event channel (default 1 024); see the crate docs.
+    pub event_capacity: usize,
+}
+
+impl ConnectOptions {
+    /// Options for `client_id` at `host:port`, MQTT 5.0, everything else default.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            session: SessionOptions::new(client_id),
+            connect_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            reconnect: true,
+            event_capacity: 1024,
+        }
+    }
+
+    /// Sets the protocol version.
+    pub fn protocol(mut self, protocol: ProtocolVersion) -> Self {
+        self.session.protocol = protocol;
+        self
+    }
+
+    /// Sets the Keep Alive.
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.session.keep_alive = keep_alive;
+        self
+    }
+
+    /// Sets the Will Message.
+    pub fn will(mut self, will: Will<'static>) -> Self {
+        self.session.will = Some(will);
+        self
+    }
+
+    /// Sets user name and password.
+    pub fn credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.session.username = Some(username.into());
+        self.session.password = Some(password.into());
+        self
+    }
+}
+
+/// The errors of the shell. Message text is unstable.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening the transport failed.
+    Io(io::Error),
+    /// TCP plus CONNACK did not finish within the connect timeout.
+    ConnectTimeout,
+    /// The server refused the CONNECT.
+    Refused(ReasonCode),
+    /// The connection failed on a protocol error before CONNACK.
+    Session(SessionError),
+    /// The session refused the publish.
+    Publish(PublishError),
+    /// The session refused the subscribe or unsubscribe.
+    Request(RequestError),
+    /// The driver stopped (disconnect, non-retryable refusal, or every handle dropped).
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(_) => f.write_str("connection failed"),
+            Self::ConnectTimeout => f.write_str("connect timed out"),
+            Self::Refused(code) => write!(f, "connection refused: {code}"),
+            Self::Session(_) => f.write_str("protocol error while connecting"),
+            Self::Publish(_) => f.write_str("publish refused"),
+            Self::Request(_) => f.write_str("request refused"),
+            Self::Closed => f.write_str("client closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::Session(e) => Some(e),
+            Self::Publish(e) => Some(e),
+            Self::Request(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the application sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A CONNACK 0x00 (also after every reconnect).
+    Connected {
+        /// Session Present.
+        session_present: bool,
+    },
+    /// An application message.
+    Message(Publish<'static>),
+    /// The automatic re-subscription after a reconnect without session was answered.
+    Resubscribed(Vec<(String, SubscribeResult)>),
+    /// The connection ended; a reconnect follows unless `Stopped` comes next.
+    Disconnected {
+        /// The server's DISCONNECT reason, or the session's reason for giving up, or
+        /// 0x80 Unspecified error for a transport failure.
+        reason_code: ReasonCode,
+    },
+    /// The server refused a reconnect with a retryable code; another attempt follows.
+    ConnectionRefused(ReasonCode),
+    /// The driver stopped for good: a non-retryable CONNACK code (carried here), or
+    /// reconnecting is off (0x80).
+    Stopped(ReasonCode),
+}
+
+/// The event receiver returned by [`Client::connect`].
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the driver stopped and every event was read. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The underlying receiver, e.g. for `tokio_stream::wrappers::ReceiverStream`.
+    pub fn into_inner(self) -> mpsc::Receiver<Event> {
+        self.rx
+    }
+}
+
+/// Resolves with the server's reason code when the PUBACK or PUBCOMP (or a failing PUBREC)
+/// arrives; at once with 0x00 for QoS 0. Survives reconnects; [`Error::Closed`] if the
+/// driver stops first.
+#[derive(Debug)]
+pub struct PublishHandle {
+    packet_id: Option<PacketId>,
+    rx: Option<oneshot::Receiver<ReasonCode>>,
+}
+
+impl PublishHandle {
+    /// The packet identifier (QoS 1 and 2).
+    pub fn packet_id(&self) -> Option<PacketId> {
+        self.packet_id
+    }
+}
+
+impl Future for PublishHandle {
+    type Output = Result<ReasonCode, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.rx.as_mut() {
+            None => Poll::Ready(Ok(ReasonCode::SUCCESS)),
+            Some(rx) => Pin::new(rx).poll(cx).map(|r| r.map_err(|_| Error::Closed)),
+        }
+    }
+}
+
+enum Command {
+    Publish(
+        Publish<'static>,
+        oneshot::Sender<Result<PublishHandle, Error>>,
+    ),
+    Subscribe(
+        Vec<SubscribeFilter>,
+        Box<Properties<'static>>,
+        oneshot::Sender<Result<Vec<SubscribeResult>, Error>>,
+    ),
+    Unsubscribe(Vec<String>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to one client session; the driver task stops when every
+/// handle is dropped or [`Client::disconnect`] is called.
+#[derive(Clone, Debug)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Client {
+    /// Connects over TCP to `options.host:options.port`, waits for the CONNACK (within
+    /// `connect_timeout`), and spawns the driver task.
+    pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), Error> {
+        let connector = TcpConnector::new(options.host.clone(), options.port);
+        Self::connect_with(options, connector).await
+    }
+
+    /// Like [`connect`](Self::connect) over any stream `connector` opens (host and port in
+    /// `options` are then unused).
+    pub async fn connect_with<C: Connector>(
+        options: ConnectOptions,
+        connector: C,
+    ) -> Result<(Client, Events), Error> {
+        let (tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (ev_tx, ev_rx) = mpsc::channel(options.event_capacity.max(1));
+        let mut driver = Driver {
+            session: ClientSession::new(),
+            seed: seed(&options.session.client_id),
+            options,
+            connector: Arc::new(connector),
+            cmd_rx,
+            ev_tx,
+            pending: VecDeque::new(),
+            publishes: HashMap::new(),
+            subscribes: HashMap::new(),
+            unsubscribes: HashMap::new(),
+            stopping: None,
+            lost: None,
+        };
+        let stream = driver.establish().await?;
+        tokio::spawn(driver.run(stream));
+        Ok((Client { tx }, Events { rx: ev_rx }))
+    }
+
+    /// Publishes; returns once the message is queued in the session, with a handle that
+    /// resolves on its acknowledgement. QoS 0 while disconnected is refused
+    /// ([`PublishError::NotConnected`]); QoS 1 and 2 wait (bounded, see
+    /// [`SessionOptions::max_queued`]) for a window slot or a connection.
+    pub async fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<PublishHandle, Error> {
+        let mut msg = Publish::new(topic.into(), payload.into());
+        msg.qos = qos;
+        msg.retain = retain;
+        self.publish_message(msg).await
+    }
+
+    /// Publishes a prepared message (with MQTT 5.0 properties).
+    pub async fn publish_message(&self, msg: Publish<'static>) -> Result<PublishHandle, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Publish(msg, tx)).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Subscribes to one filter; resolves with its granted QoS or failure code.
+    pub async fn subscribe(
+        &self,
+        filter: impl Into<String>,
+        qos: QoS,
+    ) -> Result<SubscribeResult, Error> {
+        let results = self
+            .subscribe_many(vec![SubscribeFilter::new(filter, qos)], Properties::new())
+            .await?;
+        Ok(results
+            .into_iter()
+            .next()
+            .unwrap_or(Err(ReasonCode::UNSPECIFIED_ERROR)))
+    }
+
+    /// Subscribes to several filters with options and properties (e.g. a Subscription
+    /// Identifier); resolves with one result per filter when the SUBACK arrives.
+    pub async fn subscribe_many(
+        &self,
+        filters: Vec<SubscribeFilter>,
+        properties: Properties<'static>,
+    ) -> Result<Vec<SubscribeResult>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Subscribe(filters, Box::new(properties), tx))
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Unsubscribes; resolves with one reason code per filter when the UNSUBACK arrives.
+    pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<ReasonCode>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Unsubscribe(filters, tx)).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sends DISCONNECT (0x00), closes the connection and stops the driver.
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Disconnect(tx)).await?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.tx.send(cmd).await.map_err(|_| Error::Closed)
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Publish(..) => "Publish",
+            Self::Subscribe(..) => "Subscribe",
+            Self::Unsubscribe(..) => "Unsubscribe",
+            Self::Disconnect(..) => "Disconnect",
+        })
+    }
+}
+
+/// A seed for the jitter PRNG: the client id hashed with the address of a stack value, so
+/// clients started together do not reconnect in lockstep.
+fn seed(client_id: &str) -> u64 {
+    let marker = 0u8;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (&marker as *const u8 as u64);
+    for b in client_id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
+}
+
+/// xorshift64*: a uniform value in [0, 1).
+fn next_unit(state: &mut u64) -> f64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The delay for attempt `attempt` (0-based), jittered.
+pub(crate) fn backoff_delay(b: &Backoff, attempt: u32, rng: &mut u64) -> Duration {
+    let base = b.initial.as_secs_f64() * b.multiplier.max(1.0).powi(attempt.min(64) as i32);
+    let base = base.min(b.max.as_secs_f64());
+    let j = b.jitter.clamp(0.0, 1.0);
+    let factor = 1.0 + j * (2.0 * next_unit(rng) - 1.0);
+    Duration::from_secs_f64((base * factor).max(0.0))
+}
+
+struct Driver<C: Connector> {
+    session: ClientSession,
+    options: ConnectOptions,
+    connector: Arc<C>,
+    seed: u64,
+    cmd_rx: mpsc::Receiver<Command>,
+    ev_tx: mpsc::Sender<Event>,
+    /// Events taken from the session and not yet in the channel (bounded by `event_capacity`).
+    pending: VecDeque<Event>,
+    publishes: HashMap<PacketId, oneshot::Sender<ReasonCode>>,
+    subscribes: HashMap<PacketId, oneshot::Sender<Result<Vec<SubscribeResult>, Error>>>,
+    unsubscribes: HashMap<PacketId, oneshot::Sender<Result<Vec<ReasonCode>, Error>>>,
+    /// Set by a Disconnect command: answered when the driver has closed.
+    stopping: Option<Vec<oneshot::Sender<()>>>,
+    /// Set when the session gave up on the connection, with the reason to report.
+    lost: Option<ReasonCode>,
+}
+
+/// What woke the driver.
+enum Step {
+    Command(Option<Command>),
+    Read(io::Result<usize>),
+    Timeout,
+    Nothing,
+}
+
+/// How one connection ended.
+enum End {
+    /// Reconnect (after backoff).
+    Lost(ReasonCode),
+    /// Stop the driver.
+    Stop,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl<C: Connector> Driver<C> {
+    /// Opens the transport and completes CONNECT/CONNACK within the connect timeout.
+    /// Opens the transport and completes CONNECT/CONNACK within the connect timeout, serving
+    /// commands meanwhile (a publish during a reconnect is queued, not delayed).
+    async fn establish(&mut self) -> Result<C::Stream, Error> {
+        let deadline = Instant::now() + self.options.connect_timeout;
+        let r = self.handshake(deadline).await;
+        if r.is_err() {
+            self.session.handle_connection_closed();
+            // Whatever the attempt produced (a refusal, a protocol error) is reported through
+            // the result; leftover messages of the previous connection stay pending.
+            self.drain_session(usize::MAX);
+            self.lost = None;
+        }
+        r
+    }
+
+    async fn handshake(&mut self, deadline: Instant) -> Result<C::Stream, Error> {
+        let connector = Arc::clone(&self.connector);
+        let connecting = connector.connect();
+        tokio::pin!(connecting);
+        let mut stream = loop {
+            let cmd = tokio::select! {
+                r = &mut connecting => break r.map_err(Error::Io)?,
+                cmd = self.cmd_rx.recv() => cmd,
+                _ = tokio::time::sleep_until(deadline) => return Err(Error::ConnectTimeout),
+            };
+            self.command_or_stop(cmd)?;
+        };
+        self.session.connect(now(), self.options.session.clone());
+        let mut out = Vec::new();
+        while self.session.poll_transmit(&mut out) {}
+        let write = tokio::time::timeout_at(deadline, stream.write_all(&out));
+        write
+            .await
+            .map_err(|_| Error::ConnectTimeout)?
+            .map_err(Error::Io)?;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let step = tokio::select! {
+                r = stream.read(&mut buf) => Step::Read(r),
+                cmd = self.cmd_rx.recv() => Step::Command(cmd),
+                _ = tokio::time::sleep_until(deadline) => return Err(Error::ConnectTimeout),
+            };
+            let n = match step {
+                Step::Read(Ok(0)) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
+                Step::Read(Ok(n)) => n,
+                Step::Read(Err(e)) => return Err(Error::Io(e)),
+                Step::Command(cmd) => {
+                    self.command_or_stop(cmd)?;
+                    continue;
+                }
+                Step::Timeout | Step::Nothing => continue,
+            };
+            // Everything a successful CONNACK produced (Connected, resent messages, early
+            // messages) is handled by the connection loop; only the outcome matters here.
+            self.session
+                .handle_bytes(now(), buf.get(..n).unwrap_or_default())
+                .map_err(Error::Session)?;
+            if self.session.is_connected() {
+                return Ok(stream);
+            }
+            // A refusal leaves the session disconnected with a ConnectionRefused event.
+            self.drain_session(usize::MAX);
+            if let Some(code) = self.lost.take() {
+                return Err(Error::Refused(code));
+            }
+        }
+    }
+
+    /// Applies a command taken while connecting; `Err(Closed)` when the driver must stop.
+    fn command_or_stop(&mut self, cmd: Option<Command>) -> Result<(), Error> {
+        match cmd {
+            Some(cmd) => self.command(cmd),
+            None => self.stopping = Some(self.stopping.take().unwrap_or_default()),
+        }
+        if self.stopping.is_some() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    async fn run(mut self, first: C::Stream) {
+        let mut stream = Some(first);
+        let mut attempt: u32 = 0;
+        loop {
+            if let Some(s) = stream.take() {
+                attempt = 0;
+                match self.serve(s).await {
+                    End::Stop => break,
+                    End::Lost(code) => {
+                        self.push(Event::Disconnected { reason_code: code });
+                        if !self.options.reconnect {
+                            self.push(Event::Stopped(ReasonCode::UNSPECIFIED_ERROR));
+                            break;
+                        }
+                    }
+                }
+            }
+            let delay = backoff_delay(&self.options.backoff, attempt, &mut self.seed);
+            attempt = attempt.saturating_add(1);
+            if !self.idle(delay).await {
+                break;
+            }
+            match self.establish().await {
+                Ok(s) => stream = Some(s),
+                Err(Error::Refused(code)) if !proto::connack_is_retryable(code) => {
+                    self.push(Event::Stopped(code));
+                    break;
+                }
+                Err(Error::Refused(code)) => self.push(Event::ConnectionRefused(code)),
+                Err(Error::Closed) => break,
+                // Transport failures and timeouts: the next attempt follows the backoff.
+                Err(_) => {}
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Stops: refuses further commands, resolves every waiting handle with
+    /// [`Error::Closed`], answers `disconnect` callers, then hands out the remaining events.
+    async fn finish(self) {
+        let Driver {
+            mut cmd_rx,
+            ev_tx,
+            pending,
+            publishes,
+            subscribes,
+            unsubscribes,
+            stopping,
+            ..
+        } = self;
+        cmd_rx.close();
+        drop(cmd_rx);
+        drop((publishes, subscribes, unsubscribes));
+        for tx in stopping.unwrap_or_default() {
+            let _ = tx.send(());
+        }
+        // Only this task waits here, and it ends when the receiver is dropped.
+        for ev in pending {
+            if ev_tx.send(ev).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Waits `delay` while serving commands and delivering events; `false` to stop.
+    async fn idle(&mut self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            self.drain_session(self.options.event_capacity.max(1));
+            if self.stopping.is_some() {
+                return false;
+            }
+            let step = tokio::select! {
+                cmd = self.cmd_rx.recv() => Step::Command(cmd),
+                permit = self.ev_tx.reserve(), if !self.pending.is_empty() => {
+                    match permit {
+                        Ok(p) => { if let Some(ev) = self.pending.pop_front() { p.send(ev) } }
+                        Err(_) => self.pending.clear(),
+                    }
+                    Step::Nothing
+                }
+                _ = tokio::time::sleep_until(deadline) => return true,
+            };
+            match step {
+                Step::Command(Some(cmd)) => self.command(cmd),
+                Step::Command(None) => return false,
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs one established connection until it ends.
+    async fn serve(&mut self, mut stream: C::Stream) -> End {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut out = Vec::new();
+        let cap = self.options.event_capacity.max(1);
+        loop {
+            self.drain_session(self.options.event_capacity.max(1));
+            while self.session.poll_transmit(&mut out) {}
+            if !out.is_empty() {
+                let r = stream.write_all(&out).await;
+                out.clear();
+                if r.is_err() {
+                    self.session.handle_connection_closed();
+                    return End::Lost(ReasonCode::UNSPECIFIED_ERROR);
+                }
+            }
+            if self.stopping.is_some() {
+                let _ = stream.shutdown().await;
+                self.session.handle_connection_closed();
+                return End::Stop;
+            }
+            if let Some(code) = self.lost.take() {
+                let _ = stream.shutdown().await;
+                self.session.handle_connection_closed();
+                return End::Lost(code);
+            }
+            let timeout = self.session.poll_timeout().map(Instant::from_std);
+            let step = tokio::select! {
+                cmd = self.cmd_rx.recv() => Step::Command(cmd),
+                r = stream.read(&mut buf), if self.pending.len() < cap => Step::Read(r),
+                permit = self.ev_tx.reserve(), if !self.pending.is_empty() => {
+                    match permit {
+                        Ok(p) => { if let Some(ev) = self.pending.pop_front() { p.send(ev) } }
+                        Err(_) => self.pending.clear(),
+                    }
+                    Step::Nothing
+                }
+                _ = sleep_until_opt(timeout) => Step::Timeout,
+            };
+            match step {
+                Step::Command(Some(cmd)) => self.command(cmd),
+                Step::Command(None) => {
+                    self.session
+                        .disconnect(now(), ReasonCode::NORMAL_DISCONNECTION);
+                    self.stopping = Some(Vec::new());
+                }
+                Step::Read(Ok(0) | Err(_)) => {
+                    self.session.handle_connection_closed();
+                    self.drain_session(self.options.event_capacity.max(1));
+                    return End::Lost(self.lost.take().unwrap_or(ReasonCode::UNSPECIFIED_ERROR));
+                }
+                Step::Read(Ok(n)) => {
+                    // Errors are reported as a ConnectionLost event as well.
+                    let _ = self
+                        .session
+                        .handle_bytes(now(), buf.get(..n).unwrap_or_default());
+                }
+                Step::Timeout => self.session.handle_timeout(now()),
+                Step::Nothing => {}
+            }
+        }
+    }
+
+    fn push(&mut self, ev: Event) {
+        if self.ev_tx.is_closed() {
+            return;
+        }
+        match self.ev_tx.try_reserve() {
+            Ok(p) if self.pending.is_empty() => p.send(ev),
+            _ => self.pending.push_back(ev),
+        }
+    }
+
+    /// Moves the session's events to callers and the application, while there is room.
+    fn drain_session(&mut self, cap: usize) {
+        while self.pending.len() < cap {
+            let Some(ev) = self.session.poll_event() else {
+                break;
+            };
+            match ev {
+                proto::Event::Connected {
+                    session_present, ..
+                } => self.push(Event::Connected { session_present }),
+                proto::Event::ConnectionRefused { reason_code, .. } => {
+                    self.lost = Some(reason_code);
+                }
+                proto::Event::Message(m) => self.push(Event::Message(m)),
+                proto::Event::PublishComplete {
+                    packet_id,
+                    reason_code,
+                } => {
+                    if let Some(tx) = self.publishes.remove(&packet_id) {
+                        let _ = tx.send(reason_code);
+                    }
+                }
+                proto::Event::Subscribed { packet_id, results } => {
+                    if let Some(tx) = self.subscribes.remove(&packet_id) {
+                        let _ = tx.send(Ok(results));
+                    }
+                }
+                proto::Event::Unsubscribed { packet_id, results } => {
+                    if let Some(tx) = self.unsubscribes.remove(&packet_id) {
+                        let _ = tx.send(Ok(results));
+                    }
+                }
+                proto::Event::Resubscribed { results } => self.push(Event::Resubscribed(results)),
+                proto::Event::Disconnected { reason_code, .. } => self.lost = Some(reason_code),
+                proto::Event::ConnectionLost(e) => self.lost = Some(e.reason_code()),
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = now();
+        match cmd {
+            Command::Publish(msg, reply) => {
+                let r = match self.session.publish(now, msg) {
+                    Ok(Some(id)) => {
+                        let (tx, rx) = oneshot::channel();
+                        self.publishes.insert(id, tx);
+                        Ok(PublishHandle {
+                            packet_id: Some(id),
+                            rx: Some(rx),
+                        })
+                    }
+                    Ok(None) => Ok(PublishHandle {
+                        packet_id: None,
+                        rx: None,
+                    }),
+                    Err(e) => Err(Error::Publish(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Subscribe(filters, props, reply) => {
+                match self.session.subscribe(now, filters, *props) {
+                    Ok(id) => {
+                        self.subscribes.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Request(e)));
+                    }
+                }
+            }
+            Command::Unsubscribe(filters, reply) => {
+                match self.session.unsubscribe(now, filters, Properties::new()) {
+                    Ok(id) => {
+                        self.unsubscribes.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Request(e)));
+                    }
+                }
+            }
+            Command::Disconnect(reply) => {
+                self.session
+                    .disconnect(now, ReasonCode::NORMAL_DISCONNECTION);
+                self.stopping.get_or_insert_with(Vec::new).push(reply);
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<C: Connector> fmt::Debug for Driver<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_maximum_with_ten_percent_jitter() {
+        let b = Backoff::default();
+        let mut rng = 0x1234_5678_9abc_def1;
+        for (attempt, base) in [
+            (0, 1.0),
+            (1, 2.0),
+            (2, 4.0),
+            (4, 16.0),
+            (5, 30.0),
+            (20, 30.0),
+        ] {
+            let d = backoff_delay(&b, attempt, &mut rng).as_secs_f64();
+            assert!(
+                d >= base * 0.9 - 1e-9 && d <= base * 1.1 + 1e-9,
+                "{attempt}: {d}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_varies_between_draws() {
+        let b = Backoff::default();
+        let mut rng = seed("a");
+        let a = backoff_delay(&b, 3, &mut rng);
+        let c = backoff_delay(&b, 3, &mut rng);
+        assert_ne!(a, c);
+    }
+}

@@ -1,0 +1,365 @@
+//! Brokers for the loopback tests (our broker in-process, Eclipse Mosquitto as a child
+//! process) and the test bodies both run.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mqttx_client::codec::{ProtocolVersion, Publish, QoS, ReasonCode};
+use mqttx_client::{Client, ConnectOptions, Event, Events};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker the tests can stop and start again on the same port.
+pub enum TestBroker {
+    Ours {
+        port: u16,
+        stop: Option<oneshot::Sender<()>>,
+        task: Option<JoinHandle<()>>,
+    },
+    Mosquitto {
+        port: u16,
+        dir: PathBuf,
+        child: Option<Child>,
+    },
+}
+
+impl TestBroker {
+    /// Our broker on `127.0.0.1:0`, in this process.
+    pub async fn ours() -> Self {
+        let mut b = Self::Ours {
+            port: 0,
+            stop: None,
+            task: None,
+        };
+        b.start().await;
+        b
+    }
+
+    /// Debian's mosquitto on a free loopback port; fails the test if it is not installed.
+    pub async fn mosquitto(name: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("mqttx-client-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+        .expect("config file");
+        let mut b = Self::Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        b.start().await;
+        b
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Ours { port, .. } | Self::Mosquitto { port, .. } => *port,
+        }
+    }
+
+    pub async fn start(&mut self) {
+        match self {
+            Self::Ours { port, stop, task } => {
+                let mut config = mqttx_broker::Config::default();
+                config.bind = format!("127.0.0.1:{port}").parse().expect("address");
+                let server = mqttx_broker::Broker::bind(config)
+                    .await
+                    .expect("broker binds");
+                *port = server.local_addr().expect("bound").port();
+                let (tx, rx) = oneshot::channel::<()>();
+                *stop = Some(tx);
+                *task = Some(tokio::spawn(async move {
+                    let _ = server
+                        .run_until(async move {
+                            let _ = rx.await;
+                        })
+                        .await;
+                }));
+            }
+            Self::Mosquitto { port, dir, child } => {
+                let bin = mosquitto_binary();
+                let c = Command::new(bin)
+                    .arg("-c")
+                    .arg(dir.join("mosquitto.conf"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("mosquitto starts");
+                *child = Some(c);
+                wait_listening(*port).await;
+            }
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        match self {
+            Self::Ours { stop, task, .. } => {
+                if let Some(tx) = stop.take() {
+                    let _ = tx.send(());
+                }
+                if let Some(t) = task.take() {
+                    timeout(WAIT, t)
+                        .await
+                        .expect("broker stops")
+                        .expect("broker task");
+                }
+            }
+            Self::Mosquitto { child, .. } => {
+                if let Some(mut c) = child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        match self {
+            Self::Ours { stop, .. } => {
+                if let Some(tx) = stop.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Self::Mosquitto { child, dir, .. } => {
+                if let Some(c) = child.as_mut() {
+                    // Killed by its pid (the Child handle), never by name.
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                let _ = std::fs::remove_dir_all(&*dir);
+            }
+        }
+    }
+}
+
+/// The mosquitto binary: on PATH, or where Debian's package puts it.
+pub fn mosquitto_binary() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("mosquitto");
+        if p.is_file() {
+            return p;
+        }
+    }
+    for p in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
+        if Path::new(p).is_file() {
+            return p.into();
+        }
+    }
+    panic!(
+        "the `mosquitto` broker is not installed: these tests need Debian's mosquitto \
+         (`apt-get install -y mosquitto`; .ci/run installs it)"
+    );
+}
+
+/// A port that was free a moment ago (mosquitto needs a concrete one).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+async fn wait_listening(port: u16) {
+    let ready = async {
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, ready).await.expect("mosquitto listens");
+}
+
+pub fn options(port: u16, client_id: &str, version: ProtocolVersion) -> ConnectOptions {
+    let mut o = ConnectOptions::new("127.0.0.1", port, client_id).protocol(version);
+    o.backoff.initial = Duration::from_millis(100);
+    o.backoff.max = Duration::from_millis(500);
+    o
+}
+
+/// The next application message, skipping other events.
+pub async fn next_message(events: &mut Events) -> Publish<'static> {
+    timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(Event::Message(m)) => return m,
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("a message in time")
+}
+
+/// Waits for an event matching `f`.
+pub async fn wait_for(events: &mut Events, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+    timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(e) if f(&e) => return e,
+                Some(_) => {}
+                None => panic!("event stream ended waiting for {what}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+// ----- test bodies, run against every broker -----
+
+pub async fn qos_round_trips(broker: &TestBroker, version: ProtocolVersion) {
+    let id = format!("rt-{version:?}");
+    let (client, mut events) = timeout(WAIT, Client::connect(options(broker.port(), &id, version)))
+        .await
+        .expect("in time")
+        .expect("connects");
+    let granted = timeout(WAIT, client.subscribe(format!("{id}/#"), QoS::ExactlyOnce))
+        .await
+        .expect("in time")
+        .expect("subscribed");
+    assert_eq!(granted, Ok(QoS::ExactlyOnce));
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let topic = format!("{id}/{}", qos.as_u8());
+        let handle = client
+            .publish(topic.clone(), vec![qos.as_u8(); 3], qos, false)
+            .await
+            .expect("queued");
+        let code = timeout(WAIT, handle)
+            .await
+            .expect("acknowledged in time")
+            .expect("acked");
+        assert_eq!(code, ReasonCode::SUCCESS, "{qos:?}");
+        let m = next_message(&mut events).await;
+        assert_eq!(
+            (m.topic.as_ref(), m.qos, m.payload.as_ref()),
+            (topic.as_str(), qos, &[qos.as_u8(); 3][..])
+        );
+    }
+    let r = timeout(WAIT, client.unsubscribe(vec![format!("{id}/#")]))
+        .await
+        .expect("in time")
+        .expect("unsubscribed");
+    assert_eq!(r, [ReasonCode::SUCCESS]);
+    timeout(WAIT, client.disconnect())
+        .await
+        .expect("in time")
+        .expect("disconnects");
+}
+
+/// Publishes from inside event handling, nobody else reading events, with a one-slot event
+/// channel: each message triggers the next publish, and its acknowledgement is awaited too.
+pub async fn publish_from_event_handling(broker: &TestBroker) {
+    let mut o = options(broker.port(), "reentrant", ProtocolVersion::V5);
+    o.event_capacity = 1;
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    client
+        .subscribe("loop/#", QoS::AtLeastOnce)
+        .await
+        .expect("sent")
+        .expect("granted");
+    // A burst the handler does not read yet: the driver must keep serving commands.
+    for i in 0..50u32 {
+        client
+            .publish(
+                "loop/burst",
+                i.to_be_bytes().to_vec(),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .expect("queued");
+    }
+    client
+        .publish("loop/0", b"0".to_vec(), QoS::AtLeastOnce, false)
+        .await
+        .expect("queued");
+    let run = async {
+        let mut chain = 0;
+        while chain < 100 {
+            let Some(Event::Message(m)) = events.recv().await else {
+                continue;
+            };
+            if m.topic == "loop/burst" {
+                continue;
+            }
+            chain += 1;
+            let h = client
+                .publish(
+                    format!("loop/{chain}"),
+                    b"n".to_vec(),
+                    QoS::AtLeastOnce,
+                    false,
+                )
+                .await
+                .expect("queued from inside the handler");
+            h.await.expect("acknowledged while the handler waits");
+        }
+    };
+    timeout(WAIT, run).await.expect("no deadlock");
+}
+
+/// The broker dies and comes back: the subscription is restored and a QoS 1 message
+/// published while it was down is delivered.
+pub async fn reconnect_restores_subscriptions_and_qos1(broker: &mut TestBroker) {
+    let o = options(broker.port(), "phoenix", ProtocolVersion::V5);
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    client
+        .subscribe("rs/#", QoS::AtLeastOnce)
+        .await
+        .expect("sent")
+        .expect("granted");
+    broker.stop().await;
+    wait_for(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    let handle = client
+        .publish("rs/kept", b"while down".to_vec(), QoS::AtLeastOnce, false)
+        .await
+        .expect("queued while disconnected");
+    broker.start().await;
+    wait_for(&mut events, "Connected", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let m = next_message(&mut events).await;
+    assert_eq!(
+        (m.topic.as_ref(), m.payload.as_ref()),
+        ("rs/kept", &b"while down"[..])
+    );
+    assert_eq!(
+        timeout(WAIT, handle)
+            .await
+            .expect("in time")
+            .expect("acked"),
+        ReasonCode::SUCCESS
+    );
+    // A fresh message on the restored subscription.
+    client
+        .publish("rs/after", b"x".to_vec(), QoS::AtLeastOnce, false)
+        .await
+        .expect("queued");
+    assert_eq!(next_message(&mut events).await.topic, "rs/after");
+}

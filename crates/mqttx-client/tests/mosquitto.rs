@@ -1,0 +1,31 @@
+//! Loopback tests against Eclipse Mosquitto (Debian's `mosquitto`), a broker no one here
+//! wrote, started as a child process on a free loopback port. Fails if it is not installed.
+
+mod common;
+
+use common::TestBroker;
+use mqttx_client::codec::ProtocolVersion;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_qos_0_1_2_round_trips_v5() {
+    let b = TestBroker::mosquitto("rt5").await;
+    common::qos_round_trips(&b, ProtocolVersion::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_qos_0_1_2_round_trips_v311() {
+    let b = TestBroker::mosquitto("rt311").await;
+    common::qos_round_trips(&b, ProtocolVersion::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_publish_from_inside_event_handling_does_not_deadlock() {
+    let b = TestBroker::mosquitto("reentrant").await;
+    common::publish_from_event_handling(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_reconnect_after_restart_restores_subscriptions_and_qos1() {
+    let mut b = TestBroker::mosquitto("restart").await;
+    common::reconnect_restores_subscriptions_and_qos1(&mut b).await;
+}

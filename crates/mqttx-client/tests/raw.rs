@@ -1,0 +1,177 @@
+//! The client against scripted servers on loopback: silent servers, refusals. Time is paused
+//! where the test waits on the client's timers.
+
+use std::time::Duration;
+
+use mqttx_client::codec::{ProtocolVersion, ReasonCode};
+use mqttx_client::{Client, ConnectOptions, Error, Event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+/// Bounds every wait (in paused time it advances instantly, so it only catches hangs).
+const WAIT: Duration = Duration::from_secs(120);
+
+/// MQTT 5.0 CONNACK: no session, `code`, no properties.
+fn connack(code: u8) -> [u8; 5] {
+    [0x20, 0x03, 0x00, code, 0x00]
+}
+
+async fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+/// Reads one CONNECT (whatever arrives first) and answers `reply`.
+async fn answer(stream: &mut TcpStream, reply: &[u8]) {
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("read CONNECT");
+    assert!(n > 0 && buf[0] == 0x10, "a CONNECT first");
+    stream.write_all(reply).await.expect("write");
+}
+
+fn options(port: u16, keep_alive: u64) -> ConnectOptions {
+    ConnectOptions::new("127.0.0.1", port, "raw")
+        .protocol(ProtocolVersion::V5)
+        .keep_alive(Duration::from_secs(keep_alive))
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_timeout_against_a_server_that_stops_answering() {
+    // [MQTT-3.1.2-20] PINGREQ when idle; no PINGRESP within the keep alive → connection lost.
+    let (l, port) = listener().await;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x00)).await;
+        // Silent from here on: reads and never answers.
+        let mut buf = [0u8; 64];
+        let mut seen = Vec::new();
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let mut o = options(port, 5);
+    o.reconnect = false;
+    let (_client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    let mut got = Vec::new();
+    timeout(WAIT, async {
+        while let Some(e) = events.recv().await {
+            got.push(e);
+        }
+    })
+    .await
+    .expect("events end");
+    assert_eq!(
+        got,
+        [
+            Event::Connected {
+                session_present: false
+            },
+            Event::Disconnected {
+                reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT
+            },
+            Event::Stopped(ReasonCode::UNSPECIFIED_ERROR),
+        ]
+    );
+    let seen = timeout(WAIT, server)
+        .await
+        .expect("in time")
+        .expect("server task");
+    assert_eq!(
+        seen,
+        [0xC0, 0x00],
+        "exactly one PINGREQ, then the client closed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_covers_a_server_that_never_sends_connack() {
+    let (l, port) = listener().await;
+    let _server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.expect("accept");
+        std::future::pending::<()>().await;
+        drop(s);
+    });
+    let mut o = options(port, 60);
+    o.connect_timeout = Duration::from_secs(3);
+    let r = timeout(WAIT, Client::connect(o)).await.expect("in time");
+    assert!(matches!(r, Err(Error::ConnectTimeout)), "{r:?}");
+}
+
+#[tokio::test]
+async fn first_connect_refused_is_an_error() {
+    let (l, port) = listener().await;
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x86)).await;
+    });
+    let r = timeout(WAIT, Client::connect(options(port, 60)))
+        .await
+        .expect("in time");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Refused(ReasonCode::BAD_USER_NAME_OR_PASSWORD))
+        ),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_refusal_on_reconnect_stops_with_an_event() {
+    // Issue 5: reconnecting stops, with an event, on a non-retryable CONNACK code (0x87).
+    let (l, port) = listener().await;
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x00)).await;
+        drop(s); // the connection is lost
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x88)).await; // retryable: Server unavailable
+        drop(s);
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x87)).await; // not authorized: final
+        let _ = s.read(&mut [0u8; 16]).await;
+    });
+    let (client, mut events) = timeout(WAIT, Client::connect(options(port, 60)))
+        .await
+        .expect("in time")
+        .expect("connects");
+    let mut got = Vec::new();
+    timeout(WAIT, async {
+        while let Some(e) = events.recv().await {
+            got.push(e);
+        }
+    })
+    .await
+    .expect("events end");
+    assert_eq!(
+        got,
+        [
+            Event::Connected {
+                session_present: false
+            },
+            Event::Disconnected {
+                reason_code: ReasonCode::UNSPECIFIED_ERROR
+            },
+            Event::ConnectionRefused(ReasonCode::SERVER_UNAVAILABLE),
+            Event::Stopped(ReasonCode::NOT_AUTHORIZED),
+        ]
+    );
+    let r = client
+        .publish(
+            "t",
+            b"x".to_vec(),
+            mqttx_client::codec::QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+}
