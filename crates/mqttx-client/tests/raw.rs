@@ -175,3 +175,53 @@ async fn non_retryable_refusal_on_reconnect_stops_with_an_event() {
         .await;
     assert!(matches!(r, Err(Error::Closed)), "{r:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn commands_are_served_while_a_reconnect_waits_for_connack() {
+    // The second connection is accepted but never answered: a publish made meanwhile is
+    // queued at once (not held for the connect timeout) and waits for the next connection.
+    let (l, port) = listener().await;
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x00)).await;
+        drop(s);
+        let (s2, _) = l.accept().await.expect("accept");
+        let _ = hold_rx.await;
+        drop(s2);
+    });
+    let mut o = options(port, 60);
+    o.connect_timeout = Duration::from_secs(30);
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    assert_eq!(
+        events.recv().await,
+        Some(Event::Connected {
+            session_present: false
+        })
+    );
+    assert!(matches!(
+        events.recv().await,
+        Some(Event::Disconnected { .. })
+    ));
+    // Past the 1 s backoff (±10 %): the second attempt is waiting for its CONNACK.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = tokio::time::Instant::now();
+    let handle = timeout(
+        Duration::from_secs(1),
+        client.publish(
+            "t",
+            b"x".to_vec(),
+            mqttx_client::codec::QoS::AtLeastOnce,
+            false,
+        ),
+    )
+    .await
+    .expect("publish returns while connecting")
+    .expect("queued");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(handle.packet_id().is_some());
+    drop(hold_tx);
+}

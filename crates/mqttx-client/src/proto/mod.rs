@@ -1023,6 +1023,9 @@ impl ClientSession {
             }
         }
         if !ack.session_present {
+            // The server has no session: no PUBREL will come for the QoS 2 messages it sent
+            // before, and their identifiers may be reused for new ones.
+            self.inbound_qos2.clear();
             self.resubscribe(now);
         }
         // Requests that were never answered go out again, in order.

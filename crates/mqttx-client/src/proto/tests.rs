@@ -788,3 +788,43 @@ fn arbitrary_bytes_never_panic() {
         while h.session.poll_transmit(&mut out) {}
     }
 }
+
+#[test]
+fn v311_round_trip_of_qos1_both_ways() {
+    // MQTT 3.1.1 §3.4: PUBACK carries only the Packet Identifier.
+    let mut opts = SessionOptions::new("old");
+    opts.protocol = ProtocolVersion::V311;
+    let mut h = Harness::new(opts);
+    h.session
+        .handle_bytes(h.now, &[0x20, 0x02, 0x00, 0x00])
+        .expect("CONNACK");
+    assert!(matches!(
+        h.event(),
+        Some(Event::Connected {
+            session_present: false,
+            ..
+        })
+    ));
+    let pid = h.publish("t", QoS::AtLeastOnce).expect("ok").expect("id");
+    assert!(matches!(h.sent().as_slice(), [Packet::Publish(p)] if p.packet_id == Some(pid)));
+    h.recv(Packet::PubAck(PubResponse::new(pid))).expect("ok");
+    assert!(matches!(h.event(), Some(Event::PublishComplete { .. })));
+    h.recv(inbound("in", QoS::AtLeastOnce, Some(4)))
+        .expect("ok");
+    assert!(matches!(h.event(), Some(Event::Message(_))));
+    assert_eq!(h.sent().iter().map(code_of).collect::<Vec<_>>(), [(0, 4)]);
+}
+
+#[test]
+fn reconnect_without_session_forgets_inbound_qos2_state() {
+    let mut h = Harness::connected();
+    h.recv(inbound("a", QoS::ExactlyOnce, Some(5))).expect("ok");
+    h.events();
+    h.reconnect(SessionOptions::new("c"));
+    h.connack(false, Properties::new());
+    h.events();
+    h.sent();
+    // The same identifier is a new message now.
+    h.recv(inbound("b", QoS::ExactlyOnce, Some(5))).expect("ok");
+    assert!(matches!(h.event(), Some(Event::Message(m)) if m.topic == "b"));
+}
