@@ -70,3 +70,9 @@ async fn flow_control_with_a_small_receive_maximum() {
         "the broker never disconnected us"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_topic_aliases_round_trip() {
+    let b = TestBroker::ours().await;
+    common::topic_aliases_round_trip(&b).await;
+}

@@ -29,3 +29,9 @@ async fn mosquitto_reconnect_after_restart_restores_subscriptions_and_qos1() {
     let mut b = TestBroker::mosquitto("restart").await;
     common::reconnect_restores_subscriptions_and_qos1(&mut b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_outbound_topic_aliases_round_trip() {
+    let b = TestBroker::mosquitto("aliases").await;
+    common::topic_aliases_round_trip(&b).await;
+}

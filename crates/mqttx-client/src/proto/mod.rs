@@ -66,6 +66,14 @@ pub struct SessionOptions {
     /// Bound of the queue of QoS 1 and 2 messages waiting for a window slot or a connection
     /// (default 1 000); a publish beyond it fails with [`PublishError::QueueFull`].
     pub max_queued: usize,
+    /// Whether QoS 0 messages published while disconnected wait in the same queue (default
+    /// `false`: they are refused with [`PublishError::NotConnected`]).
+    pub queue_qos0: bool,
+    /// Most outbound Topic Aliases to use (MQTT 5.0; default 65 535): the session uses
+    /// min(this, the server's Topic Alias Maximum), assigning them to topics as they are
+    /// published and replacing the least recently used one when all are taken. 0 turns
+    /// outbound aliases off.
+    pub max_outbound_topic_aliases: u16,
     /// Further CONNECT properties (MQTT 5.0), e.g. User Properties; the fields above win.
     pub properties: Properties<'static>,
 }
@@ -87,6 +95,8 @@ impl SessionOptions {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued: DEFAULT_MAX_QUEUED,
+            queue_qos0: false,
+            max_outbound_topic_aliases: u16::MAX,
             properties: Properties::new(),
         }
     }
@@ -406,6 +416,12 @@ pub struct ClientSession {
     // Inbound.
     inbound_qos2: HashMap<u16, Inbound2>,
     inbound_aliases: HashMap<u16, String>,
+
+    // Outbound Topic Aliases of the current connection: topic → (alias, last use).
+    outbound_aliases: HashMap<String, (u16, u64)>,
+    outbound_alias_limit: u16,
+    outbound_next_alias: u16,
+    alias_clock: u64,
 }
 
 impl Default for ClientSession {
@@ -440,6 +456,10 @@ impl ClientSession {
             subscriptions: Vec::new(),
             inbound_qos2: HashMap::new(),
             inbound_aliases: HashMap::new(),
+            outbound_aliases: HashMap::new(),
+            outbound_alias_limit: 0,
+            outbound_next_alias: 0,
+            alias_clock: 0,
         }
     }
 
@@ -544,10 +564,18 @@ impl ClientSession {
             Err(e) => return Err(PublishError::Encode(e)),
         }
         if msg.qos == QoS::AtMostOnce {
-            if self.state != State::Connected {
+            if self.state == State::Connected && self.queued.is_empty() {
+                self.send_publish(now, msg);
+                return Ok(None);
+            }
+            if !self.options.queue_qos0 {
                 return Err(PublishError::NotConnected);
             }
-            self.send(now, &Packet::Publish(msg));
+            if self.queued.len() >= self.options.max_queued {
+                return Err(PublishError::QueueFull);
+            }
+            msg.packet_id = None;
+            self.queued.push_back(msg);
             return Ok(None);
         }
         if self.queued.len() >= self.options.max_queued && !self.window_open() {
@@ -730,6 +758,11 @@ impl ClientSession {
         self.last_sent = None;
         self.keep_alive = Duration::ZERO;
         self.inbound_aliases.clear();
+        // [MQTT-3.3.2-7] "A sender MUST NOT carry forward any Topic Alias mappings from one
+        // Network Connection to another".
+        self.outbound_aliases.clear();
+        self.outbound_alias_limit = 0;
+        self.outbound_next_alias = 0;
         self.server_receive_maximum = u16::MAX;
         self.server_max_packet_size = MAX_PACKET_SIZE;
     }
@@ -778,17 +811,80 @@ impl ClientSession {
         self.send_untimed(Some(now), packet);
     }
 
-    fn send_untimed(&mut self, now: Option<Instant>, packet: &Packet<'_>) {
-        let cx = EncodeContext::new(self.options.protocol);
+    fn send_untimed(&mut self, now: Option<Instant>, packet: &Packet<'_>) -> bool {
+        let cx =
+            EncodeContext::new(self.options.protocol).with_max_packet_size(self.outbound_limit());
         // Every packet is checked on the way in (publish, subscribe) or built by the session
         // from valid parts; an encode failure here is dropped rather than sent half-written.
         let start = self.transmit.len();
         if encode(packet, &cx, &mut self.transmit).is_err() {
             self.transmit.truncate(start);
-            return;
+            return false;
         }
         if let Some(now) = now {
             self.last_sent = Some(now);
+        }
+        true
+    }
+
+    /// Sends a PUBLISH, with an outbound Topic Alias when the server allows them.
+    fn send_publish(&mut self, now: Instant, mut p: Publish<'static>) {
+        if self.outbound_alias_limit == 0
+            || p.topic.is_empty()
+            || p.properties.topic_alias.is_some()
+        {
+            self.send(now, &Packet::Publish(p));
+            return;
+        }
+        self.alias_clock += 1;
+        let clock = self.alias_clock;
+        let topic = p.topic.to_string();
+        let (alias, known) = match self.outbound_aliases.get_mut(&topic) {
+            Some((alias, used)) => {
+                *used = clock;
+                (*alias, true)
+            }
+            None => {
+                let next = self.outbound_next_alias.saturating_add(1);
+                let alias = if next <= self.outbound_alias_limit {
+                    self.outbound_next_alias = next;
+                    next
+                } else {
+                    // Least recently used replacement; its topic is sent with the new mapping.
+                    let lru = self
+                        .outbound_aliases
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(t, (a, _))| (t.clone(), *a));
+                    match lru {
+                        Some((old, a)) => {
+                            self.outbound_aliases.remove(&old);
+                            a
+                        }
+                        None => {
+                            self.send(now, &Packet::Publish(p));
+                            return;
+                        }
+                    }
+                };
+                self.outbound_aliases.insert(topic, (alias, clock));
+                (alias, false)
+            }
+        };
+        // MQTT 5.0 §3.3.2.3.4: a known alias goes with a zero-length Topic Name; a new
+        // mapping carries both. [MQTT-3.3.2-9] the alias is within the server's maximum.
+        let plain = p.clone();
+        p.properties.topic_alias = Some(alias);
+        if known {
+            p.topic = "".into();
+        }
+        if !self.send_untimed(Some(now), &Packet::Publish(p)) {
+            // Three property bytes more than checked at publish time: send it unaliased
+            // (the size check passed for that form).
+            if !known {
+                self.outbound_aliases.retain(|_, (a, _)| *a != alias);
+            }
+            self.send(now, &Packet::Publish(plain));
         }
     }
 
@@ -817,12 +913,19 @@ impl ClientSession {
         if self.state != State::Connected {
             return;
         }
-        while self.inflight.len() < self.window() {
+        while let Some(front) = self.queued.front() {
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.window() {
+                break;
+            }
             let Some(msg) = self.queued.pop_front() else {
                 break;
             };
-            self.send(now, &Packet::Publish(msg.clone()));
-            self.inflight.push_back(Outgoing::Publish(msg));
+            if msg.qos == QoS::AtMostOnce {
+                self.send_publish(now, msg);
+            } else {
+                self.send_publish(now, msg.clone());
+                self.inflight.push_back(Outgoing::Publish(msg));
+            }
         }
     }
 
@@ -964,6 +1067,11 @@ impl ClientSession {
         // Absent Receive Maximum means 65 535 (MQTT 5.0 §3.2.2.3.3).
         self.server_receive_maximum = props.receive_maximum.unwrap_or(u16::MAX).max(1);
         self.server_max_packet_size = props.maximum_packet_size.unwrap_or(MAX_PACKET_SIZE);
+        // Absent Topic Alias Maximum means 0: no aliases (MQTT 5.0 §3.2.2.3.8).
+        self.outbound_alias_limit = props
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(self.options.max_outbound_topic_aliases);
         self.last_sent = Some(now);
         self.events.push_back((
             Event::Connected {
@@ -984,7 +1092,7 @@ impl ClientSession {
                 match out {
                     Outgoing::Publish(mut p) => {
                         p.dup = true;
-                        self.send(now, &Packet::Publish(p));
+                        self.send_publish(now, p);
                     }
                     Outgoing::PubRel(id) => self.send(now, &Packet::PubRel(PubResponse::new(id))),
                 }

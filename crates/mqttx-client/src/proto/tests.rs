@@ -828,3 +828,86 @@ fn reconnect_without_session_forgets_inbound_qos2_state() {
     h.recv(inbound("b", QoS::ExactlyOnce, Some(5))).expect("ok");
     assert!(matches!(h.event(), Some(Event::Message(m)) if m.topic == "b"));
 }
+
+// ----- Outbound Topic Aliases, QoS 0 queueing -----
+
+fn wire_topics(packets: &[OwnedPacket]) -> Vec<(String, Option<u16>)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_string(), p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn outbound_topic_aliases_up_to_the_server_maximum_with_lru_replacement() {
+    // MQTT 5.0 §3.3.2.3.4; [MQTT-3.3.2-9] "A Client MUST NOT send a Topic Alias in a PUBLISH
+    // packet to the Server greater than Topic Alias Maximum" (here 2).
+    let mut h = Harness::new(SessionOptions::new("c"));
+    let mut props = Properties::new();
+    props.topic_alias_maximum = Some(2);
+    h.connack(false, props);
+    h.events();
+    for t in ["a", "b", "a", "c", "a", "b"] {
+        h.publish(t, QoS::AtMostOnce).expect("sent");
+    }
+    let s = |t: &str, a: u16| (t.to_owned(), Some(a));
+    assert_eq!(
+        wire_topics(&h.sent()),
+        [
+            s("a", 1),
+            s("b", 2),
+            s("", 1),
+            s("c", 2),
+            s("", 1),
+            s("b", 2)
+        ],
+        "c replaces b (least recently used), then b replaces c"
+    );
+    // [MQTT-3.3.2-7] no mapping is carried to the next connection.
+    h.reconnect(SessionOptions::new("c"));
+    let mut props = Properties::new();
+    props.topic_alias_maximum = Some(2);
+    h.connack(true, props);
+    h.events();
+    h.publish("a", QoS::AtMostOnce).expect("sent");
+    assert_eq!(wire_topics(&h.sent()), [s("a", 1)]);
+}
+
+#[test]
+fn no_outbound_topic_alias_without_a_server_maximum_or_when_turned_off() {
+    // An absent Topic Alias Maximum means 0 (MQTT 5.0 §3.2.2.3.8).
+    let mut h = Harness::connected();
+    h.publish("a", QoS::AtMostOnce).expect("sent");
+    h.publish("a", QoS::AtMostOnce).expect("sent");
+    assert_eq!(
+        wire_topics(&h.sent()),
+        [("a".to_owned(), None), ("a".to_owned(), None)]
+    );
+    let mut opts = SessionOptions::new("c");
+    opts.max_outbound_topic_aliases = 0;
+    let mut h = Harness::new(opts);
+    let mut props = Properties::new();
+    props.topic_alias_maximum = Some(10);
+    h.connack(false, props);
+    h.publish("a", QoS::AtMostOnce).expect("sent");
+    assert_eq!(wire_topics(&h.sent()), [("a".to_owned(), None)]);
+}
+
+#[test]
+fn qos0_waits_in_the_queue_when_asked_to() {
+    let mut opts = SessionOptions::new("c");
+    opts.queue_qos0 = true;
+    let mut h = Harness::new(opts);
+    assert_eq!(h.publish("zero", QoS::AtMostOnce), Ok(None));
+    let one = h.publish("one", QoS::AtLeastOnce).expect("ok").expect("id");
+    h.connack(false, Properties::new());
+    let sent = h.sent();
+    assert!(
+        matches!(sent.as_slice(), [Packet::Publish(a), Packet::Publish(b)]
+            if a.topic == "zero" && a.packet_id.is_none() && b.packet_id == Some(one)),
+        "in publish order: {sent:?}"
+    );
+}
