@@ -6,10 +6,10 @@
 
 /// Checks that a Topic Name has no wildcard characters (`[MQTT-3.3.2-2]`).
 pub fn validate_topic_name_chars(topic: &str) -> Result<(), &'static str> {
-    match crate::wire::scan(topic.as_bytes(), true) {
-        crate::wire::Scan::Wildcard => Err("[MQTT-3.3.2-2] wildcard in topic name"),
-        _ => Ok(()),
+    if topic.contains(['+', '#']) {
+        return Err("[MQTT-3.3.2-2] wildcard in topic name");
     }
+    Ok(())
 }
 
 /// Checks a Topic Filter's structure (MQTT 5.0 §4.7.1).
@@ -91,5 +91,8 @@ mod tests {
         check("+#", false);
         check("++", false);
         check("+/+", true);
+        assert!(validate_topic_name_chars("a/b").is_ok());
+        assert!(validate_topic_name_chars("a/+").is_err());
+        assert!(validate_topic_name_chars("a\0#").is_err());
     }
 }
