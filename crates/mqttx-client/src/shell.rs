@@ -118,6 +118,10 @@ pub struct ConnectOptions {
     pub reconnect: bool,
     /// Capacity of the event channel (default 1 024); see the crate docs.
     pub event_capacity: usize,
+    /// Whether [`Client::connect`] waits for the first CONNACK (default `true`). With
+    /// `false` it returns at once and the first connection is made like a reconnect:
+    /// [`Event::Connected`] tells when it is up, and failures retry with backoff.
+    pub wait_for_connack: bool,
 }
 
 impl ConnectOptions {
@@ -131,6 +135,7 @@ impl ConnectOptions {
             backoff: Backoff::default(),
             reconnect: true,
             event_capacity: 1024,
+            wait_for_connack: true,
         }
     }
 
@@ -297,7 +302,7 @@ enum Command {
         oneshot::Sender<Result<Vec<SubscribeResult>, Error>>,
     ),
     Unsubscribe(Vec<String>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
-    Disconnect(oneshot::Sender<()>),
+    Disconnect(ReasonCode, Box<Properties<'static>>, oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable handle to one client session; the driver task stops when every
@@ -337,8 +342,12 @@ impl Client {
             stopping: None,
             lost: None,
         };
-        let stream = driver.establish().await?;
-        tokio::spawn(driver.run(stream));
+        if driver.options.wait_for_connack {
+            let stream = driver.establish().await?;
+            tokio::spawn(driver.run(Some(stream)));
+        } else {
+            tokio::spawn(driver.run(None));
+        }
         Ok((Client { tx }, Events { rx: ev_rx }))
     }
 
@@ -401,10 +410,24 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Sends DISCONNECT (0x00), closes the connection and stops the driver.
+    /// Sends DISCONNECT (0x00), closes the connection and stops the driver; resolves once
+    /// it has stopped. Waiting publish handles then resolve with [`Error::Closed`].
     pub async fn disconnect(&self) -> Result<(), Error> {
+        self.disconnect_with(ReasonCode::NORMAL_DISCONNECTION, Properties::new())
+            .await
+    }
+
+    /// [`disconnect`](Self::disconnect) with a reason code (0x04 asks the server to publish
+    /// the Will) and MQTT 5.0 properties (Session Expiry Interval, Reason String, User
+    /// Properties).
+    pub async fn disconnect_with(
+        &self,
+        reason_code: ReasonCode,
+        properties: Properties<'static>,
+    ) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Disconnect(tx)).await?;
+        self.send(Command::Disconnect(reason_code, Box::new(properties), tx))
+            .await?;
         rx.await.map_err(|_| Error::Closed)
     }
 
@@ -574,8 +597,10 @@ impl<C: Connector> Driver<C> {
         Ok(())
     }
 
-    async fn run(mut self, first: C::Stream) {
-        let mut stream = Some(first);
+    async fn run(mut self, first: Option<C::Stream>) {
+        // Without a first stream, the first attempt is made at once.
+        let mut wait = first.is_some();
+        let mut stream = first;
         let mut attempt: u32 = 0;
         loop {
             if let Some(s) = stream.take() {
@@ -591,11 +616,14 @@ impl<C: Connector> Driver<C> {
                     }
                 }
             }
-            let delay = backoff_delay(&self.options.backoff, attempt, &mut self.seed);
-            attempt = attempt.saturating_add(1);
-            if !self.idle(delay).await {
-                break;
+            if wait {
+                let delay = backoff_delay(&self.options.backoff, attempt, &mut self.seed);
+                attempt = attempt.saturating_add(1);
+                if !self.idle(delay).await {
+                    break;
+                }
             }
+            wait = true;
             match self.establish().await {
                 Ok(s) => stream = Some(s),
                 Err(Error::Refused(code)) if !proto::connack_is_retryable(code) => {
@@ -818,9 +846,8 @@ impl<C: Connector> Driver<C> {
                     }
                 }
             }
-            Command::Disconnect(reply) => {
-                self.session
-                    .disconnect(now, ReasonCode::NORMAL_DISCONNECTION);
+            Command::Disconnect(reason_code, properties, reply) => {
+                self.session.disconnect_with(now, reason_code, *properties);
                 self.stopping.get_or_insert_with(Vec::new).push(reply);
             }
         }

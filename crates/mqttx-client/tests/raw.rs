@@ -225,3 +225,49 @@ async fn commands_are_served_while_a_reconnect_waits_for_connack() {
     assert!(handle.packet_id().is_some());
     drop(hold_tx);
 }
+
+#[tokio::test(start_paused = true)]
+async fn connect_without_waiting_for_connack_retries_in_the_background() {
+    // wait_for_connack = false: `connect` returns at once; a refused first attempt (0x88,
+    // retryable) is retried after the backoff and `Connected` follows.
+    let (l, port) = listener().await;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x88)).await;
+        drop(s);
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x00)).await;
+        // Expect the client's DISCONNECT with the reason it chose.
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).await.expect("read");
+        // MQTT 5.0 §3.14.2.2.1: no properties, so the Property Length may be omitted.
+        assert_eq!(&buf[..n], [0xE0, 0x01, 0x04]);
+    });
+    let mut o = options(port, 60);
+    o.wait_for_connack = false;
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("returns at once");
+    assert_eq!(
+        events.recv().await,
+        Some(Event::ConnectionRefused(ReasonCode::SERVER_UNAVAILABLE))
+    );
+    assert_eq!(
+        events.recv().await,
+        Some(Event::Connected {
+            session_present: false
+        })
+    );
+    timeout(
+        WAIT,
+        client.disconnect_with(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, Default::default()),
+    )
+    .await
+    .expect("in time")
+    .expect("disconnected");
+    timeout(WAIT, server)
+        .await
+        .expect("in time")
+        .expect("the server saw DISCONNECT 0x04");
+}

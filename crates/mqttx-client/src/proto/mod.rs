@@ -172,6 +172,10 @@ pub enum PublishError {
     NoPacketId,
     /// The packet is larger than the Maximum Packet Size in force.
     PacketTooLarge,
+    /// QoS above the server's Maximum QoS (MQTT 5.0 CONNACK).
+    QoSNotSupported,
+    /// RETAIN while the server's Retain Available is 0 (MQTT 5.0 CONNACK).
+    RetainNotSupported,
     /// The packet does not encode (invalid topic, property not allowed…).
     Encode(EncodeError),
 }
@@ -183,6 +187,8 @@ impl fmt::Display for PublishError {
             Self::QueueFull => f.write_str("publish queue full"),
             Self::NoPacketId => f.write_str("no packet identifier free"),
             Self::PacketTooLarge => f.write_str("packet larger than the maximum packet size"),
+            Self::QoSNotSupported => f.write_str("QoS above the server's maximum"),
+            Self::RetainNotSupported => f.write_str("retain not available on the server"),
             Self::Encode(e) => write!(f, "invalid packet: {e}"),
         }
     }
@@ -403,6 +409,8 @@ pub struct ClientSession {
 
     // Server limits from CONNACK.
     server_receive_maximum: u16,
+    server_maximum_qos: QoS,
+    server_retain_available: bool,
     server_max_packet_size: u32,
 
     // Outbound.
@@ -447,6 +455,8 @@ impl ClientSession {
             last_sent: None,
             ping_deadline: None,
             server_receive_maximum: u16::MAX,
+            server_maximum_qos: QoS::ExactlyOnce,
+            server_retain_available: true,
             server_max_packet_size: MAX_PACKET_SIZE,
             ids_in_use: HashSet::new(),
             next_id: 0,
@@ -556,6 +566,18 @@ impl ClientSession {
             // A placeholder identifier, so the size check counts its two bytes.
             msg.packet_id = PacketId::new(1);
         }
+        if self.state == State::Connected {
+            // [MQTT-3.2.2-11] "If a Client receives a Maximum QoS from a Server, it MUST NOT
+            // send PUBLISH packets at a QoS level exceeding the Maximum QoS level specified."
+            if msg.qos.as_u8() > self.server_maximum_qos.as_u8() {
+                return Err(PublishError::QoSNotSupported);
+            }
+            // [MQTT-3.2.2-14] "A Client receiving Retain Available set to 0 from the Server
+            // MUST NOT send a PUBLISH packet with the RETAIN flag set to 1."
+            if msg.retain && !self.server_retain_available {
+                return Err(PublishError::RetainNotSupported);
+            }
+        }
         let limit = self.outbound_limit();
         let cx = EncodeContext::new(self.options.protocol).with_max_packet_size(limit);
         match encoded_len(&Packet::Publish(msg.clone()), &cx) {
@@ -636,12 +658,24 @@ impl ClientSession {
     /// Queues a DISCONNECT (if connected) and ends the connection; the session state is kept
     /// for a later [`connect`](Self::connect).
     pub fn disconnect(&mut self, now: Instant, reason_code: ReasonCode) {
+        self.disconnect_with(now, reason_code, Properties::new());
+    }
+
+    /// [`disconnect`](Self::disconnect) with DISCONNECT properties (MQTT 5.0: Session Expiry
+    /// Interval, Reason String, User Properties). Reason code 0x04 asks the server to
+    /// publish the Will.
+    pub fn disconnect_with(
+        &mut self,
+        now: Instant,
+        reason_code: ReasonCode,
+        properties: Properties<'static>,
+    ) {
         if self.state != State::Disconnected {
             self.send(
                 now,
                 &Packet::Disconnect(Disconnect {
                     reason_code,
-                    properties: Default::default(),
+                    properties: properties.into(),
                 }),
             );
         }
@@ -764,6 +798,8 @@ impl ClientSession {
         self.outbound_alias_limit = 0;
         self.outbound_next_alias = 0;
         self.server_receive_maximum = u16::MAX;
+        self.server_maximum_qos = QoS::ExactlyOnce;
+        self.server_retain_available = true;
         self.server_max_packet_size = MAX_PACKET_SIZE;
     }
 
@@ -829,6 +865,12 @@ impl ClientSession {
 
     /// Sends a PUBLISH, with an outbound Topic Alias when the server allows them.
     fn send_publish(&mut self, now: Instant, mut p: Publish<'static>) {
+        // Queued before the CONNACK told the limits: the RETAIN flag is dropped rather than
+        // breaking [MQTT-3.2.2-14]. (A QoS above the maximum keeps its QoS: the server's
+        // answer, 0x9B QoS not supported, reaches the publisher's handle.)
+        if !self.server_retain_available {
+            p.retain = false;
+        }
         if self.outbound_alias_limit == 0
             || p.topic.is_empty()
             || p.properties.topic_alias.is_some()
@@ -1066,6 +1108,8 @@ impl ClientSession {
         };
         // Absent Receive Maximum means 65 535 (MQTT 5.0 §3.2.2.3.3).
         self.server_receive_maximum = props.receive_maximum.unwrap_or(u16::MAX).max(1);
+        self.server_maximum_qos = props.maximum_qos.unwrap_or(QoS::ExactlyOnce);
+        self.server_retain_available = props.retain_available.unwrap_or(true);
         self.server_max_packet_size = props.maximum_packet_size.unwrap_or(MAX_PACKET_SIZE);
         // Absent Topic Alias Maximum means 0: no aliases (MQTT 5.0 §3.2.2.3.8).
         self.outbound_alias_limit = props

@@ -911,3 +911,40 @@ fn qos0_waits_in_the_queue_when_asked_to() {
         "in publish order: {sent:?}"
     );
 }
+
+#[test]
+fn maximum_qos_and_retain_available_of_the_server_are_respected() {
+    // [MQTT-3.2.2-11] no PUBLISH above the Maximum QoS; [MQTT-3.2.2-14] no RETAIN when
+    // Retain Available is 0.
+    let mut h = Harness::new(SessionOptions::new("c"));
+    let mut props = Properties::new();
+    props.maximum_qos = Some(QoS::AtLeastOnce);
+    props.retain_available = Some(false);
+    h.connack(false, props);
+    h.events();
+    assert_eq!(
+        h.publish("t", QoS::ExactlyOnce),
+        Err(PublishError::QoSNotSupported)
+    );
+    let mut p = Publish::new("t", b"x".to_vec());
+    p.retain = true;
+    assert_eq!(
+        h.session.publish(h.now, p),
+        Err(PublishError::RetainNotSupported)
+    );
+    assert!(h.publish("t", QoS::AtLeastOnce).is_ok());
+}
+
+#[test]
+fn disconnect_carries_reason_and_properties() {
+    // MQTT 5.0 §3.14: 0x04 Disconnect with Will Message, Session Expiry Interval.
+    let mut h = Harness::connected();
+    let mut props = Properties::new();
+    props.session_expiry_interval = Some(0);
+    h.session
+        .disconnect_with(h.now, ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, props);
+    assert!(matches!(h.sent().as_slice(), [Packet::Disconnect(d)]
+        if d.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE
+            && d.properties.session_expiry_interval == Some(0)));
+    assert!(!h.session.is_connected());
+}
