@@ -84,6 +84,9 @@
 pub mod proto;
 mod shell;
 
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
+
 /// The start instant of the `proto` unit tests (read here: `proto` never reads a clock).
 #[cfg(test)]
 fn test_start() -> std::time::Instant {
