@@ -187,6 +187,10 @@ pub enum Error {
     Request(RequestError),
     /// The driver stopped (disconnect, non-retryable refusal, or every handle dropped).
     Closed,
+    /// No response within the time given to [`Client::request`].
+    RequestTimeout,
+    /// The feature needs MQTT 5.0 (request/response).
+    NeedsV5,
 }
 
 impl fmt::Display for Error {
@@ -199,6 +203,8 @@ impl fmt::Display for Error {
             Self::Publish(_) => f.write_str("publish refused"),
             Self::Request(_) => f.write_str("request refused"),
             Self::Closed => f.write_str("client closed"),
+            Self::RequestTimeout => f.write_str("no response in time"),
+            Self::NeedsV5 => f.write_str("needs MQTT 5.0"),
         }
     }
 }
@@ -303,6 +309,13 @@ enum Command {
     ),
     Unsubscribe(Vec<String>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
     Disconnect(ReasonCode, Box<Properties<'static>>, oneshot::Sender<()>),
+    /// Topic, payload, where the response goes, where "queued" goes.
+    Request(
+        String,
+        Vec<u8>,
+        oneshot::Sender<Publish<'static>>,
+        oneshot::Sender<Result<(), Error>>,
+    ),
 }
 
 /// A cheap, cloneable handle to one client session; the driver task stops when every
@@ -341,6 +354,9 @@ impl Client {
             unsubscribes: HashMap::new(),
             stopping: None,
             lost: None,
+            response_topic: None,
+            next_correlation: 0,
+            responders: HashMap::new(),
         };
         if driver.options.wait_for_connack {
             let stream = driver.establish().await?;
@@ -410,6 +426,33 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Request/response (MQTT 5.0 §4.10): publishes at QoS 1 with a Response Topic of this
+    /// client's own (subscribed on first use) and fresh Correlation Data, and resolves with
+    /// the first message that comes back on that topic with that Correlation Data, or
+    /// [`Error::RequestTimeout`] after `timeout`. Responses do not appear on [`Events`].
+    pub async fn request(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Publish<'static>, Error> {
+        let (tx, rx) = oneshot::channel();
+        let (queued_tx, queued_rx) = oneshot::channel();
+        self.send(Command::Request(
+            topic.into(),
+            payload.into(),
+            tx,
+            queued_tx,
+        ))
+        .await?;
+        queued_rx.await.map_err(|_| Error::Closed)??;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::RequestTimeout),
+        }
+    }
+
     /// Sends DISCONNECT (0x00), closes the connection and stops the driver; resolves once
     /// it has stopped. Waiting publish handles then resolve with [`Error::Closed`].
     pub async fn disconnect(&self) -> Result<(), Error> {
@@ -443,6 +486,7 @@ impl fmt::Debug for Command {
             Self::Subscribe(..) => "Subscribe",
             Self::Unsubscribe(..) => "Unsubscribe",
             Self::Disconnect(..) => "Disconnect",
+            Self::Request(..) => "Request",
         })
     }
 }
@@ -493,6 +537,11 @@ struct Driver<C: Connector> {
     stopping: Option<Vec<oneshot::Sender<()>>>,
     /// Set when the session gave up on the connection, with the reason to report.
     lost: Option<ReasonCode>,
+    /// The Response Topic of [`Client::request`], subscribed on first use.
+    response_topic: Option<String>,
+    next_correlation: u64,
+    /// Correlation Data → the waiting `request`.
+    responders: HashMap<Vec<u8>, oneshot::Sender<Publish<'static>>>,
 }
 
 /// What woke the driver.
@@ -779,7 +828,11 @@ impl<C: Connector> Driver<C> {
                 proto::Event::ConnectionRefused { reason_code, .. } => {
                     self.lost = Some(reason_code);
                 }
-                proto::Event::Message(m) => self.push(Event::Message(m)),
+                proto::Event::Message(m) => {
+                    if let Some(m) = self.respond(m) {
+                        self.push(Event::Message(m));
+                    }
+                }
                 proto::Event::PublishComplete {
                     packet_id,
                     reason_code,
@@ -805,9 +858,67 @@ impl<C: Connector> Driver<C> {
         }
     }
 
+    /// Hands a response to its `request`; gives the message back if it is not one.
+    fn respond(&mut self, m: Publish<'static>) -> Option<Publish<'static>> {
+        if self.response_topic.as_deref() != Some(m.topic.as_ref()) {
+            return Some(m);
+        }
+        let key = m.properties.correlation_data.as_deref().map(<[u8]>::to_vec);
+        match key.and_then(|k| self.responders.remove(&k)) {
+            Some(tx) => {
+                let _ = tx.send(m);
+                None
+            }
+            // A late response (the request timed out) is dropped.
+            None => None,
+        }
+    }
+
+    fn request(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        response: oneshot::Sender<Publish<'static>>,
+    ) -> Result<(), Error> {
+        if !self.options.session.protocol.is_v5() {
+            return Err(Error::NeedsV5);
+        }
+        let now = now();
+        let response_topic = match &self.response_topic {
+            Some(t) => t.clone(),
+            None => {
+                // A topic of this client's own: 64 bits from the per-client generator.
+                let tag = (next_unit(&mut self.seed) * (1u64 << 53) as f64) as u64;
+                let t = format!("mqttx/response/{:x}", tag ^ self.seed);
+                // The SUBSCRIBE goes out before the request's PUBLISH on the same connection,
+                // so the server has the subscription when the responder answers.
+                let filter = SubscribeFilter::new(t.clone(), QoS::AtLeastOnce);
+                self.session
+                    .subscribe(now, vec![filter], Properties::new())
+                    .map_err(Error::Request)?;
+                self.response_topic = Some(t.clone());
+                t
+            }
+        };
+        self.next_correlation += 1;
+        let correlation = self.next_correlation.to_be_bytes().to_vec();
+        let mut msg = Publish::new(topic, payload);
+        msg.qos = QoS::AtLeastOnce;
+        msg.properties.response_topic = Some(response_topic.into());
+        msg.properties.correlation_data = Some(correlation.clone().into());
+        self.session.publish(now, msg).map_err(Error::Publish)?;
+        self.responders.retain(|_, tx| !tx.is_closed());
+        self.responders.insert(correlation, response);
+        Ok(())
+    }
+
     fn command(&mut self, cmd: Command) {
         let now = now();
         match cmd {
+            Command::Request(topic, payload, response, queued) => {
+                let r = self.request(topic, payload, response);
+                let _ = queued.send(r);
+            }
             Command::Publish(msg, reply) => {
                 let r = match self.session.publish(now, msg) {
                     Ok(Some(id)) => {

@@ -76,3 +76,9 @@ async fn outbound_topic_aliases_round_trip() {
     let b = TestBroker::ours().await;
     common::topic_aliases_round_trip(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response() {
+    let b = TestBroker::ours().await;
+    common::request_response(&b).await;
+}

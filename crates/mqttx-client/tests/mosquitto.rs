@@ -35,3 +35,9 @@ async fn mosquitto_outbound_topic_aliases_round_trip() {
     let b = TestBroker::mosquitto("aliases").await;
     common::topic_aliases_round_trip(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_request_response() {
+    let b = TestBroker::mosquitto("reqresp").await;
+    common::request_response(&b).await;
+}

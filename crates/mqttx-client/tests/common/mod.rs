@@ -443,3 +443,55 @@ pub async fn topic_aliases_round_trip(broker: &TestBroker) {
         );
     }
 }
+
+/// Request/response (MQTT 5.0 §4.10): a responder answers on the Response Topic with the
+/// Correlation Data; the requester's `request` resolves with the answer.
+pub async fn request_response(broker: &TestBroker) {
+    let (responder, mut requests) = timeout(
+        WAIT,
+        Client::connect(options(broker.port(), "svc", ProtocolVersion::V5)),
+    )
+    .await
+    .expect("in time")
+    .expect("connects");
+    responder
+        .subscribe("svc/upper", QoS::AtLeastOnce)
+        .await
+        .expect("sent")
+        .expect("granted");
+    let serve = tokio::spawn(async move {
+        while let Some(e) = requests.recv().await {
+            let Event::Message(m) = e else { continue };
+            let Some(to) = m.properties.response_topic.clone() else {
+                continue;
+            };
+            let mut answer = Publish::new(to.into_owned(), m.payload.to_ascii_uppercase());
+            answer.qos = QoS::AtLeastOnce;
+            answer.properties.correlation_data = m.properties.correlation_data.clone();
+            let _ = responder.publish_message(answer).await;
+        }
+    });
+    let (client, _events) = timeout(
+        WAIT,
+        Client::connect(options(broker.port(), "asker", ProtocolVersion::V5)),
+    )
+    .await
+    .expect("in time")
+    .expect("connects");
+    for word in ["ping", "mqtt", "five"] {
+        let r = client
+            .request("svc/upper", word, WAIT)
+            .await
+            .expect("answered");
+        assert_eq!(r.payload.as_ref(), word.to_ascii_uppercase().as_bytes());
+    }
+    // Nobody answers on another topic: the request times out.
+    let r = client
+        .request("svc/nobody", "x", Duration::from_millis(200))
+        .await;
+    assert!(
+        matches!(r, Err(mqttx_client::Error::RequestTimeout)),
+        "{r:?}"
+    );
+    serve.abort();
+}
