@@ -5,14 +5,16 @@
 //! It reconnects with exponential backoff, restores subscriptions after a reconnect without a
 //! session, resends unacknowledged messages in order after one with a session, lets you await
 //! the acknowledgement of each publish, and never deadlocks when you publish from inside your
-//! event handling. It is not a broker (see `mqttx-broker`), does not persist sessions to disk
-//! yet, and brings no TLS or WebSocket code: any `AsyncRead + AsyncWrite` stream plugs in
-//! through a [`Connector`].
+//! event handling; with a [`SessionStore`] (in memory or [`FileStore`]) its unacknowledged
+//! messages and subscriptions survive a process restart. It is not a broker (see
+//! `mqttx-broker`) and brings no TLS or WebSocket code: any `AsyncRead + AsyncWrite` stream
+//! plugs in through a [`Connector`].
 //!
 //! # Layout
 //!
 //! - [`Client`], [`Events`], [`PublishHandle`]: the tokio shell (`shell.rs`).
 //! - [`ConnectOptions`], [`Backoff`], [`Connector`], [`TcpConnector`]: how to connect.
+//! - [`SessionStore`], [`MemoryStore`], [`FileStore`]: the session state across restarts.
 //! - [`proto`]: the session core, usable without any runtime.
 //! - [`codec`]: the re-exported wire types (`Publish`, `QoS`, `ReasonCode`…).
 //!
@@ -102,5 +104,6 @@ pub mod codec {
 }
 
 pub use shell::{
-    Backoff, Client, ConnectOptions, Connector, Error, Event, Events, PublishHandle, TcpConnector,
+    Backoff, Client, ConnectOptions, Connector, Error, Event, Events, FileStore, MemoryStore,
+    PublishHandle, SessionStore, TcpConnector,
 };

@@ -6,8 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::proto::{
-    self, ClientSession, PublishError, RequestError, SessionError, SessionOptions, SubscribeResult,
+    self, ClientSession, PublishError, RequestError, SessionError, SessionOptions, SessionState,
+    SubscribeResult,
 };
 
 const COMMAND_CAPACITY: usize = 256;
@@ -31,6 +33,84 @@ pub trait Connector: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Opens one connection.
     fn connect(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Keeps a client's [`SessionState`] (in its byte form) across process restarts, keyed by
+/// the configured client identifier. The driver loads it once when the client is created and
+/// saves it, before writing to the network, whenever it changed.
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// The saved state of `client_id`, if any.
+    fn load(&self, client_id: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the saved state of `client_id`.
+    fn save(&self, client_id: &str, state: &[u8]) -> io::Result<()>;
+}
+
+/// A [`SessionStore`] in memory: survives a new `Client` in the same process.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore(Arc<Mutex<HashMap<String, Vec<u8>>>>);
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn load(&self, client_id: &str) -> io::Result<Option<Vec<u8>>> {
+        let map = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("store lock poisoned"))?;
+        Ok(map.get(client_id).cloned())
+    }
+
+    fn save(&self, client_id: &str, state: &[u8]) -> io::Result<()> {
+        let mut map = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("store lock poisoned"))?;
+        map.insert(client_id.to_owned(), state.to_vec());
+        Ok(())
+    }
+}
+
+/// A [`SessionStore`] in a directory: one file per client identifier (its bytes in hex, so
+/// any identifier is a safe file name), replaced atomically by write-and-rename. Writes are
+/// synchronous, on the driver task.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    /// A store in `dir` (created on first save).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn path(&self, client_id: &str) -> PathBuf {
+        let name: String = client_id.bytes().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{name}.mqxs"))
+    }
+}
+
+impl SessionStore for FileStore {
+    fn load(&self, client_id: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(client_id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, client_id: &str, state: &[u8]) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.path(client_id);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, state)?;
+        std::fs::rename(tmp, path)
+    }
 }
 
 /// Connects over TCP (with TCP_NODELAY, from mqttx-transport-tcp) to `host:port`.
@@ -118,6 +198,9 @@ pub struct ConnectOptions {
     pub reconnect: bool,
     /// Capacity of the event channel (default 1 024); see the crate docs.
     pub event_capacity: usize,
+    /// Where the session state is kept across restarts (default none). Needs a non-empty
+    /// client identifier.
+    pub store: Option<Arc<dyn SessionStore>>,
     /// Whether [`Client::connect`] waits for the first CONNACK (default `true`). With
     /// `false` it returns at once and the first connection is made like a reconnect:
     /// [`Event::Connected`] tells when it is up, and failures retry with backoff.
@@ -136,6 +219,7 @@ impl ConnectOptions {
             reconnect: true,
             event_capacity: 1024,
             wait_for_connack: true,
+            store: None,
         }
     }
 
@@ -341,8 +425,19 @@ impl Client {
     ) -> Result<(Client, Events), Error> {
         let (tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (ev_tx, ev_rx) = mpsc::channel(options.event_capacity.max(1));
+        let mut session = ClientSession::new();
+        let mut saved = Vec::new();
+        if let Some(store) = &options.store {
+            if let Some(bytes) = store.load(&options.session.client_id).map_err(Error::Io)? {
+                let state = SessionState::decode(&bytes)
+                    .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                session = ClientSession::from_state(state);
+                saved = bytes;
+            }
+        }
         let mut driver = Driver {
-            session: ClientSession::new(),
+            session,
+            saved,
             seed: seed(&options.session.client_id),
             options,
             connector: Arc::new(connector),
@@ -523,6 +618,8 @@ pub(crate) fn backoff_delay(b: &Backoff, attempt: u32, rng: &mut u64) -> Duratio
 
 struct Driver<C: Connector> {
     session: ClientSession,
+    /// The state last given to the store, to save only changes.
+    saved: Vec<u8>,
     options: ConnectOptions,
     connector: Arc<C>,
     seed: u64,
@@ -720,6 +817,7 @@ impl<C: Connector> Driver<C> {
         let deadline = Instant::now() + delay;
         loop {
             self.drain_session(self.options.event_capacity.max(1));
+            self.persist();
             if self.stopping.is_some() {
                 return false;
             }
@@ -749,6 +847,7 @@ impl<C: Connector> Driver<C> {
         let cap = self.options.event_capacity.max(1);
         loop {
             self.drain_session(self.options.event_capacity.max(1));
+            self.persist();
             while self.session.poll_transmit(&mut out) {}
             if !out.is_empty() {
                 let r = stream.write_all(&out).await;
@@ -802,6 +901,19 @@ impl<C: Connector> Driver<C> {
                 Step::Timeout => self.session.handle_timeout(now()),
                 Step::Nothing => {}
             }
+        }
+    }
+
+    /// Saves the session state if a store is configured and the state changed. A failing
+    /// store is retried at the next change; the connection goes on.
+    fn persist(&mut self) {
+        let Some(store) = &self.options.store else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        self.session.state().encode(&mut bytes);
+        if bytes != self.saved && store.save(&self.options.session.client_id, &bytes).is_ok() {
+            self.saved = bytes;
         }
     }
 

@@ -82,3 +82,9 @@ async fn request_response() {
     let b = TestBroker::ours().await;
     common::request_response(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_survives_a_client_restart() {
+    let mut b = TestBroker::ours().await;
+    common::file_store_survives_a_restart(&mut b, "ours").await;
+}

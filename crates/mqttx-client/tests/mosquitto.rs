@@ -41,3 +41,9 @@ async fn mosquitto_request_response() {
     let b = TestBroker::mosquitto("reqresp").await;
     common::request_response(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_file_store_survives_a_client_restart() {
+    let mut b = TestBroker::mosquitto("store").await;
+    common::file_store_survives_a_restart(&mut b, "mosquitto").await;
+}

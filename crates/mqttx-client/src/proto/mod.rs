@@ -16,8 +16,12 @@ use mqttx_codec::{
     UnsubAck, Unsubscribe, Will, encode, encoded_len,
 };
 
+mod state;
 #[cfg(test)]
 mod tests;
+
+use state::Stored;
+pub use state::{SessionState, StateError};
 
 /// The default bound of the offline / flow-control queue of QoS 1 and 2 messages.
 pub const DEFAULT_MAX_QUEUED: usize = 1_000;
@@ -498,6 +502,66 @@ impl ClientSession {
     /// The filters the server acknowledged and that were not unsubscribed since.
     pub fn subscriptions(&self) -> impl Iterator<Item = &SubscribeFilter> + '_ {
         self.subscriptions.iter().map(|(f, _)| f)
+    }
+
+    /// What must outlive the process: messages in flight and queued (in order),
+    /// subscriptions, inbound QoS 2 identifiers awaiting PUBREL. Save it (its
+    /// [`encode`](SessionState::encode)d form) after changes; SUBSCRIBE and UNSUBSCRIBE
+    /// requests still unanswered are not part of it.
+    pub fn state(&self) -> SessionState {
+        SessionState {
+            protocol: self.options.protocol,
+            inflight: self
+                .inflight
+                .iter()
+                .map(|o| match o {
+                    Outgoing::Publish(p) => Stored::Publish(p.clone()),
+                    Outgoing::PubRel(id) => Stored::PubRel(*id),
+                })
+                .collect(),
+            queued: self.queued.iter().cloned().collect(),
+            subscriptions: self.subscriptions.clone(),
+            inbound_qos2: self
+                .inbound_qos2
+                .keys()
+                .filter_map(|id| PacketId::new(*id))
+                .collect(),
+        }
+    }
+
+    /// A session resumed from a saved [`SessionState`] (e.g. after a process restart). It
+    /// counts as having connected before: the next MQTT 5.0 CONNECT uses Clean Start 0, and
+    /// the CONNACK's Session Present decides between resending and re-subscribing.
+    pub fn from_state(state: SessionState) -> Self {
+        let mut s = Self::new();
+        s.options.protocol = state.protocol;
+        s.ever_connected = true;
+        for stored in state.inflight {
+            let (out, id) = match stored {
+                Stored::Publish(p) => match p.packet_id {
+                    Some(id) => (Outgoing::Publish(p), id),
+                    None => continue,
+                },
+                Stored::PubRel(id) => (Outgoing::PubRel(id), id),
+            };
+            if s.ids_in_use.insert(id.get()) {
+                s.inflight.push_back(out);
+            }
+        }
+        for p in state.queued {
+            if let Some(id) = p.packet_id {
+                // A duplicate identifier only comes from a damaged state: keep the first.
+                if !s.ids_in_use.insert(id.get()) {
+                    continue;
+                }
+            }
+            s.queued.push_back(p);
+        }
+        s.subscriptions = state.subscriptions;
+        for id in state.inbound_qos2 {
+            s.inbound_qos2.insert(id.get(), Inbound2::HandedOut);
+        }
+        s
     }
 
     // ----- commands -----

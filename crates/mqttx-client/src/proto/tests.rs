@@ -948,3 +948,128 @@ fn disconnect_carries_reason_and_properties() {
             && d.properties.session_expiry_interval == Some(0)));
     assert!(!h.session.is_connected());
 }
+
+// ----- Session state across a process restart -----
+
+/// A v5 session with a PUBREL-stage message, a QoS 1 message in flight, one queued, a
+/// subscription with a Subscription Identifier and an inbound QoS 2 awaiting PUBREL.
+fn busy_session() -> (Harness, PacketId, PacketId, PacketId) {
+    let mut opts = SessionOptions::new("keeper");
+    opts.max_inflight = 2;
+    opts.session_expiry_interval = 3600;
+    let mut h = Harness::connected_with(opts);
+    let mut props = Properties::new();
+    props.subscription_identifiers.push(9);
+    let sid = h
+        .session
+        .subscribe(
+            h.now,
+            vec![SubscribeFilter::new("s/#", QoS::ExactlyOnce)],
+            props,
+        )
+        .expect("ok");
+    h.recv(Packet::SubAck(SubAck {
+        packet_id: sid,
+        properties: Default::default(),
+        reason_codes: vec![ReasonCode::GRANTED_QOS_2].into(),
+    }))
+    .expect("ok");
+    let a = h.publish("a", QoS::ExactlyOnce).expect("ok").expect("id");
+    let b = h.publish("b", QoS::AtLeastOnce).expect("ok").expect("id");
+    let c = h.publish("c", QoS::AtLeastOnce).expect("ok").expect("id");
+    h.recv(Packet::PubRec(PubResponse::new(a))).expect("ok");
+    h.recv(inbound("in", QoS::ExactlyOnce, Some(77)))
+        .expect("ok");
+    h.events();
+    h.sent();
+    (h, a, b, c)
+}
+
+#[test]
+fn session_state_round_trips_through_its_byte_form() {
+    let (h, ..) = busy_session();
+    let state = h.session.state();
+    assert!(!state.is_empty());
+    let mut bytes = Vec::new();
+    state.encode(&mut bytes);
+    assert_eq!(&bytes[..4], b"MQXS");
+    assert_eq!(super::SessionState::decode(&bytes), Ok(state));
+    // Damaged input is refused, never a panic.
+    for cut in 0..bytes.len() {
+        let _ = super::SessionState::decode(&bytes[..cut]);
+    }
+    assert_eq!(
+        super::SessionState::decode(b"nope"),
+        Err(super::StateError::BadHeader)
+    );
+}
+
+#[test]
+fn restored_session_resends_in_order_when_the_server_kept_it() {
+    // [MQTT-4.4.0-1] after a process restart too: PUBREL, then PUBLISH with DUP, in order;
+    // the queued message follows within the window; Clean Start 0.
+    let (h, a, b, c) = busy_session();
+    let mut bytes = Vec::new();
+    h.session.state().encode(&mut bytes);
+    let state = super::SessionState::decode(&bytes).expect("valid");
+    let mut session = ClientSession::from_state(state);
+    let mut opts = SessionOptions::new("keeper");
+    opts.max_inflight = 2;
+    opts.session_expiry_interval = 3600;
+    let now = h.now;
+    session.connect(now, opts);
+    let mut r = Harness {
+        session,
+        now,
+        version: ProtocolVersion::V5,
+        decoder: Decoder::new(DecodeContext::new(ProtocolVersion::V5)),
+    };
+    assert!(
+        matches!(r.sent().as_slice(), [Packet::Connect(c)] if !c.clean_start && c.client_id == "keeper")
+    );
+    r.connack(true, Properties::new());
+    let sent = r.sent();
+    assert!(
+        matches!(sent.as_slice(), [Packet::PubRel(x), Packet::Publish(y)]
+            if x.packet_id == a && y.packet_id == Some(b) && y.dup),
+        "{sent:?}"
+    );
+    // Identifiers of restored messages are not reused.
+    let fresh = r.publish("d", QoS::AtLeastOnce).expect("ok").expect("id");
+    assert!(![a, b, c].contains(&fresh));
+    // The inbound QoS 2 message is not delivered again; its PUBREL is answered.
+    r.recv(inbound("in", QoS::ExactlyOnce, Some(77)))
+        .expect("ok");
+    assert!(!r.events().iter().any(|e| matches!(e, Event::Message(_))));
+    r.recv(Packet::PubRel(PubResponse::new(id(77))))
+        .expect("ok");
+    assert!(r.sent().iter().any(|p| matches!(p, Packet::PubComp(x) if x.packet_id.get() == 77 && x.reason_code == ReasonCode::SUCCESS)));
+}
+
+#[test]
+fn restored_session_resubscribes_when_the_server_lost_it() {
+    let (h, ..) = busy_session();
+    let mut session = ClientSession::from_state(h.session.state());
+    session.connect(h.now, SessionOptions::new("keeper"));
+    let mut r = Harness {
+        session,
+        now: h.now,
+        version: ProtocolVersion::V5,
+        decoder: Decoder::new(DecodeContext::new(ProtocolVersion::V5)),
+    };
+    r.sent();
+    r.connack(false, Properties::new());
+    let sent = r.sent();
+    assert!(
+        matches!(sent.first(), Some(Packet::Subscribe(s))
+            if s.properties.subscription_identifiers.iter().collect::<Vec<_>>() == [9]),
+        "{sent:?}"
+    );
+    // Messages in flight go again as new ones (DUP 0), none lost.
+    assert_eq!(
+        sent.iter()
+            .filter(|p| matches!(p, Packet::Publish(p) if !p.dup))
+            .count(),
+        2
+    );
+}

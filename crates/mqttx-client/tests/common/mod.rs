@@ -495,3 +495,55 @@ pub async fn request_response(broker: &TestBroker) {
     );
     serve.abort();
 }
+
+/// A client "process" queues QoS 1 messages while the broker is down and dies; a new client
+/// with the same [`mqttx_client::FileStore`] and client id sends them once the broker is back.
+pub async fn file_store_survives_a_restart(broker: &mut TestBroker, name: &str) {
+    let dir =
+        std::env::temp_dir().join(format!("mqttx-client-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store: std::sync::Arc<dyn mqttx_client::SessionStore> =
+        std::sync::Arc::new(mqttx_client::FileStore::new(&dir));
+    let mut o = options(broker.port(), "durable", ProtocolVersion::V5);
+    o.store = Some(store.clone());
+    let (client, mut events) = timeout(WAIT, Client::connect(o.clone()))
+        .await
+        .expect("in time")
+        .expect("connects");
+    client
+        .subscribe("ps/#", QoS::AtLeastOnce)
+        .await
+        .expect("sent")
+        .expect("granted");
+    broker.stop().await;
+    wait_for(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    for i in 0..5u8 {
+        client
+            .publish("ps/x", vec![i], QoS::AtLeastOnce, false)
+            .await
+            .expect("queued");
+    }
+    // The process dies: every handle dropped, the driver stops (its events end).
+    drop(client);
+    timeout(WAIT, async { while events.recv().await.is_some() {} })
+        .await
+        .expect("driver stops");
+    assert!(
+        store.load("durable").expect("readable").is_some(),
+        "state saved"
+    );
+    broker.start().await;
+    o.port = broker.port();
+    let (_client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    for i in 0..5u8 {
+        let m = next_message(&mut events).await;
+        assert_eq!((m.topic.as_ref(), m.payload.as_ref()), ("ps/x", &[i][..]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
