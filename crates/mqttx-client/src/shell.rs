@@ -393,6 +393,8 @@ enum Command {
     ),
     Unsubscribe(Vec<String>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
     Disconnect(ReasonCode, Box<Properties<'static>>, oneshot::Sender<()>),
+    /// Manual acknowledgement of an inbound message.
+    Ack(PacketId, oneshot::Sender<bool>),
     /// Topic, payload, where the response goes, where "queued" goes.
     Request(
         String,
@@ -521,6 +523,18 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Acknowledges an inbound QoS 1 or 2 message when [`SessionOptions::manual_ack`] is set
+    /// (PUBACK or PUBREC, in arrival order). `Ok(false)` for a QoS 0 message or one not
+    /// awaiting acknowledgement.
+    pub async fn ack(&self, msg: &Publish<'_>) -> Result<bool, Error> {
+        let Some(id) = msg.packet_id else {
+            return Ok(false);
+        };
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Ack(id, tx)).await?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
     /// Request/response (MQTT 5.0 §4.10): publishes at QoS 1 with a Response Topic of this
     /// client's own (subscribed on first use) and fresh Correlation Data, and resolves with
     /// the first message that comes back on that topic with that Correlation Data, or
@@ -582,6 +596,7 @@ impl fmt::Debug for Command {
             Self::Unsubscribe(..) => "Unsubscribe",
             Self::Disconnect(..) => "Disconnect",
             Self::Request(..) => "Request",
+            Self::Ack(..) => "Ack",
         })
     }
 }
@@ -1027,6 +1042,9 @@ impl<C: Connector> Driver<C> {
     fn command(&mut self, cmd: Command) {
         let now = now();
         match cmd {
+            Command::Ack(id, reply) => {
+                let _ = reply.send(self.session.ack(id));
+            }
             Command::Request(topic, payload, response, queued) => {
                 let r = self.request(topic, payload, response);
                 let _ = queued.send(r);

@@ -88,3 +88,32 @@ async fn file_store_survives_a_client_restart() {
     let mut b = TestBroker::ours().await;
     common::file_store_survives_a_restart(&mut b, "ours").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_acknowledgement() {
+    // With manual_ack the application acknowledges a QoS 1 message itself, once.
+    let b = TestBroker::ours().await;
+    let mut o = common::options(b.port(), "manual", ProtocolVersion::V5);
+    o.session.manual_ack = true;
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    client
+        .subscribe("ma/#", QoS::AtLeastOnce)
+        .await
+        .expect("sent")
+        .expect("granted");
+    let h = client
+        .publish("ma/1", b"x".to_vec(), QoS::AtLeastOnce, false)
+        .await
+        .expect("queued");
+    timeout(WAIT, h).await.expect("in time").expect("acked");
+    let m = common::next_message(&mut events).await;
+    assert_eq!(m.topic, "ma/1");
+    assert!(
+        client.ack(&m).await.expect("driver up"),
+        "awaiting its PUBACK"
+    );
+    assert!(!client.ack(&m).await.expect("driver up"), "only once");
+}

@@ -73,6 +73,9 @@ pub struct SessionOptions {
     /// Whether QoS 0 messages published while disconnected wait in the same queue (default
     /// `false`: they are refused with [`PublishError::NotConnected`]).
     pub queue_qos0: bool,
+    /// Whether inbound QoS 1 and 2 messages wait for [`ClientSession::ack`] instead of being
+    /// acknowledged when handed out (default `false`). Acknowledgements keep arrival order.
+    pub manual_ack: bool,
     /// Most outbound Topic Aliases to use (MQTT 5.0; default 65 535): the session uses
     /// min(this, the server's Topic Alias Maximum), assigning them to topics as they are
     /// published and replacing the least recently used one when all are taken. 0 turns
@@ -100,6 +103,7 @@ impl SessionOptions {
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued: DEFAULT_MAX_QUEUED,
             queue_qos0: false,
+            manual_ack: false,
             max_outbound_topic_aliases: u16::MAX,
             properties: Properties::new(),
         }
@@ -428,6 +432,8 @@ pub struct ClientSession {
     // Inbound.
     inbound_qos2: HashMap<u16, Inbound2>,
     inbound_aliases: HashMap<u16, String>,
+    /// Acknowledgements handed out under `manual_ack`, in arrival order; `true` once acked.
+    manual_acks: VecDeque<(u64, Ack, bool)>,
 
     // Outbound Topic Aliases of the current connection: topic → (alias, last use).
     outbound_aliases: HashMap<String, (u16, u64)>,
@@ -470,6 +476,7 @@ impl ClientSession {
             subscriptions: Vec::new(),
             inbound_qos2: HashMap::new(),
             inbound_aliases: HashMap::new(),
+            manual_acks: VecDeque::new(),
             outbound_aliases: HashMap::new(),
             outbound_alias_limit: 0,
             outbound_next_alias: 0,
@@ -829,23 +836,60 @@ impl ClientSession {
     }
 
     /// The next event. Handing out an inbound QoS 1 or 2 message queues its PUBACK or PUBREC
-    /// (if the connection it came on is still up).
+    /// (if the connection it came on is still up), unless `manual_ack` is set: then
+    /// [`ack`](Self::ack) does.
     pub fn poll_event(&mut self) -> Option<Event> {
         let (event, ack) = self.events.pop_front()?;
         if let Some((generation, ack)) = ack {
-            if let Ack::PubRec(id) = ack {
-                self.inbound_qos2.insert(id.get(), Inbound2::HandedOut);
-            }
-            if generation == self.generation && self.state == State::Connected {
-                let (packet, id) = match ack {
-                    Ack::PubAck(id) => (Packet::PubAck as fn(_) -> _, id),
-                    Ack::PubRec(id) => (Packet::PubRec as fn(_) -> _, id),
-                };
-                let now = self.last_sent;
-                self.send_untimed(now, &packet(PubResponse::new(id)));
+            if self.options.manual_ack {
+                self.manual_acks.push_back((generation, ack, false));
+            } else {
+                self.release_ack(generation, ack);
             }
         }
         Some(event)
+    }
+
+    /// Acknowledges an inbound QoS 1 or 2 message handed out by [`poll_event`](Self::poll_event)
+    /// when `manual_ack` is set. Acknowledgements still go out in the order the messages
+    /// arrived: an early `ack` waits for those before it. `false` if no message with this
+    /// identifier awaits one.
+    pub fn ack(&mut self, packet_id: PacketId) -> bool {
+        let Some(entry) = self.manual_acks.iter_mut().find(|(_, a, done)| {
+            !*done && matches!(a, Ack::PubAck(id) | Ack::PubRec(id) if *id == packet_id)
+        }) else {
+            return false;
+        };
+        entry.2 = true;
+        while self.manual_acks.front().is_some_and(|(_, _, done)| *done) {
+            if let Some((generation, ack, _)) = self.manual_acks.pop_front() {
+                self.release_ack(generation, ack);
+            }
+        }
+        true
+    }
+
+    /// Sends an acknowledgement owed for a message the application has.
+    fn release_ack(&mut self, generation: u64, ack: Ack) {
+        let connected = self.state == State::Connected;
+        let now = self.last_sent;
+        match ack {
+            Ack::PubAck(id) => {
+                // A PUBACK owed on an earlier connection is not sent: the server delivers
+                // the message again, and that copy is acknowledged.
+                if generation == self.generation && connected {
+                    self.send_untimed(now, &Packet::PubAck(PubResponse::new(id)));
+                }
+            }
+            Ack::PubRec(id) => {
+                self.inbound_qos2.insert(id.get(), Inbound2::HandedOut);
+                // PUBREC is owed for the identifier on whatever connection is up now: a
+                // server that resent the PUBLISH waits for it.
+                if connected {
+                    self.send_untimed(now, &Packet::PubRec(PubResponse::new(id)));
+                }
+            }
+        }
     }
 
     // ----- internals -----

@@ -1073,3 +1073,27 @@ fn restored_session_resubscribes_when_the_server_lost_it() {
         2
     );
 }
+
+#[test]
+fn manual_acknowledgements_go_out_in_arrival_order() {
+    // Issue 5: manual acknowledgement, still in order ([MQTT-4.6.0-2]/[MQTT-4.6.0-3]: PUBACK
+    // and PUBREC in the order the PUBLISH packets were received).
+    let mut opts = SessionOptions::new("c");
+    opts.manual_ack = true;
+    let mut h = Harness::connected_with(opts);
+    h.recv(inbound("a", QoS::AtLeastOnce, Some(1))).expect("ok");
+    h.recv(inbound("b", QoS::ExactlyOnce, Some(2))).expect("ok");
+    h.recv(inbound("c", QoS::AtLeastOnce, Some(3))).expect("ok");
+    assert_eq!(h.events().len(), 3);
+    assert!(h.sent().is_empty(), "nothing before ack");
+    assert!(h.session.ack(id(3)));
+    assert!(h.sent().is_empty(), "3 waits for 1 and 2");
+    assert!(h.session.ack(id(1)));
+    assert_eq!(h.sent().iter().map(code_of).collect::<Vec<_>>(), [(0, 1)]);
+    assert!(h.session.ack(id(2)));
+    let sent = h.sent();
+    assert!(
+        matches!(sent.as_slice(), [Packet::PubRec(r), Packet::PubAck(a)] if r.packet_id.get() == 2 && a.packet_id.get() == 3)
+    );
+    assert!(!h.session.ack(id(2)), "acknowledged already");
+}
