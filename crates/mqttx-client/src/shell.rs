@@ -37,7 +37,8 @@ pub trait Connector: Send + Sync + 'static {
 
 /// Keeps a client's [`SessionState`] (in its byte form) across process restarts, keyed by
 /// the configured client identifier. The driver loads it once when the client is created and
-/// saves it, before writing to the network, whenever it changed.
+/// saves it whenever it changed: before writing to the network, and before `publish` or
+/// `request` returns, so a message whose publish returned survives a crash.
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// The saved state of `client_id`, if any.
     fn load(&self, client_id: &str) -> io::Result<Option<Vec<u8>>>;
@@ -1047,6 +1048,7 @@ impl<C: Connector> Driver<C> {
             }
             Command::Request(topic, payload, response, queued) => {
                 let r = self.request(topic, payload, response);
+                self.persist();
                 let _ = queued.send(r);
             }
             Command::Publish(msg, reply) => {
@@ -1065,6 +1067,8 @@ impl<C: Connector> Driver<C> {
                     }),
                     Err(e) => Err(Error::Publish(e)),
                 };
+                // Saved before the caller hears "queued": a publish that returned survives a crash.
+                self.persist();
                 let _ = reply.send(r);
             }
             Command::Subscribe(filters, props, reply) => {
