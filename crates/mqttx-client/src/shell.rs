@@ -982,6 +982,9 @@ impl<C: Connector> Driver<C> {
                 proto::Event::Resubscribed { results } => self.push(Event::Resubscribed(results)),
                 proto::Event::Disconnected { reason_code, .. } => self.lost = Some(reason_code),
                 proto::Event::ConnectionLost(e) => self.lost = Some(e.reason_code()),
+                // Not wired into the shell yet (issue 5): without an answer the server
+                // times the exchange out.
+                proto::Event::AuthChallenge { .. } | proto::Event::Reauthenticated => {}
             }
         }
     }

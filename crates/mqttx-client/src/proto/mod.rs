@@ -10,10 +10,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use mqttx_codec::{
-    ConnAck, Connect, DEFAULT_MAX_PACKET_SIZE, DecodeContext, DecodeError, Decoder, Disconnect,
-    EncodeContext, EncodeError, MAX_PACKET_SIZE, OwnedPacket, Packet, PacketId, Properties,
-    ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
-    UnsubAck, Unsubscribe, Will, encode, encoded_len,
+    Auth, ConnAck, Connect, DEFAULT_MAX_PACKET_SIZE, DecodeContext, DecodeError, Decoder,
+    Disconnect, EncodeContext, EncodeError, MAX_PACKET_SIZE, OwnedPacket, Packet, PacketId,
+    Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    SubscribeFilter, UnsubAck, Unsubscribe, Will, encode, encoded_len,
 };
 
 mod state;
@@ -309,6 +309,17 @@ pub enum Event {
         /// Its Reason String, if any.
         reason_string: Option<String>,
     },
+    /// The server continues an MQTT 5.0 enhanced authentication (AUTH 0x18), during the
+    /// CONNECT exchange or a re-authentication: answer with
+    /// [`ClientSession::auth_continue`].
+    AuthChallenge {
+        /// The Authentication Method (the one of our CONNECT).
+        method: String,
+        /// The server's Authentication Data.
+        data: Vec<u8>,
+    },
+    /// A re-authentication started with [`ClientSession::reauthenticate`] succeeded (AUTH 0x00).
+    Reauthenticated,
     /// The session gave up on the connection (protocol violation, keep-alive timeout); a
     /// DISCONNECT, if any, is in the transmit buffer. The driver closes the connection.
     ConnectionLost(SessionError),
@@ -1110,6 +1121,7 @@ impl ClientSession {
         if self.state == State::Connecting {
             return match packet {
                 Packet::ConnAck(ack) => self.handle_connack(now, ack),
+                Packet::Auth(a) => self.handle_auth(a),
                 // [MQTT-3.2.0-1] "The Server MUST send a CONNACK ... The first packet sent from
                 // the Server to the Client MUST be a CONNACK Packet."
                 _ => Err(protocol(
@@ -1169,14 +1181,83 @@ impl ClientSession {
                 ));
                 Ok(())
             }
-            Packet::Auth(_) => Err(protocol(
-                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
-            )),
+            Packet::Auth(a) => self.handle_auth(a),
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq => Err(protocol("[MQTT-2.1.3] packet a server never sends")),
         }
+    }
+
+    fn auth_method(&self) -> Option<&str> {
+        self.options.properties.authentication_method.as_deref()
+    }
+
+    fn handle_auth(&mut self, a: Auth<'static>) -> Result<(), SessionError> {
+        // [MQTT-4.12.0-6] "If the Client does not include an Authentication Method in the
+        // CONNECT, the Server MUST NOT send an AUTH packet"; [MQTT-4.12.0-5] the method in
+        // AUTH is the one of the CONNECT.
+        let Some(ours) = self.auth_method() else {
+            return Err(protocol(
+                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
+            ));
+        };
+        if a.properties.authentication_method.as_deref() != Some(ours) {
+            return Err(protocol(
+                "[MQTT-4.12.0-5] AUTH with another Authentication Method",
+            ));
+        }
+        let method = ours.to_owned();
+        let data = a
+            .properties
+            .authentication_data
+            .as_deref()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        match a.reason_code.as_u8() {
+            0x18 => self
+                .events
+                .push_back((Event::AuthChallenge { method, data }, None)),
+            // Success ends a re-authentication; during CONNECT success comes as CONNACK.
+            0x00 if self.state == State::Connected => {
+                self.events.push_back((Event::Reauthenticated, None));
+            }
+            _ => return Err(protocol("[MQTT-3.15.2-1] AUTH reason code out of place")),
+        }
+        Ok(())
+    }
+
+    /// Answers an [`Event::AuthChallenge`] with AUTH 0x18 (Continue authentication) and our
+    /// Authentication Data. Ignored without an Authentication Method or a connection.
+    pub fn auth_continue(&mut self, now: Instant, data: Vec<u8>) {
+        self.send_auth(now, ReasonCode::CONTINUE_AUTHENTICATION, data);
+    }
+
+    /// Starts a re-authentication (AUTH 0x19) with the CONNECT's Authentication Method;
+    /// [`Event::AuthChallenge`] or [`Event::Reauthenticated`] follow. Only once connected.
+    pub fn reauthenticate(&mut self, now: Instant, data: Vec<u8>) {
+        if self.state == State::Connected {
+            self.send_auth(now, ReasonCode::RE_AUTHENTICATE, data);
+        }
+    }
+
+    fn send_auth(&mut self, now: Instant, reason_code: ReasonCode, data: Vec<u8>) {
+        let Some(method) = self.auth_method().map(str::to_owned) else {
+            return;
+        };
+        if self.state == State::Disconnected || !self.options.protocol.is_v5() {
+            return;
+        }
+        let mut props = Properties::new();
+        props.authentication_method = Some(method.into());
+        props.authentication_data = Some(data.into());
+        self.send(
+            now,
+            &Packet::Auth(Auth {
+                reason_code,
+                properties: props.into(),
+            }),
+        );
     }
 
     fn handle_connack(&mut self, now: Instant, ack: ConnAck<'static>) -> Result<(), SessionError> {

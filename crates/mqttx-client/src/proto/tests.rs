@@ -1097,3 +1097,68 @@ fn manual_acknowledgements_go_out_in_arrival_order() {
     );
     assert!(!h.session.ack(id(2)), "acknowledged already");
 }
+
+// ----- Enhanced authentication (MQTT 5.0 §4.12) -----
+
+fn auth(code: ReasonCode, method: &str, data: &[u8]) -> OwnedPacket {
+    let mut props = Properties::new();
+    props.authentication_method = Some(method.to_owned().into());
+    props.authentication_data = Some(data.to_vec().into());
+    Packet::Auth(mqttx_codec::Auth {
+        reason_code: code,
+        properties: props.into(),
+    })
+}
+
+#[test]
+fn enhanced_authentication_at_connect_and_re_authentication() {
+    // MQTT 5.0 §4.12: CONNECT with a method, AUTH 0x18 both ways, then CONNACK; AUTH 0x19
+    // starts a re-authentication that ends with AUTH 0x00.
+    let mut opts = SessionOptions::new("c");
+    opts.properties.authentication_method = Some("SCRAM-X".into());
+    opts.properties.authentication_data = Some(b"client-first".to_vec().into());
+    let mut h = Harness::new(opts);
+    h.recv(auth(
+        ReasonCode::CONTINUE_AUTHENTICATION,
+        "SCRAM-X",
+        b"server-first",
+    ))
+    .expect("ok");
+    assert_eq!(
+        h.event(),
+        Some(Event::AuthChallenge {
+            method: "SCRAM-X".into(),
+            data: b"server-first".to_vec()
+        })
+    );
+    h.session.auth_continue(h.now, b"client-final".to_vec());
+    assert!(matches!(h.sent().as_slice(), [Packet::Auth(a)]
+        if a.reason_code == ReasonCode::CONTINUE_AUTHENTICATION
+            && a.properties.authentication_data.as_deref() == Some(&b"client-final"[..])));
+    h.connack(false, Properties::new());
+    assert!(matches!(h.event(), Some(Event::Connected { .. })));
+    h.session.reauthenticate(h.now, b"again".to_vec());
+    assert!(
+        matches!(h.sent().as_slice(), [Packet::Auth(a)] if a.reason_code == ReasonCode::RE_AUTHENTICATE)
+    );
+    h.recv(auth(ReasonCode::SUCCESS, "SCRAM-X", b""))
+        .expect("ok");
+    assert_eq!(h.event(), Some(Event::Reauthenticated));
+}
+
+#[test]
+fn auth_with_another_method_or_without_one_is_a_protocol_error() {
+    // [MQTT-4.12.0-5] / [MQTT-4.12.0-6].
+    let mut opts = SessionOptions::new("c");
+    opts.properties.authentication_method = Some("A".into());
+    let mut h = Harness::new(opts);
+    let err = h
+        .recv(auth(ReasonCode::CONTINUE_AUTHENTICATION, "B", b""))
+        .expect_err("refused");
+    assert_eq!(err.reason_code(), ReasonCode::PROTOCOL_ERROR);
+    let mut h = Harness::connected();
+    assert!(
+        h.recv(auth(ReasonCode::CONTINUE_AUTHENTICATION, "A", b""))
+            .is_err()
+    );
+}
