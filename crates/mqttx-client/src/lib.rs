@@ -104,6 +104,6 @@ pub mod codec {
 }
 
 pub use shell::{
-    Backoff, Client, ConnectOptions, Connector, Error, Event, Events, FileStore, MemoryStore,
-    PublishHandle, SessionStore, TcpConnector,
+    Authenticator, Backoff, Client, ConnectOptions, Connector, Error, Event, Events, FileStore,
+    MemoryStore, PublishHandle, SessionStore, TcpConnector,
 };

@@ -46,6 +46,13 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn save(&self, client_id: &str, state: &[u8]) -> io::Result<()>;
 }
 
+/// One side of an MQTT 5.0 enhanced authentication (§4.12), e.g. SCRAM or Kerberos: given
+/// the server's Authentication Data of a challenge (AUTH 0x18), the client's next data.
+pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
+    /// The answer to one challenge of `method`.
+    fn step(&self, method: &str, server_data: &[u8]) -> Vec<u8>;
+}
+
 /// A [`SessionStore`] in memory: survives a new `Client` in the same process.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore(Arc<Mutex<HashMap<String, Vec<u8>>>>);
@@ -199,6 +206,9 @@ pub struct ConnectOptions {
     pub reconnect: bool,
     /// Capacity of the event channel (default 1 024); see the crate docs.
     pub event_capacity: usize,
+    /// Answers MQTT 5.0 enhanced-authentication challenges (AUTH 0x18). Set the method and
+    /// the first data in `session.properties.authentication_method` / `_data`.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Where the session state is kept across restarts (default none). Needs a non-empty
     /// client identifier.
     pub store: Option<Arc<dyn SessionStore>>,
@@ -221,6 +231,7 @@ impl ConnectOptions {
             event_capacity: 1024,
             wait_for_connack: true,
             store: None,
+            authenticator: None,
         }
     }
 
@@ -739,10 +750,20 @@ impl<C: Connector> Driver<C> {
             if self.session.is_connected() {
                 return Ok(stream);
             }
-            // A refusal leaves the session disconnected with a ConnectionRefused event.
+            // A refusal leaves the session disconnected with a ConnectionRefused event; an
+            // AUTH challenge is answered by the authenticator.
             self.drain_session(usize::MAX);
             if let Some(code) = self.lost.take() {
                 return Err(Error::Refused(code));
+            }
+            let mut out = Vec::new();
+            while self.session.poll_transmit(&mut out) {}
+            if !out.is_empty() {
+                let write = tokio::time::timeout_at(deadline, stream.write_all(&out));
+                write
+                    .await
+                    .map_err(|_| Error::ConnectTimeout)?
+                    .map_err(Error::Io)?;
             }
         }
     }
@@ -982,9 +1003,15 @@ impl<C: Connector> Driver<C> {
                 proto::Event::Resubscribed { results } => self.push(Event::Resubscribed(results)),
                 proto::Event::Disconnected { reason_code, .. } => self.lost = Some(reason_code),
                 proto::Event::ConnectionLost(e) => self.lost = Some(e.reason_code()),
-                // Not wired into the shell yet (issue 5): without an answer the server
-                // times the exchange out.
-                proto::Event::AuthChallenge { .. } | proto::Event::Reauthenticated => {}
+                proto::Event::AuthChallenge { method, data } => {
+                    // Without an authenticator the challenge stays unanswered and the server
+                    // ends the exchange (its timeout).
+                    if let Some(auth) = &self.options.authenticator {
+                        let answer = auth.step(&method, &data);
+                        self.session.auth_continue(now(), answer);
+                    }
+                }
+                proto::Event::Reauthenticated => {}
             }
         }
     }

@@ -117,3 +117,64 @@ async fn manual_acknowledgement() {
     );
     assert!(!client.ack(&m).await.expect("driver up"), "only once");
 }
+
+/// A broker handler with a two-step challenge: "hello" → "challenge" → "answer:challenge".
+struct TwoStep;
+
+impl mqttx_broker::Handler for TwoStep {
+    type Session = ();
+
+    async fn on_auth(
+        &self,
+        _client_id: &str,
+        req: &mqttx_broker::AuthRequest,
+    ) -> mqttx_broker::AuthDecision {
+        use mqttx_broker::AuthDecision;
+        match req.data.as_deref() {
+            Some(b"hello") => AuthDecision::Continue(Some(bytes::Bytes::from_static(b"challenge"))),
+            Some(b"answer:challenge") => AuthDecision::Success(None),
+            _ => AuthDecision::Failure(mqttx_client::codec::ReasonCode::NOT_AUTHORIZED),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Answers;
+
+impl mqttx_client::Authenticator for Answers {
+    fn step(&self, method: &str, server_data: &[u8]) -> Vec<u8> {
+        assert_eq!(method, "TWO-STEP");
+        [&b"answer:"[..], server_data].concat()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_authentication_with_our_broker() {
+    let mut config = mqttx_broker::Config::default();
+    config.bind = "127.0.0.1:0".parse().expect("address");
+    let server = mqttx_broker::Broker::builder()
+        .config(config)
+        .handler(TwoStep)
+        .bind()
+        .await
+        .expect("binds");
+    let port = server.local_addr().expect("bound").port();
+    let broker = server.broker().clone();
+    tokio::spawn(server.run());
+    let mut o = common::options(port, "auth", ProtocolVersion::V5);
+    o.session.properties.authentication_method = Some("TWO-STEP".into());
+    o.session.properties.authentication_data = Some(b"hello".to_vec().into());
+    o.authenticator = Some(std::sync::Arc::new(Answers));
+    let (client, _events) = timeout(WAIT, Client::connect(o.clone()))
+        .await
+        .expect("in time")
+        .expect("authenticated");
+    client.disconnect().await.expect("disconnects");
+    // Without an authenticator the challenge goes unanswered: refused or timed out.
+    o.authenticator = None;
+    o.connect_timeout = std::time::Duration::from_secs(2);
+    o.reconnect = false;
+    let r = timeout(WAIT, Client::connect(o)).await.expect("in time");
+    assert!(r.is_err(), "{r:?}");
+    broker.shutdown();
+}
