@@ -405,6 +405,8 @@ enum Command {
     ),
     Unsubscribe(Vec<String>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
     Disconnect(ReasonCode, Box<Properties<'static>>, oneshot::Sender<()>),
+    /// Re-authentication with this first Authentication Data.
+    Reauthenticate(Vec<u8>, oneshot::Sender<()>),
     /// Manual acknowledgement of an inbound message.
     Ack(PacketId, oneshot::Sender<bool>),
     /// Topic, payload, where the response goes, where "queued" goes.
@@ -466,6 +468,7 @@ impl Client {
             response_topic: None,
             next_correlation: 0,
             responders: HashMap::new(),
+            reauth: Vec::new(),
         };
         if driver.options.wait_for_connack {
             let stream = driver.establish().await?;
@@ -547,6 +550,16 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)
     }
 
+    /// MQTT 5.0 re-authentication (AUTH 0x19) with the CONNECT's Authentication Method and
+    /// `data`; challenges go to the [`ConnectOptions::authenticator`]. Resolves when the
+    /// server confirms (AUTH 0x00); [`Error::Closed`] if the connection ends first (a server
+    /// refuses a re-authentication by disconnecting).
+    pub async fn reauthenticate(&self, data: impl Into<Vec<u8>>) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Reauthenticate(data.into(), tx)).await?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
     /// Request/response (MQTT 5.0 §4.10): publishes at QoS 1 with a Response Topic of this
     /// client's own (subscribed on first use) and fresh Correlation Data, and resolves with
     /// the first message that comes back on that topic with that Correlation Data, or
@@ -609,6 +622,7 @@ impl fmt::Debug for Command {
             Self::Disconnect(..) => "Disconnect",
             Self::Request(..) => "Request",
             Self::Ack(..) => "Ack",
+            Self::Reauthenticate(..) => "Reauthenticate",
         })
     }
 }
@@ -664,6 +678,8 @@ struct Driver<C: Connector> {
     /// The Response Topic of [`Client::request`], subscribed on first use.
     response_topic: Option<String>,
     next_correlation: u64,
+    /// Callers of `reauthenticate` waiting for AUTH 0x00.
+    reauth: Vec<oneshot::Sender<()>>,
     /// Correlation Data → the waiting `request`.
     responders: HashMap<Vec<u8>, oneshot::Sender<Publish<'static>>>,
 }
@@ -791,6 +807,8 @@ impl<C: Connector> Driver<C> {
                 match self.serve(s).await {
                     End::Stop => break,
                     End::Lost(code) => {
+                        // A re-authentication in progress ended with the connection.
+                        self.reauth.clear();
                         self.push(Event::Disconnected { reason_code: code });
                         if !self.options.reconnect {
                             self.push(Event::Stopped(ReasonCode::UNSPECIFIED_ERROR));
@@ -1011,7 +1029,11 @@ impl<C: Connector> Driver<C> {
                         self.session.auth_continue(now(), answer);
                     }
                 }
-                proto::Event::Reauthenticated => {}
+                proto::Event::Reauthenticated => {
+                    for tx in self.reauth.drain(..) {
+                        let _ = tx.send(());
+                    }
+                }
             }
         }
     }
@@ -1073,6 +1095,10 @@ impl<C: Connector> Driver<C> {
     fn command(&mut self, cmd: Command) {
         let now = now();
         match cmd {
+            Command::Reauthenticate(data, reply) => {
+                self.session.reauthenticate(now, data);
+                self.reauth.push(reply);
+            }
             Command::Ack(id, reply) => {
                 let _ = reply.send(self.session.ack(id));
             }

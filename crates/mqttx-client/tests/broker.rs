@@ -169,6 +169,11 @@ async fn enhanced_authentication_with_our_broker() {
         .await
         .expect("in time")
         .expect("authenticated");
+    // Re-authentication (AUTH 0x19) goes through the same two steps.
+    timeout(WAIT, client.reauthenticate(b"hello".to_vec()))
+        .await
+        .expect("in time")
+        .expect("re-authenticated");
     client.disconnect().await.expect("disconnects");
     // Without an authenticator the challenge goes unanswered: refused or timed out.
     o.authenticator = None;
