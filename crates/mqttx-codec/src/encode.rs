@@ -18,7 +18,7 @@ use crate::properties::{
 };
 use crate::reason::ReasonCode;
 use crate::topic;
-use crate::types::{PacketType, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::types::{PacketId, PacketType, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::wire::{MAX_VARINT, Out, Reader, Scan, SliceOut, scan, varint_len};
 
 /// The largest packet MQTT can express: a 5-byte fixed header and a 268 435 455-byte body.
@@ -672,11 +672,15 @@ fn write<O: Out>(
         Packet::PubRel(p) => write_pub_response(p, 0x62, plan, out),
         Packet::PubComp(p) => write_pub_response(p, 0x70, plan, out),
         Packet::Subscribe(p) => {
-            header(out, 0x82, plan.remaining);
-            out.put_u16(p.packet_id.get());
-            if v5 {
-                write_properties(&p.properties, PropCtx::Subscribe, plan.props, out);
-            }
+            id_and_properties(
+                out,
+                0x82,
+                plan,
+                p.packet_id,
+                &p.properties,
+                PropCtx::Subscribe,
+                v5,
+            );
             if let Some(wire) = p.filters.wire() {
                 out.put(wire);
             } else {
@@ -687,21 +691,29 @@ fn write<O: Out>(
             }
         }
         Packet::SubAck(p) => {
-            header(out, 0x90, plan.remaining);
-            out.put_u16(p.packet_id.get());
-            if v5 {
-                write_properties(&p.properties, PropCtx::SubAck, plan.props, out);
-            }
+            id_and_properties(
+                out,
+                0x90,
+                plan,
+                p.packet_id,
+                &p.properties,
+                PropCtx::SubAck,
+                v5,
+            );
             for code in p.reason_codes.iter() {
                 out.put_u8(code.as_u8());
             }
         }
         Packet::Unsubscribe(p) => {
-            header(out, 0xA2, plan.remaining);
-            out.put_u16(p.packet_id.get());
-            if v5 {
-                write_properties(&p.properties, PropCtx::Unsubscribe, plan.props, out);
-            }
+            id_and_properties(
+                out,
+                0xA2,
+                plan,
+                p.packet_id,
+                &p.properties,
+                PropCtx::Unsubscribe,
+                v5,
+            );
             if let Some(wire) = p.filters.wire() {
                 out.put(wire);
             } else {
@@ -711,10 +723,16 @@ fn write<O: Out>(
             }
         }
         Packet::UnsubAck(p) => {
-            header(out, 0xB0, plan.remaining);
-            out.put_u16(p.packet_id.get());
+            id_and_properties(
+                out,
+                0xB0,
+                plan,
+                p.packet_id,
+                &p.properties,
+                PropCtx::UnsubAck,
+                v5,
+            );
             if v5 {
-                write_properties(&p.properties, PropCtx::UnsubAck, plan.props, out);
                 for code in p.reason_codes.iter() {
                     out.put_u8(code.as_u8());
                 }
@@ -738,6 +756,24 @@ fn write<O: Out>(
                 write_properties(&p.properties, PropCtx::Auth, plan.props, out);
             }
         }
+    }
+}
+
+/// Fixed header, Packet Identifier and (MQTT 5.0) properties: the start of SUBSCRIBE, SUBACK,
+/// UNSUBSCRIBE and UNSUBACK.
+fn id_and_properties<O: Out>(
+    out: &mut O,
+    first: u8,
+    plan: &Plan,
+    packet_id: PacketId,
+    properties: &Props<'_>,
+    ctx: PropCtx,
+    v5: bool,
+) {
+    header(out, first, plan.remaining);
+    out.put_u16(packet_id.get());
+    if v5 {
+        write_properties(properties, ctx, plan.props, out);
     }
 }
 
