@@ -66,6 +66,12 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// The most bytes of encoded messages waiting to be sent to one client (default 16 MiB).
     pub max_queued_bytes: usize,
+    /// The most bytes of encoded messages a persistent session's offline queue holds while its
+    /// client is away (default 1 MiB); QoS 1 and 2 messages beyond it (or beyond
+    /// [`max_queued_messages`](Self::max_queued_messages)) are dropped and counted. Lower than
+    /// [`max_queued_bytes`](Self::max_queued_bytes) because up to
+    /// [`max_stored_sessions`](Self::max_stored_sessions) sessions may be away at once.
+    pub max_offline_queued_bytes: usize,
     /// The most retained messages kept (default 100 000); a new retained topic beyond it is
     /// not stored (the message is still delivered).
     pub max_retained_messages: usize,
@@ -98,6 +104,7 @@ impl Default for Config {
             max_inflight: 100,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
+            max_offline_queued_bytes: 1024 * 1024,
             max_retained_messages: 100_000,
             max_retained_bytes: 256 * 1024 * 1024,
             max_connections: 100_000,

@@ -373,19 +373,20 @@ impl<H: Handler> Broker<H> {
             }
             return true;
         }
-        match shared.sessions.get_mut(client_id) {
-            Some(stored) => {
-                if let Ok(encoded) =
-                    Outbound::encode(message, stored.version, message.qos, message.retain, &[])
-                {
-                    stored
-                        .state
-                        .enqueue(Instant::now().into_std(), encoded, max);
-                }
-                true
-            }
-            None => false,
+        let max_bytes = self.inner.config.max_offline_queued_bytes;
+        let Some(stored) = shared.sessions.get_mut(client_id) else {
+            return false;
+        };
+        let kept = Outbound::encode(message, stored.version, message.qos, message.retain, &[])
+            .is_ok_and(|e| {
+                stored
+                    .state
+                    .enqueue(Instant::now().into_std(), e, max, max_bytes)
+            });
+        if !kept && message.qos != QoS::AtMostOnce {
+            shared.dropped += 1;
         }
+        true
     }
 
     /// Drives one connection over `stream` until it ends: any `AsyncRead + AsyncWrite`
@@ -590,6 +591,7 @@ impl Shared {
                                     Instant::now().into_std(),
                                     e,
                                     config.max_queued_messages,
+                                    config.max_offline_queued_bytes,
                                 )
                             },
                         );

@@ -541,6 +541,8 @@ enum InFlight {
 pub struct SessionState {
     /// Waiting messages and when they started waiting.
     queue: VecDeque<(Outbound, Instant)>,
+    /// Encoded bytes of `queue`.
+    queued_bytes: usize,
     inflight: Vec<Flight>,
     incoming_qos2: HashSet<u16>,
     next_packet_id: u16,
@@ -556,12 +558,22 @@ struct Flight {
 
 impl SessionState {
     /// Queues a message for the absent client: QoS 1 and 2 only (QoS 0 is not kept, as MQTT
-    /// 5.0 §4.1 allows), at most `max_messages`. Returns whether it was kept.
-    /// `now` starts the message's Message Expiry countdown.
-    pub fn enqueue(&mut self, now: Instant, message: Outbound, max_messages: usize) -> bool {
-        if message.qos() == QoS::AtMostOnce || self.queue.len() >= max_messages {
+    /// 5.0 §4.1 allows), at most `max_messages` messages and `max_bytes` encoded bytes in the
+    /// queue. Returns whether it was kept. `now` starts the message's Message Expiry countdown.
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        message: Outbound,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> bool {
+        if message.qos() == QoS::AtMostOnce
+            || self.queue.len() >= max_messages
+            || self.queued_bytes.saturating_add(message.len()) > max_bytes
+        {
             return false;
         }
+        self.queued_bytes += message.len();
         self.queue.push_back((message, now));
         true
     }
@@ -569,6 +581,11 @@ impl SessionState {
     /// Messages waiting (queued, not in flight).
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Encoded bytes of the messages waiting (queued, not in flight).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 }
 
@@ -932,12 +949,13 @@ impl Session {
                 message,
             });
         }
-        s.queued_bytes = 0;
+        let queued_bytes = std::mem::take(&mut s.queued_bytes);
         SessionState {
             queue: std::mem::take(&mut s.queue)
                 .into_iter()
                 .map(|message| (message, now))
                 .collect(),
+            queued_bytes,
             inflight,
             incoming_qos2: std::mem::take(&mut s.incoming_qos2),
             next_packet_id: s.next_packet_id,

@@ -1270,13 +1270,50 @@ fn offline_queue_keeps_qos1_and_2_only() {
     assert!(!state.enqueue(
         now,
         Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap(),
-        10
+        10,
+        usize::MAX
     ));
     let m = message("t", b"x", QoS::AtLeastOnce);
     let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
-    assert!(state.enqueue(now, out.clone(), 1));
-    assert!(!state.enqueue(now, out, 1), "bounded");
+    assert!(state.enqueue(now, out.clone(), 1, usize::MAX));
+    assert!(!state.enqueue(now, out, 1, usize::MAX), "bounded");
     assert_eq!(state.queued(), 1);
+}
+
+#[test]
+fn offline_queue_is_bounded_in_bytes() {
+    // Issue 4: a persistent session's offline queue is bounded in bytes as well as messages;
+    // a message that would pass the byte limit is not kept, smaller later ones still are.
+    let now = crate::test_epoch();
+    let small = message("t", &[0; 10], QoS::AtLeastOnce);
+    let small = Outbound::encode(&small, V5, QoS::AtLeastOnce, false, &[]).unwrap();
+    let big = message("t", &[0; 100], QoS::ExactlyOnce);
+    let big = Outbound::encode(&big, V5, QoS::ExactlyOnce, false, &[]).unwrap();
+    let max_bytes = 2 * small.len() + 5;
+    let mut state = SessionState::default();
+    assert!(state.enqueue(now, small.clone(), 10, max_bytes));
+    assert!(
+        !state.enqueue(now, big, 10, max_bytes),
+        "over the byte limit"
+    );
+    assert!(state.enqueue(now, small.clone(), 10, max_bytes));
+    assert!(
+        !state.enqueue(now, small.clone(), 10, max_bytes),
+        "full in bytes"
+    );
+    assert_eq!(state.queued(), 2);
+    assert_eq!(state.queued_bytes(), 2 * small.len());
+
+    // What a closing session hands over counts toward the limit too.
+    let mut h = Harness::connected(V5);
+    assert_eq!(h.session.deliver(small.clone()), DeliverOutcome::Queued);
+    h.session.handle_closed();
+    let mut state = h.session.take_state(h.now);
+    assert_eq!(state.queued(), 1);
+    assert_eq!(state.queued_bytes(), small.len());
+    let room = state.queued_bytes() + small.len();
+    assert!(state.enqueue(now, small.clone(), 10, room));
+    assert!(!state.enqueue(now, small, 10, room));
 }
 
 #[test]
@@ -1289,7 +1326,7 @@ fn offline_messages_expire_and_age() {
         let mut m = message("t", payload, QoS::AtLeastOnce);
         m.properties.message_expiry_interval = Some(expiry);
         let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
-        assert!(state.enqueue(start, out, 10));
+        assert!(state.enqueue(start, out, 10, usize::MAX));
     }
     let mut h = Harness::new();
     h.now = start + Duration::from_secs(30);
