@@ -11,7 +11,8 @@
 //!
 //! Sessions: Clean Start / Clean Session 1 sessions end with their connection; a session with
 //! a Session Expiry Interval (MQTT 5.0) or Clean Session 0 (MQTT 3.1.x, never expiring unless
-//! [`Config::max_session_expiry`] says so) is kept in memory while its client is away: its
+//! [`Config::max_session_expiry`] says so) is kept in a [`SessionStore`] while its client is
+//! away ([`MemoryStore`] by default; [`Builder::session_store`] sets another): its
 //! subscriptions still route, QoS 1 and 2 messages queue for it (bounded), and on its return
 //! CONNACK says Session Present and unacknowledged messages are resent with DUP.
 //!
@@ -24,7 +25,8 @@
 //! Message Expiry applies to retained messages and to offline queues: expired messages are
 //! dropped, the others carry the time they have left.
 //!
-//! What it is not, yet: sessions live in memory only (no store trait or durability), Message
+//! What it is not, yet: no durable session store ships (the [`SessionStore`] trait is where
+//! one plugs in; restoring sessions at start-up is still to come), Message
 //! Expiry is not checked for the messages waiting in a connected client's queue, and there is
 //! no TLS or WebSocket transport.
 //!
@@ -36,6 +38,8 @@
 //! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`],
 //!   [`AuthDecision`] (MQTT 5.0 enhanced authentication and re-authentication); the
 //!   [`AllowAll`] handler.
+//! - [`SessionStore`], [`StoredSession`], [`MemoryStore`]: where absent clients' sessions are
+//!   kept.
 //! - [`proto`]: [`proto::Session`] and its [`proto::Event`]s; [`proto::Outbound`], a PUBLISH
 //!   encoded once and shared by every subscriber that receives it unchanged.
 //!
@@ -122,6 +126,7 @@ pub mod fuzzing;
 mod handler;
 pub mod proto;
 mod shell;
+mod store;
 
 pub use config::Config;
 pub use handler::{
@@ -129,6 +134,7 @@ pub use handler::{
 };
 pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message};
 pub use shell::{Broker, Builder, Server};
+pub use store::{MemoryStore, QueueLimits, SessionStore, StoreFuture, StoredSession};
 
 /// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],
 /// [`codec::QoS`], [`codec::ProtocolVersion`]).

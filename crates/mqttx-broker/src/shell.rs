@@ -15,7 +15,7 @@ use mqttx_router::{
 };
 use mqttx_transport_tcp::{TcpListener, TcpOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -24,9 +24,10 @@ use crate::handler::{
     AllowAll, AuthDecision, ClientInfo, Handler, PublishDecision, SubscribeDecision,
 };
 use crate::proto::{
-    CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, Session, SessionState,
+    CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, Session,
     SubscribeRequest, UnsubscribeRequest,
 };
+use crate::store::{MemoryStore, QueueLimits, SessionStore, StoredSession};
 
 /// How long a closing connection may take to write its last bytes (DISCONNECT, CONNACK).
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
@@ -64,8 +65,25 @@ struct Inner<H> {
     shutdown: watch::Sender<bool>,
     /// Whether the housekeeping task runs.
     housekeeping: std::sync::atomic::AtomicBool,
-    /// Messages a connection's session dropped (queue full, too large for the client).
+    /// Messages a connection's session dropped (queue full, too large for the client), and
+    /// messages the session store did not keep.
     dropped: AtomicU64,
+    /// Where the sessions of absent clients are kept.
+    store: Arc<dyn SessionStore>,
+    /// The store operations, until the store task takes them (see [`StoreOp`]).
+    store_rx: Mutex<Option<mpsc::UnboundedReceiver<StoreOp>>>,
+}
+
+/// One call of the [`SessionStore`], sent from a synchronous section (often under the
+/// `Shared` lock) to the one task that makes the calls, in order: a message queued for a
+/// session is stored after the session, and a resumed session is taken after every message
+/// queued for it.
+#[derive(Debug)]
+enum StoreOp {
+    Save(String, StoredSession),
+    Enqueue(String, std::time::Instant, Outbound),
+    Take(String, oneshot::Sender<Option<StoredSession>>),
+    Remove(String),
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -80,8 +98,11 @@ struct Shared {
     dropped: u64,
     /// Topic and payload bytes of the retained messages.
     retained_bytes: usize,
-    /// Persistent sessions whose client is away, by client identifier.
+    /// Persistent sessions whose client is away, by client identifier: what routing and
+    /// expiry need; the session itself is in the [`SessionStore`].
     sessions: HashMap<String, Stored>,
+    /// Sends to the store task (`None` only in a `Shared` that belongs to no broker).
+    store_tx: Option<mpsc::UnboundedSender<StoreOp>>,
     /// The subscriber ids of `sessions`, for routing to them.
     offline: HashMap<SubscriberId, String>,
     /// Wills waiting for their Will Delay Interval, by client identifier: when, what, and the
@@ -90,12 +111,11 @@ struct Shared {
 }
 
 /// A persistent session whose client is away. Its subscriptions stay in the router under
-/// `id`; matching QoS 1 and 2 messages go into `state`'s queue.
+/// `id`; matching QoS 1 and 2 messages go to its queue in the [`SessionStore`].
 #[derive(Debug)]
 struct Stored {
     id: SubscriberId,
     version: ProtocolVersion,
-    state: SessionState,
     /// `None`: never expires.
     expires_at: Option<Instant>,
 }
@@ -152,6 +172,7 @@ enum Command {
 pub struct Builder<H: Handler = AllowAll> {
     config: Config,
     handler: H,
+    store: Arc<dyn SessionStore>,
 }
 
 impl Broker<AllowAll> {
@@ -160,6 +181,7 @@ impl Broker<AllowAll> {
         Builder {
             config: Config::default(),
             handler: AllowAll,
+            store: Arc::new(MemoryStore::new()),
         }
     }
 
@@ -189,7 +211,15 @@ impl<H: Handler> Builder<H> {
         Builder {
             config: self.config,
             handler,
+            store: self.store,
         }
+    }
+
+    /// Keeps the sessions of absent clients in `store` (default: a [`MemoryStore`]).
+    #[must_use]
+    pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = store;
+        self
     }
 
     /// The broker, not yet listening anywhere.
@@ -200,16 +230,23 @@ impl<H: Handler> Builder<H> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);
+        let (store_tx, store_rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            store_tx: Some(store_tx),
+            ..Shared::default()
+        };
         Broker {
             inner: Arc::new(Inner {
                 config: self.config,
                 handler: self.handler,
-                shared: Mutex::new(Shared::default()),
+                shared: Mutex::new(shared),
                 next_connection: AtomicU64::new(1),
                 nonce,
                 shutdown,
                 housekeeping: std::sync::atomic::AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
+                store: self.store,
+                store_rx: Mutex::new(Some(store_rx)),
             }),
         }
     }
@@ -373,18 +410,18 @@ impl<H: Handler> Broker<H> {
             }
             return true;
         }
-        let max_bytes = self.inner.config.max_offline_queued_bytes;
-        let Some(stored) = shared.sessions.get_mut(client_id) else {
+        let Some(stored) = shared.sessions.get(client_id) else {
             return false;
         };
-        let kept = Outbound::encode(message, stored.version, message.qos, message.retain, &[])
-            .is_ok_and(|e| {
-                stored
-                    .state
-                    .enqueue(Instant::now().into_std(), e, max, max_bytes)
-            });
-        if !kept && message.qos != QoS::AtMostOnce {
-            shared.dropped += 1;
+        // The store counts what it does not keep; QoS 0 is not kept for absent clients.
+        match Outbound::encode(message, stored.version, message.qos, message.retain, &[]) {
+            Ok(encoded) => shared.store(StoreOp::Enqueue(
+                client_id.to_owned(),
+                Instant::now().into_std(),
+                encoded,
+            )),
+            Err(_) if message.qos != QoS::AtMostOnce => shared.dropped += 1,
+            Err(_) => {}
         }
         true
     }
@@ -423,6 +460,64 @@ impl<H: Handler> Inner<H> {
                 inner.sweep();
             }
         });
+        let Some(mut rx) = self.store_rx.lock().ok().and_then(|mut rx| rx.take()) else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let store = Arc::clone(&self.store);
+        let limits = QueueLimits::new(
+            self.config.max_queued_messages,
+            self.config.max_offline_queued_bytes,
+        );
+        tokio::spawn(async move {
+            // Ends when the broker (which holds the sender) is gone.
+            while let Some(op) = rx.recv().await {
+                run_store_op(&*store, limits, op, &weak).await;
+            }
+        });
+    }
+}
+
+/// Makes one [`SessionStore`] call; failures are logged and lose the session or message.
+async fn run_store_op<H>(
+    store: &dyn SessionStore,
+    limits: QueueLimits,
+    op: StoreOp,
+    inner: &std::sync::Weak<Inner<H>>,
+) {
+    match op {
+        StoreOp::Save(client_id, session) => {
+            if let Err(error) = store.save(&client_id, session).await {
+                tracing::warn!(%client_id, %error, "session store: save failed");
+            }
+        }
+        StoreOp::Enqueue(client_id, now, message) => {
+            let qos = message.qos();
+            let kept = match store.enqueue(&client_id, now, message, limits).await {
+                Ok(kept) => kept,
+                Err(error) => {
+                    tracing::warn!(%client_id, %error, "session store: enqueue failed");
+                    false
+                }
+            };
+            if !kept && qos != QoS::AtMostOnce {
+                if let Some(inner) = inner.upgrade() {
+                    inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        StoreOp::Take(client_id, reply) => {
+            let session = store.take(&client_id).await.unwrap_or_else(|error| {
+                tracing::warn!(%client_id, %error, "session store: take failed");
+                None
+            });
+            let _ = reply.send(session);
+        }
+        StoreOp::Remove(client_id) => {
+            if let Err(error) = store.remove(&client_id).await {
+                tracing::warn!(%client_id, %error, "session store: remove failed");
+            }
+        }
     }
 }
 
@@ -501,6 +596,14 @@ fn retained_size(message: &Message) -> usize {
 }
 
 impl Shared {
+    /// Hands `op` to the store task.
+    fn store(&self, op: StoreOp) {
+        if let Some(tx) = &self.store_tx {
+            // The task ends only with the broker, which owns `self`.
+            let _ = tx.send(op);
+        }
+    }
+
     /// Discards the stored sessions that expired by `now`, with their subscriptions, and
     /// publishes the delayed Wills that are due. Returns the expired sessions' client ids.
     #[must_use]
@@ -528,6 +631,7 @@ impl Shared {
             if let Some(stored) = self.sessions.remove(client_id) {
                 self.offline.remove(&stored.id);
                 self.router.unsubscribe_all(stored.id);
+                self.store(StoreOp::Remove(client_id.clone()));
             }
         }
         expired
@@ -569,14 +673,15 @@ impl Shared {
         self.router
             .route(&message.topic, publisher, &mut deliveries);
         let mut cache = EncodeCache::default();
+        let mut pending: Vec<(String, Outbound)> = Vec::new();
         for delivery in &deliveries {
             let Some(client) = self.clients.get(&delivery.subscriber()) else {
                 // A persistent session whose client is away keeps QoS 1 and 2 messages.
                 let stored = self
                     .offline
                     .get(&delivery.subscriber())
-                    .and_then(|client_id| self.sessions.get_mut(client_id));
-                if let Some(stored) = stored {
+                    .and_then(|client_id| Some((client_id, self.sessions.get(client_id)?)));
+                if let Some((client_id, stored)) = stored {
                     let qos = message.qos.min(to_codec_qos(delivery.qos()));
                     let retain = message.retain && delivery.retain_as_published();
                     let ids: Vec<u32> = delivery
@@ -584,19 +689,12 @@ impl Shared {
                         .iter()
                         .map(|i| i.get())
                         .collect();
-                    let kept = qos != QoS::AtMostOnce
-                        && Outbound::encode(message, stored.version, qos, retain, &ids).is_ok_and(
-                            |e| {
-                                stored.state.enqueue(
-                                    Instant::now().into_std(),
-                                    e,
-                                    config.max_queued_messages,
-                                    config.max_offline_queued_bytes,
-                                )
-                            },
-                        );
-                    if !kept && qos != QoS::AtMostOnce {
-                        self.dropped += 1;
+                    if qos != QoS::AtMostOnce {
+                        // The store task counts what the store does not keep.
+                        match Outbound::encode(message, stored.version, qos, retain, &ids) {
+                            Ok(encoded) => pending.push((client_id.clone(), encoded)),
+                            Err(_) => self.dropped += 1,
+                        }
                     }
                 }
                 continue;
@@ -629,6 +727,12 @@ impl Shared {
             }
         }
         self.deliveries = deliveries;
+        if !pending.is_empty() {
+            let now = Instant::now().into_std();
+            for (client_id, encoded) in pending {
+                self.store(StoreOp::Enqueue(client_id, now, encoded));
+            }
+        }
     }
 }
 
@@ -816,19 +920,15 @@ impl<H: Handler> Driver<H> {
                                 // the existing session.
                                 Some(stored) if !req.clean_start => {
                                     self.id = stored.id;
-                                    if stored.version.is_v5() == req.protocol.is_v5() {
-                                        Some(stored.state)
-                                    } else {
-                                        // Its messages were encoded for the other protocol
-                                        // version: the subscriptions carry over, the
-                                        // messages in flight and queued do not.
-                                        Some(SessionState::default())
-                                    }
+                                    let (tx, rx) = oneshot::channel();
+                                    shared.store(StoreOp::Take(req.client_id.clone(), tx));
+                                    Some((rx, stored.version.is_v5() == req.protocol.is_v5()))
                                 }
                                 // [MQTT-3.1.2-4] Clean Start 1: the existing session is
                                 // discarded.
                                 Some(stored) => {
                                     shared.router.unsubscribe_all(stored.id);
+                                    shared.store(StoreOp::Remove(req.client_id.clone()));
                                     None
                                 }
                                 None => None,
@@ -844,6 +944,21 @@ impl<H: Handler> Driver<H> {
                                 },
                             );
                             resumed
+                        };
+                        // The store answers after every message queued for the session.
+                        let resumed = match resumed {
+                            Some((taken, same_version)) => Some(
+                                taken
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    // Messages encoded for the other protocol version do not
+                                    // carry over; the subscriptions (in the router) do.
+                                    .filter(|_| same_version)
+                                    .map(|stored| stored.state)
+                                    .unwrap_or_default(),
+                            ),
+                            None => None,
                         };
                         tracing::debug!(client_id = %req.client_id, protocol = %req.protocol, resumed = resumed.is_some(), "connected");
                         let now = Instant::now().into_std();
@@ -1048,9 +1163,15 @@ impl<H: Handler> Driver<H> {
                     let stored = Stored {
                         id: self.id,
                         version: client.protocol,
-                        state: self.session.take_state(now.into_std()),
                         expires_at,
                     };
+                    let session = StoredSession::new(
+                        client.protocol,
+                        expires_at.map(Instant::into_std),
+                        shared.router.subscriptions(self.id),
+                        self.session.take_state(now.into_std()),
+                    );
+                    shared.store(StoreOp::Save(client.client_id.clone(), session));
                     shared.offline.insert(self.id, client.client_id.clone());
                     shared.sessions.insert(client.client_id.clone(), stored);
                     kept = true;

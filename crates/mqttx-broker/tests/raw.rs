@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{RawClient, WAIT, loopback_config, run, start};
@@ -11,10 +12,11 @@ use mqttx_broker::codec::{
     ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode, Subscribe, SubscribeFilter,
 };
-use mqttx_broker::router::{SubscribeOptions, TopicFilter};
+use mqttx_broker::proto::Outbound;
+use mqttx_broker::router::{SubscribeOptions, TopicFilter, TopicName};
 use mqttx_broker::{
-    Broker, ClientInfo, ConnectRefusal, ConnectRequest, Handler, Message, PublishDecision,
-    SubscribeDecision,
+    Broker, ClientInfo, ConnectRefusal, ConnectRequest, Handler, MemoryStore, Message,
+    PublishDecision, QueueLimits, SessionStore, StoreFuture, StoredSession, SubscribeDecision,
 };
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -1105,4 +1107,139 @@ async fn slow_subscriber_is_bounded_and_others_are_served() {
     );
     round_trip(b.addr).await;
     drop(stuck);
+}
+
+/// A session store that records the calls it gets and keeps sessions in a [`MemoryStore`].
+#[derive(Debug, Default)]
+struct RecordingStore {
+    calls: std::sync::Mutex<Vec<String>>,
+    inner: MemoryStore,
+}
+
+impl RecordingStore {
+    fn record(&self, call: String) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(call);
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl SessionStore for RecordingStore {
+    fn save<'a>(
+        &'a self,
+        client_id: &'a str,
+        session: StoredSession,
+    ) -> StoreFuture<'a, std::io::Result<()>> {
+        let filters: Vec<String> = session
+            .subscriptions
+            .iter()
+            .map(|(f, o)| format!("{}@{:?}", f.as_str(), o.qos))
+            .collect();
+        self.record(format!(
+            "save {client_id} {} expires={}",
+            filters.join(","),
+            session.expires_at.is_some()
+        ));
+        self.inner.save(client_id, session)
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        client_id: &'a str,
+        now: std::time::Instant,
+        message: Outbound,
+        limits: QueueLimits,
+    ) -> StoreFuture<'a, std::io::Result<bool>> {
+        self.record(format!("enqueue {client_id}"));
+        self.inner.enqueue(client_id, now, message, limits)
+    }
+
+    fn take<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> StoreFuture<'a, std::io::Result<Option<StoredSession>>> {
+        self.record(format!("take {client_id}"));
+        self.inner.take(client_id)
+    }
+
+    fn remove<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, std::io::Result<()>> {
+        self.record(format!("remove {client_id}"));
+        self.inner.remove(client_id)
+    }
+}
+
+#[tokio::test]
+async fn persistent_sessions_go_through_the_session_store() {
+    // Issue #4: sessions are kept "behind a store trait that a later issue makes durable".
+    // The broker saves a closing persistent session (subscriptions with options, expiry,
+    // state), queues offline messages into it, takes it back on resume and removes it on
+    // Clean Start.
+    let store = Arc::new(RecordingStore::default());
+    let broker = Broker::builder()
+        .session_store(Arc::clone(&store) as Arc<dyn SessionStore>)
+        .build();
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(broker.serve(server_end));
+    let mut c = RawClient::new(client_end, V5);
+    connect_session(&mut c, V5, "kept", false, Some(60)).await;
+    c.send(&subscribe(1, "st/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+    broker.publish(&Message::new(
+        TopicName::new("st/a").expect("topic"),
+        &b"away"[..],
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let saved = ["save kept st/#@AtLeastOnce expires=true", "enqueue kept"];
+    tokio::time::timeout(WAIT, async {
+        while store.calls().len() < saved.len() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the store task ran");
+    assert_eq!(store.calls(), saved);
+    assert_eq!(store.inner.len(), 1);
+
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(broker.serve(server_end));
+    let mut c = RawClient::new(client_end, V5);
+    let ack = connect_session(&mut c, V5, "kept", false, Some(60)).await;
+    assert!(ack.session_present);
+    let Some(Packet::Publish(p)) = c.recv().await else {
+        panic!("the queued message")
+    };
+    assert_eq!(&p.payload[..], b"away");
+    assert!(store.inner.is_empty(), "taken");
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    assert_eq!(c.until_closed().await, []);
+
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(broker.serve(server_end));
+    let mut c = RawClient::new(client_end, V5);
+    let ack = connect_session(&mut c, V5, "kept", true, None).await;
+    assert!(!ack.session_present);
+    tokio::time::timeout(WAIT, async {
+        while !store.calls().iter().any(|c| c.starts_with("remove")) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the store task ran");
+    let calls = store.calls();
+    assert_eq!(
+        calls.get(2..).unwrap_or_default(),
+        [
+            "take kept",
+            "save kept st/#@AtLeastOnce expires=true",
+            "remove kept"
+        ]
+    );
+    assert!(store.inner.is_empty());
 }
