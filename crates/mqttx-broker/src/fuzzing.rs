@@ -65,7 +65,7 @@ pub fn broker_session(data: &[u8]) {
                     let qos = QoS::from_u8((op >> 2) % 3).unwrap_or(QoS::AtMostOnce);
                     let message = Message::new(topic.clone(), &b"payload"[..], qos, false);
                     if let Ok(encoded) = Outbound::encode(&message, version, qos, false, &[]) {
-                        session.deliver(encoded);
+                        session.deliver(now, encoded);
                     }
                 }
             }

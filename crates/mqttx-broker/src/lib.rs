@@ -22,12 +22,12 @@
 //! Topic Aliases work both ways: the broker accepts up to 100 from each client, and uses up to
 //! 100 toward a client that allows them (least recently used replaced).
 //!
-//! Message Expiry applies to retained messages and to offline queues: expired messages are
-//! dropped, the others carry the time they have left.
+//! Message Expiry applies to retained messages, offline queues and the queues of connected
+//! clients: expired messages are dropped (and counted), the others carry the time they have
+//! left.
 //!
 //! What it is not, yet: no durable session store ships (the [`SessionStore`] trait is where
-//! one plugs in; restoring sessions at start-up is still to come), Message
-//! Expiry is not checked for the messages waiting in a connected client's queue, and there is
+//! one plugs in; restoring sessions at start-up is still to come), and there is
 //! no TLS or WebSocket transport.
 //!
 //! # Layout

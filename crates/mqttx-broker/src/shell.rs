@@ -841,7 +841,7 @@ impl<H: Handler> Driver<H> {
         match command {
             Command::Deliver(message) => {
                 self.in_channel.fetch_sub(1, Ordering::Relaxed);
-                match self.session.deliver(message) {
+                match self.session.deliver(Instant::now().into_std(), message) {
                     DeliverOutcome::QueueFull | DeliverOutcome::TooLarge => {
                         self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1112,7 +1112,7 @@ impl<H: Handler> Driver<H> {
         let now = Instant::now().into_std();
         self.session.complete_subscribe(now, &codes);
         for message in retained {
-            self.session.deliver(message);
+            self.session.deliver(now, message);
         }
     }
 

@@ -161,8 +161,15 @@ impl Outbound {
         };
         let left = u64::from(expiry).checked_sub(waited).filter(|&l| l > 0)?;
         let left = u32::try_from(left).unwrap_or(expiry);
-        if left == expiry || !self.v5 {
+        if left == expiry {
             return Some(self);
+        }
+        if !self.v5 {
+            // No property to rewrite; the interval left still counts down.
+            return Some(Self {
+                expiry: Some(left),
+                ..self
+            });
         }
         let cx = DecodeContext::new(ProtocolVersion::V5)
             .with_max_packet_size(mqttx_codec::MAX_PACKET_SIZE);
@@ -489,6 +496,9 @@ pub struct SessionStats {
     pub dropped_qos12: u64,
     /// Messages dropped because they exceed the client's Maximum Packet Size.
     pub dropped_too_large: u64,
+    /// Messages dropped from the outbound queue because their Message Expiry Interval passed
+    /// while they waited [MQTT-3.3.2-5].
+    pub dropped_expired: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -630,8 +640,12 @@ struct State {
     pending: Option<Pending>,
     transmit: Vec<u8>,
     events: VecDeque<Event>,
-    queue: VecDeque<Outbound>,
+    /// Messages waiting to be sent, and since when (for Message Expiry).
+    queue: VecDeque<(Outbound, Instant)>,
     queued_bytes: usize,
+    /// The latest instant an input or command passed in: what `poll_transmit` ages queued
+    /// messages to.
+    now: Instant,
     inflight: HashMap<u16, InFlight>,
     /// For each in-flight identifier: its send order, and the PUBLISH while it is not yet
     /// acknowledged (resent with DUP when a persistent session resumes).
@@ -724,6 +738,7 @@ impl Session {
                 events: VecDeque::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                now,
                 inflight: HashMap::new(),
                 sent: HashMap::new(),
                 send_seq: 0,
@@ -786,6 +801,7 @@ impl Session {
 
     /// Input: bytes received from the client.
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        self.state.tick(now);
         if self.is_closed() {
             return;
         }
@@ -810,6 +826,7 @@ impl Session {
     /// Input: time has passed. Closes the connection if the connect timeout or the keep-alive
     /// deadline is over.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.state.tick(now);
         let s = &mut self.state;
         match s.phase {
             Phase::AwaitConnect | Phase::Connecting => {
@@ -850,6 +867,7 @@ impl Session {
     /// Command: accept the pending CONNECT. Sends CONNACK 0x00 and processes input that
     /// arrived after the CONNECT.
     pub fn accept_connect(&mut self, now: Instant) {
+        self.state.tick(now);
         if self.state.pending != Some(Pending::Connect) {
             return;
         }
@@ -862,6 +880,7 @@ impl Session {
     /// Present 1, then the unacknowledged PUBLISH packets again with DUP and the PUBREL
     /// packets, in their original order [MQTT-4.4.0-1], then the queued messages.
     pub fn accept_connect_resumed(&mut self, now: Instant, state: SessionState) {
+        self.state.tick(now);
         if self.state.pending != Some(Pending::Connect) {
             return;
         }
@@ -877,10 +896,12 @@ impl Session {
             .queue
             .into_iter()
             .filter_map(|(message, since)| {
-                message.aged(now.saturating_duration_since(since).as_secs())
+                message
+                    .aged(now.saturating_duration_since(since).as_secs())
+                    .map(|m| (m, now))
             })
             .collect();
-        s.queued_bytes = s.queue.iter().map(Outbound::len).sum();
+        s.queued_bytes = s.queue.iter().map(|(m, _)| m.len()).sum();
         let mut resend = state.inflight;
         resend.sort_by_key(|f| f.seq);
         for flight in resend {
@@ -936,7 +957,8 @@ impl Session {
 
     /// Takes what a persistent session keeps between connections: queued messages, messages
     /// in flight, inbound QoS 2 identifiers awaiting PUBREL. Call after the session closed;
-    /// `now` starts the Message Expiry countdown of the queued messages.
+    /// Queued messages keep the instant they started waiting (at most `now`) for their
+    /// Message Expiry countdown.
     pub fn take_state(&mut self, now: Instant) -> SessionState {
         let s = &mut self.state;
         let mut inflight = Vec::with_capacity(s.inflight.len());
@@ -953,7 +975,7 @@ impl Session {
         SessionState {
             queue: std::mem::take(&mut s.queue)
                 .into_iter()
-                .map(|message| (message, now))
+                .map(|(message, since)| (message, since.min(now)))
                 .collect(),
             queued_bytes,
             inflight,
@@ -982,6 +1004,7 @@ impl Session {
     /// Command: the pending authentication step needs another round: sends AUTH 0x18
     /// (Continue authentication) with `data` and waits for the client's next AUTH.
     pub fn continue_auth(&mut self, now: Instant, data: Option<Bytes>) {
+        self.state.tick(now);
         let Some(Pending::Auth { reauthenticate }) = self.state.pending else {
             return;
         };
@@ -995,6 +1018,7 @@ impl Session {
     /// Command: the authentication succeeded. At CONNECT, the held [`Event::Connect`] follows
     /// (its CONNACK will carry `data`); for a re-authentication, AUTH 0x00 with `data` is sent.
     pub fn auth_success(&mut self, now: Instant, data: Option<Bytes>) {
+        self.state.tick(now);
         let Some(Pending::Auth { reauthenticate }) = self.state.pending else {
             return;
         };
@@ -1041,6 +1065,7 @@ impl Session {
 
     /// Command: the pending PUBLISH was handled. Sends its acknowledgement.
     pub fn complete_publish(&mut self, now: Instant, outcome: PublishOutcome) {
+        self.state.tick(now);
         let Some(Pending::Publish { qos, packet_id }) = self.state.pending.clone() else {
             return;
         };
@@ -1052,6 +1077,7 @@ impl Session {
     /// Command: the pending SUBSCRIBE was handled; `codes` has one reason code per entry of
     /// the [`SubscribeRequest`] (a granted QoS 0x00–0x02, or a refusal ≥ 0x80). Sends SUBACK.
     pub fn complete_subscribe(&mut self, now: Instant, codes: &[ReasonCode]) {
+        self.state.tick(now);
         let Some(Pending::Subscribe {
             packet_id,
             codes: slots,
@@ -1084,6 +1110,7 @@ impl Session {
     /// Command: the pending UNSUBSCRIBE was handled; `existed` says, per entry of the
     /// [`UnsubscribeRequest`], whether the subscription existed. Sends UNSUBACK.
     pub fn complete_unsubscribe(&mut self, now: Instant, existed: &[bool]) {
+        self.state.tick(now);
         let Some(Pending::Unsubscribe {
             packet_id,
             codes: slots,
@@ -1109,10 +1136,13 @@ impl Session {
         self.process(now);
     }
 
-    /// Command: queue a message for the client. QoS 1 and 2 messages get a Packet Identifier
-    /// when they are sent, within the client's Receive Maximum.
-    pub fn deliver(&mut self, message: Outbound) -> DeliverOutcome {
+    /// Command: queue a message for the client at `now`. QoS 1 and 2 messages get a Packet
+    /// Identifier when they are sent, within the client's Receive Maximum; a message whose
+    /// Message Expiry Interval passes while it waits is dropped, the others are sent with the
+    /// time they have left.
+    pub fn deliver(&mut self, now: Instant, message: Outbound) -> DeliverOutcome {
         let s = &mut self.state;
+        s.tick(now);
         if s.phase != Phase::Connected {
             return DeliverOutcome::NotConnected;
         }
@@ -1133,7 +1163,7 @@ impl Session {
             return DeliverOutcome::QueueFull;
         }
         s.queued_bytes += message.len();
-        s.queue.push_back(message);
+        s.queue.push_back((message, now));
         DeliverOutcome::Queued
     }
 
@@ -1170,9 +1200,28 @@ impl Session {
         }
         let window = s.config.max_inflight.min(s.client_receive_maximum) as usize;
         while out.len() - before < TRANSMIT_BATCH {
-            let Some(front) = s.queue.front() else {
+            let Some((front, since)) = s.queue.front() else {
                 break;
             };
+            let waited = s.now.saturating_duration_since(*since).as_secs();
+            if front.expiry.is_some() && waited > 0 {
+                let Some((message, _)) = s.queue.pop_front() else {
+                    break;
+                };
+                s.queued_bytes -= message.len();
+                // [MQTT-3.3.2-5] If the Message Expiry Interval has passed and the Server has
+                // not managed to start onward delivery to a matching subscriber, then it MUST
+                // delete the copy of the message for that subscriber. [MQTT-3.3.2-6] The
+                // PUBLISH sent carries the received value minus the time it waited.
+                match message.aged(waited) {
+                    Some(aged) => {
+                        s.queued_bytes += aged.len();
+                        s.queue.push_front((aged, s.now));
+                    }
+                    None => s.stats.dropped_expired += 1,
+                }
+                continue;
+            }
             let qos = front.qos;
             let pid = if qos == QoS::AtMostOnce {
                 None
@@ -1193,7 +1242,7 @@ impl Session {
                 s.inflight.insert(pid.get(), state);
                 Some(pid)
             };
-            let Some(message) = s.queue.pop_front() else {
+            let Some((message, _)) = s.queue.pop_front() else {
                 break;
             };
             s.queued_bytes -= message.len();
@@ -1243,6 +1292,12 @@ impl Session {
 }
 
 impl State {
+    /// Records the latest instant passed in (`now` never goes backwards, but keep the
+    /// maximum in case a caller's does).
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
     fn keepalive_deadline(&self) -> Option<Instant> {
         self.keep_alive.map(|k| self.last_packet + k)
     }

@@ -703,7 +703,7 @@ fn outbound_qos1_uses_own_ids_and_the_receive_maximum_window() {
     let m = message("t", b"m", QoS::AtLeastOnce);
     for _ in 0..3 {
         let out = Outbound::encode(&m, V5, QoS::AtLeastOnce, false, &[]).unwrap();
-        assert_eq!(h.session.deliver(out), DeliverOutcome::Queued);
+        assert_eq!(h.session.deliver(h.now, out), DeliverOutcome::Queued);
     }
     let ids: Vec<u16> = h
         .packets()
@@ -727,11 +727,11 @@ fn outbound_ids_skip_ids_in_flight() {
     let mut h = Harness::connected(V5);
     let m = message("t", b"m", QoS::ExactlyOnce);
     let out = Outbound::encode(&m, V5, QoS::ExactlyOnce, false, &[]).unwrap();
-    h.session.deliver(out.clone());
+    h.session.deliver(h.now, out.clone());
     h.bytes(); // id 1 in flight, awaiting PUBREC
     h.session.state.next_packet_id = u16::MAX;
-    h.session.deliver(out.clone());
-    h.session.deliver(out);
+    h.session.deliver(h.now, out.clone());
+    h.session.deliver(h.now, out);
     let ids: Vec<u16> = h
         .packets()
         .iter()
@@ -749,8 +749,10 @@ fn outbound_qos2_flow() {
     // the id.
     let mut h = Harness::connected(V5);
     let m = message("t", b"m", QoS::ExactlyOnce);
-    h.session
-        .deliver(Outbound::encode(&m, V5, QoS::ExactlyOnce, false, &[]).unwrap());
+    h.session.deliver(
+        h.now,
+        Outbound::encode(&m, V5, QoS::ExactlyOnce, false, &[]).unwrap(),
+    );
     assert!(matches!(&h.packets()[..], [Packet::Publish(p)] if p.qos == QoS::ExactlyOnce));
     h.send(&Packet::PubRec(PubResponse::new(pid(1))));
     assert_eq!(h.packets(), [Packet::PubRel(PubResponse::new(pid(1)))]);
@@ -772,12 +774,21 @@ fn full_queue_drops_and_counts() {
     h.bytes();
     let m = message("t", b"m", QoS::AtMostOnce);
     let out = Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap();
-    assert_eq!(h.session.deliver(out.clone()), DeliverOutcome::Queued);
-    assert_eq!(h.session.deliver(out.clone()), DeliverOutcome::Queued);
-    assert_eq!(h.session.deliver(out.clone()), DeliverOutcome::QueueFull);
+    assert_eq!(
+        h.session.deliver(h.now, out.clone()),
+        DeliverOutcome::Queued
+    );
+    assert_eq!(
+        h.session.deliver(h.now, out.clone()),
+        DeliverOutcome::Queued
+    );
+    assert_eq!(
+        h.session.deliver(h.now, out.clone()),
+        DeliverOutcome::QueueFull
+    );
     assert_eq!(h.session.stats().dropped_qos0, 1);
     assert_eq!(h.packets().len(), 2);
-    assert_eq!(h.session.deliver(out), DeliverOutcome::Queued);
+    assert_eq!(h.session.deliver(h.now, out), DeliverOutcome::Queued);
 }
 
 #[test]
@@ -793,7 +804,7 @@ fn too_large_for_the_client_is_dropped() {
     h.bytes();
     let m = message("topic", b"a payload", QoS::AtMostOnce);
     let out = Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap();
-    assert_eq!(h.session.deliver(out), DeliverOutcome::TooLarge);
+    assert_eq!(h.session.deliver(h.now, out), DeliverOutcome::TooLarge);
     assert_eq!(h.session.stats().dropped_too_large, 1);
 }
 
@@ -866,8 +877,8 @@ fn outbound_encoding_is_shared_and_patched_per_session() {
     let mut a = Harness::connected(V311);
     let mut b = Harness::connected(V311);
     b.session.state.next_packet_id = 77;
-    a.session.deliver(out.clone());
-    b.session.deliver(out.clone());
+    a.session.deliver(a.now, out.clone());
+    b.session.deliver(b.now, out.clone());
     let (pa, pb) = (a.packets(), b.packets());
     let [Packet::Publish(pa)] = &pa[..] else {
         panic!()
@@ -1102,7 +1113,7 @@ fn outbound_topic_aliases_least_recently_used() {
         let mut m = message(topic, b"payload", qos);
         m.properties.content_type = Some("text/plain".into());
         let out = Outbound::encode(&m, V5, qos, false, &[]).unwrap();
-        h.session.deliver(out);
+        h.session.deliver(h.now, out);
     }
     /// Topic, alias, packet id, payload, content type kept.
     type Sent = (String, Option<u16>, Option<u16>, Vec<u8>, bool);
@@ -1142,8 +1153,10 @@ fn no_outbound_aliases_without_the_clients_maximum() {
     let mut h = Harness::connected(V5);
     for _ in 0..2 {
         let m = message("a", b"x", QoS::AtMostOnce);
-        h.session
-            .deliver(Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap());
+        h.session.deliver(
+            h.now,
+            Outbound::encode(&m, V5, QoS::AtMostOnce, false, &[]).unwrap(),
+        );
     }
     for p in h.packets() {
         let Packet::Publish(p) = p else { panic!() };
@@ -1175,7 +1188,7 @@ fn persistent_session_resumes_with_dup_pubrel_and_queue() {
     ] {
         let m = message("t", payload, qos);
         h.session
-            .deliver(Outbound::encode(&m, V5, qos, false, &[]).unwrap());
+            .deliver(h.now, Outbound::encode(&m, V5, qos, false, &[]).unwrap());
     }
     assert_eq!(
         h.packets().len(),
@@ -1306,7 +1319,10 @@ fn offline_queue_is_bounded_in_bytes() {
 
     // What a closing session hands over counts toward the limit too.
     let mut h = Harness::connected(V5);
-    assert_eq!(h.session.deliver(small.clone()), DeliverOutcome::Queued);
+    assert_eq!(
+        h.session.deliver(h.now, small.clone()),
+        DeliverOutcome::Queued
+    );
     h.session.handle_closed();
     let mut state = h.session.take_state(h.now);
     assert_eq!(state.queued(), 1);
@@ -1356,7 +1372,7 @@ fn acknowledged_deliveries_are_reported() {
     ] {
         let m = message(topic, b"x", qos);
         h.session
-            .deliver(Outbound::encode(&m, V5, qos, false, &[]).unwrap());
+            .deliver(h.now, Outbound::encode(&m, V5, qos, false, &[]).unwrap());
     }
     h.bytes();
     h.send(&Packet::PubAck(PubResponse::new(pid(1))));
@@ -1402,4 +1418,48 @@ fn idle_ceiling_for_clients_without_keepalive() {
     assert!(h.session.is_connected());
     h.advance(Duration::from_secs(1));
     assert_eq!(h.events(), [Event::Closed(CloseReason::IdleTimeout)]);
+}
+
+#[test]
+fn connected_queue_messages_expire_and_age() {
+    // [MQTT-3.3.2-5] a message whose Message Expiry Interval passed while it waited in a
+    // connected client's queue (here behind one message in flight) is not sent, and is
+    // counted; [MQTT-3.3.2-6] the others carry the interval minus the time they waited.
+    let config = Config {
+        max_inflight: 1,
+        ..Config::default()
+    };
+    for version in [V5, V311] {
+        let mut h = Harness::with_config(&config);
+        h.connect_with(Connect::new(version, "slow"));
+        h.events();
+        h.session.accept_connect(h.now);
+        h.packets();
+        for (payload, expiry) in [
+            (&b"first"[..], None),
+            (b"short", Some(5)),
+            (b"long", Some(100)),
+        ] {
+            let mut m = message("t", payload, QoS::AtLeastOnce);
+            m.properties.message_expiry_interval = expiry;
+            let out = Outbound::encode(&m, version, QoS::AtLeastOnce, false, &[]).unwrap();
+            assert_eq!(h.session.deliver(h.now, out), DeliverOutcome::Queued);
+        }
+        let packets = h.packets();
+        let [Packet::Publish(first)] = &packets[..] else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(&first.payload[..], b"first");
+        h.advance(Duration::from_secs(30));
+        assert_eq!(h.packets(), []);
+        h.send(&Packet::PubAck(PubResponse::new(pid(1))));
+        let packets = h.packets();
+        let [Packet::Publish(p)] = &packets[..] else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(&p.payload[..], b"long");
+        let left = if version == V5 { Some(70) } else { None };
+        assert_eq!(p.properties.message_expiry_interval, left);
+        assert_eq!(h.session.stats().dropped_expired, 1);
+    }
 }
