@@ -55,7 +55,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Called once per CONNECT, before CONNACK. `Ok` accepts (CONNACK 0x00); `Err` refuses
     /// with the refusal's reason code (MQTT 3.1.x clients get the return code with the same
-    /// meaning). Default: accept.
+    /// meaning). Before accepting, it may give the client another identifier with
+    /// [`ConnectRequest::assign_client_id`] (sent to MQTT 5.0 clients as the Assigned Client
+    /// Identifier). Default: accept.
     fn on_connect(
         &self,
         req: &ConnectRequest,

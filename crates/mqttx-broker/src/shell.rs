@@ -854,9 +854,14 @@ impl<H: Handler> Driver<H> {
 
     async fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Connect(req) => {
+            Event::Connect(mut req) => {
                 match self.inner.handler.on_connect(&req).await {
                     Ok(app) => {
+                        if let Some(id) = req.handler_client_id().map(str::to_owned) {
+                            self.session.assign_client_id(id.clone());
+                            req.client_id = id;
+                            req.assigned_client_id = true;
+                        }
                         self.app = Some(app);
                         self.client = Some(ClientInfo {
                             client_id: req.client_id.clone(),

@@ -1243,3 +1243,55 @@ async fn persistent_sessions_go_through_the_session_store() {
     );
     assert!(store.inner.is_empty());
 }
+
+/// Names every client after its user name.
+struct NamesByUser;
+
+impl Handler for NamesByUser {
+    type Session = ();
+
+    async fn on_connect(&self, req: &ConnectRequest) -> Result<(), ConnectRefusal> {
+        if let Some(user) = &req.username {
+            assert!(req.assign_client_id(format!("user-{user}")));
+            assert!(!req.assign_client_id("second"), "the first assignment wins");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn on_connect_assigns_a_client_id() {
+    // Issue #4 `on_connect`: "accept, refuse with a reason code, or assign a client id";
+    // MQTT 5.0 §3.2.2.3.7 Assigned Client Identifier tells a v5 client, a 3.1.1 client is
+    // not told but the broker uses it.
+    let server = Broker::builder()
+        .config(loopback_config())
+        .handler(NamesByUser)
+        .bind()
+        .await
+        .expect("bind");
+    let b = run(server);
+    for (version, user) in [(V5, "ann"), (V311, "bob")] {
+        let mut c = RawClient::connect(b.addr, version).await;
+        let mut connect = Connect::new(version, "own-id");
+        connect.username = Some(user.into());
+        c.send(&Packet::Connect(connect)).await;
+        let Some(Packet::ConnAck(ack)) = c.recv().await else {
+            panic!("CONNACK")
+        };
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+        let expected = format!("user-{user}");
+        let told = ack
+            .properties
+            .assigned_client_identifier
+            .as_ref()
+            .map(|id| id.to_string());
+        assert_eq!(told, (version == V5).then(|| expected.clone()));
+        assert!(
+            b.broker.clients().contains(&expected),
+            "{:?}",
+            b.broker.clients()
+        );
+        assert!(!b.broker.clients().contains(&"own-id".to_owned()));
+    }
+}

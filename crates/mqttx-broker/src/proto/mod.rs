@@ -370,6 +370,27 @@ pub struct ConnectRequest {
     /// Every MQTT 5.0 CONNECT property (User Properties, Receive Maximum, Maximum Packet
     /// Size…); empty for MQTT 3.1.x.
     pub properties: Props<'static>,
+    /// A client identifier the handler assigned (see [`ConnectRequest::assign_client_id`]).
+    handler_client_id: std::sync::OnceLock<String>,
+}
+
+impl ConnectRequest {
+    /// Gives the client `client_id` in place of its own (or of the one the broker
+    /// assigned): for `Handler::on_connect` to call before it accepts, e.g. to derive the
+    /// identifier from the credentials. MQTT 5.0 clients learn it from CONNACK's Assigned
+    /// Client Identifier [MQTT-3.2.2-16]; MQTT 3.1.x has no way to tell them, so the broker
+    /// only uses it itself (sessions, takeover, `Broker::clients`). The first non-empty call
+    /// wins; returns whether this one did.
+    pub fn assign_client_id(&self, client_id: impl Into<String>) -> bool {
+        let client_id = client_id.into();
+        !client_id.is_empty() && self.handler_client_id.set(client_id).is_ok()
+    }
+
+    /// The client identifier the handler assigned with
+    /// [`assign_client_id`](Self::assign_client_id), if any.
+    pub fn handler_client_id(&self) -> Option<&str> {
+        self.handler_client_id.get().map(String::as_str)
+    }
 }
 
 /// A QoS 1 or 2 message the client acknowledged (MQTT 5.0 §4.3.2, §4.3.3).
@@ -861,6 +882,21 @@ impl Session {
     pub fn handle_closed(&mut self) {
         if !self.is_closed() {
             self.state.close(CloseReason::ConnectionLost, None, true);
+        }
+    }
+
+    /// Command: before [`accept_connect`](Self::accept_connect) or
+    /// [`accept_connect_resumed`](Self::accept_connect_resumed), replace the pending CONNECT's
+    /// client identifier with `client_id`; MQTT 5.0 clients get it in CONNACK's Assigned
+    /// Client Identifier. Ignored when no CONNECT is pending or `client_id` is empty.
+    pub fn assign_client_id(&mut self, client_id: String) {
+        let s = &mut self.state;
+        if s.pending == Some(Pending::Connect) && !client_id.is_empty() {
+            s.client_id = client_id;
+            // [MQTT-3.2.2-16] If the Client connects using a zero length Client Identifier,
+            // the Server MUST respond with a CONNACK containing an Assigned Client Identifier;
+            // MQTT 5.0 §3.2.2.3.7 lets the Server assign one in other cases too.
+            s.assigned = true;
         }
     }
 
@@ -1616,6 +1652,7 @@ impl State {
             },
             authentication_method: self.auth_method.clone(),
             properties: c.properties.clone().into_owned(),
+            handler_client_id: std::sync::OnceLock::new(),
         };
         match &self.auth_method {
             // MQTT 5.0 §4.12: with an Authentication Method, the exchange comes first and the

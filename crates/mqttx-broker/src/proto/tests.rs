@@ -1463,3 +1463,35 @@ fn connected_queue_messages_expire_and_age() {
         assert_eq!(h.session.stats().dropped_expired, 1);
     }
 }
+
+#[test]
+fn assign_client_id_before_accepting() {
+    // MQTT 5.0 §3.2.2.3.7: the Server may assign a Client Identifier, returned as the
+    // Assigned Client Identifier [MQTT-3.2.2-16].
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V5, "own"));
+    assert!(matches!(h.event(), Some(Event::Connect(r)) if r.client_id == "own"));
+    h.session.assign_client_id(String::new());
+    assert_eq!(
+        h.session.client_id(),
+        "own",
+        "an empty identifier is ignored"
+    );
+    h.session.assign_client_id("given".into());
+    h.session.accept_connect(h.now);
+    let packets = h.packets();
+    let [Packet::ConnAck(ack)] = &packets[..] else {
+        panic!("{packets:?}")
+    };
+    assert_eq!(
+        ack.properties.assigned_client_identifier.as_deref(),
+        Some("given")
+    );
+    assert_eq!(h.session.client_id(), "given");
+    h.session.assign_client_id("late".into());
+    assert_eq!(
+        h.session.client_id(),
+        "given",
+        "only while CONNECT is pending"
+    );
+}
