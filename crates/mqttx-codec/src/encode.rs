@@ -103,20 +103,17 @@ pub fn encode(
             write_publish(p, v5, &plan, out, true);
             Ok(())
         }
-        Packet::PubAck(r) if is_short_ack(r) => {
-            short_ack(0x40, r, out);
-            Ok(())
-        }
-        Packet::PubRec(r) if is_short_ack(r) => {
-            short_ack(0x50, r, out);
-            Ok(())
-        }
-        Packet::PubRel(r) if is_short_ack(r) => {
-            short_ack(0x62, r, out);
-            Ok(())
-        }
-        Packet::PubComp(r) if is_short_ack(r) => {
-            short_ack(0x70, r, out);
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r)
+            if is_short_ack(r) =>
+        {
+            // Packet type in bits 7-4; PUBREL alone carries the flags 0b0010 [MQTT-3.6.1-1].
+            let kind = packet.packet_type();
+            let flags = if kind == PacketType::PubRel {
+                0b0010
+            } else {
+                0
+            };
+            short_ack(((kind as u8) << 4) | flags, r, out);
             Ok(())
         }
         Packet::PingReq => {
