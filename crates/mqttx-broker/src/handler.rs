@@ -1,5 +1,6 @@
 //! The [`Handler`] trait: the application's extension point, with typed decisions.
 
+use std::any::Any;
 use std::future::Future;
 
 use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
@@ -7,7 +8,9 @@ use mqttx_router::{SubscribeOptions, TopicFilter};
 
 use bytes::Bytes;
 
-use crate::proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message};
+use crate::proto::{
+    AuthRequest, CloseReason, ConnectRequest, Delivered, Message, ServerDisconnect,
+};
 
 /// The application's hooks into the broker. Every method has a default that allows, so an
 /// implementation overrides only what it needs; hooks added later come with defaults too, so
@@ -141,6 +144,53 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
+    /// Called for each of the application's own messages sent to this client's connection
+    /// with [`Broker::send_to`](crate::Broker::send_to): a bridge from the application's
+    /// channels, timers or other services to one connection (what MqttX's `handle_info`
+    /// does). The handler downcasts the message to the type it sent and decides what the
+    /// connection does: send the client a PUBLISH, disconnect it, or nothing. Called in order
+    /// with the connection's other hooks. Default: nothing ([`MessageAction::None`]).
+    ///
+    /// ```
+    /// use mqttx_broker::router::TopicName;
+    /// use mqttx_broker::codec::QoS;
+    /// use mqttx_broker::{AppMessage, ClientInfo, Handler, Message, MessageAction};
+    ///
+    /// /// What the application's device service sends to one connection.
+    /// struct Downlink { command: String }
+    ///
+    /// struct Devices;
+    ///
+    /// impl Handler for Devices {
+    ///     type Session = ();
+    ///
+    ///     async fn on_message(&self, _: &(), client: &ClientInfo, message: AppMessage) -> MessageAction {
+    ///         match message.downcast::<Downlink>() {
+    ///             Ok(downlink) => {
+    ///                 let Ok(topic) = TopicName::new(&format!("devices/{}/commands", client.client_id)) else {
+    ///                     return MessageAction::None;
+    ///                 };
+    ///                 MessageAction::Publish(Message::new(topic, downlink.command, QoS::AtLeastOnce, false))
+    ///             }
+    ///             Err(_) => MessageAction::None,
+    ///         }
+    ///     }
+    /// }
+    /// # let broker = mqttx_broker::Broker::builder().handler(Devices).build();
+    /// // From anywhere in the application:
+    /// let found = broker.send_to("sensor-7", Downlink { command: "reboot".into() });
+    /// # assert!(!found);
+    /// ```
+    fn on_message(
+        &self,
+        session: &Self::Session,
+        client: &ClientInfo,
+        message: AppMessage,
+    ) -> impl Future<Output = MessageAction> + Send {
+        let _ = (session, client, message);
+        async { MessageAction::None }
+    }
+
     /// Called once when an accepted connection ends, with the reason. Default: nothing.
     fn on_disconnect(
         &self,
@@ -228,4 +278,23 @@ pub enum SubscribeDecision {
     /// Refuse this filter with a SUBACK code ≥ 0x80, e.g. 0x87 Not authorized (MQTT 3.1.1
     /// clients get 0x80).
     Refuse(ReasonCode),
+}
+
+/// An application message for [`Handler::on_message`]: any `Send` value, sent with
+/// [`Broker::send_to`](crate::Broker::send_to); downcast it with `Box::downcast`.
+pub type AppMessage = Box<dyn Any + Send>;
+
+/// What [`Handler::on_message`] decided the connection does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageAction {
+    /// Nothing.
+    None,
+    /// Send this message to the client at its QoS and RETAIN flag, as the broker itself
+    /// (not routed, not retained, `on_publish` not called); it waits in the client's queue
+    /// like any other.
+    Publish(Message),
+    /// Disconnect the client: DISCONNECT with this code and properties for MQTT 5.0 clients,
+    /// then close; its Will is published.
+    Disconnect(ServerDisconnect),
 }

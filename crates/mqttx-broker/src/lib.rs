@@ -34,10 +34,13 @@
 //!
 //! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default.
 //!   [`Broker`] is also the application's handle: [`Broker::publish`], [`Broker::publish_to`],
-//!   [`Broker::disconnect_client`], [`Broker::clients`], [`Broker::shutdown`].
+//!   [`Broker::disconnect_client`] (and [`Broker::disconnect_client_with`], with a
+//!   [`ServerDisconnect`]'s properties), [`Broker::send_to`] (the application's own messages
+//!   to one connection, answered by [`Handler::on_message`]), [`Broker::clients`],
+//!   [`Broker::shutdown`].
 //! - [`Handler`] with [`PublishDecision`], [`SubscribeDecision`], [`ConnectRefusal`],
-//!   [`AuthDecision`] (MQTT 5.0 enhanced authentication and re-authentication); the
-//!   [`AllowAll`] handler.
+//!   [`MessageAction`], [`AuthDecision`] (MQTT 5.0 enhanced authentication and
+//!   re-authentication); the [`AllowAll`] handler.
 //! - [`SessionStore`], [`StoredSession`], [`MemoryStore`]: where absent clients' sessions are
 //!   kept.
 //! - [`proto`]: [`proto::Session`] and its [`proto::Event`]s; [`proto::Outbound`], a PUBLISH
@@ -130,9 +133,10 @@ mod store;
 
 pub use config::Config;
 pub use handler::{
-    AllowAll, AuthDecision, ClientInfo, ConnectRefusal, Handler, PublishDecision, SubscribeDecision,
+    AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,
+    PublishDecision, SubscribeDecision,
 };
-pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message};
+pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message, ServerDisconnect};
 pub use shell::{Broker, Builder, Server};
 pub use store::{MemoryStore, QueueLimits, SessionStore, StoreFuture, StoredSession};
 

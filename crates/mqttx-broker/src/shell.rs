@@ -21,11 +21,12 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::handler::{
-    AllowAll, AuthDecision, ClientInfo, Handler, PublishDecision, SubscribeDecision,
+    AllowAll, AppMessage, AuthDecision, ClientInfo, Handler, MessageAction, PublishDecision,
+    SubscribeDecision,
 };
 use crate::proto::{
-    CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, Session,
-    SubscribeRequest, UnsubscribeRequest,
+    CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, ServerDisconnect,
+    Session, SubscribeRequest, UnsubscribeRequest,
 };
 use crate::store::{MemoryStore, QueueLimits, SessionStore, StoredSession};
 
@@ -164,7 +165,15 @@ struct ClientEntry {
 #[derive(Debug)]
 enum Command {
     Deliver(Outbound),
-    Disconnect(ReasonCode),
+    Disconnect(Box<ServerDisconnect>),
+    /// The application's own message, for [`Handler::on_message`].
+    App(AppMessage),
+}
+
+impl Command {
+    fn disconnect(code: ReasonCode) -> Self {
+        Self::Disconnect(Box::new(ServerDisconnect::new(code)))
+    }
 }
 
 /// Builds a [`Broker`]: configuration and handler.
@@ -375,6 +384,28 @@ impl<H: Handler> Broker<H> {
     /// `code` (e.g. 0x98 Administrative action), and its Will is published. Returns whether
     /// such a client was connected.
     pub fn disconnect_client(&self, client_id: &str, code: ReasonCode) -> bool {
+        self.disconnect_client_with(client_id, ServerDisconnect::new(code))
+    }
+
+    /// Like [`disconnect_client`](Self::disconnect_client), with the DISCONNECT's MQTT 5.0
+    /// properties: a Reason String, User Properties, a Server Reference (for 0x9C Use another
+    /// server and 0x9D Server moved).
+    pub fn disconnect_client_with(&self, client_id: &str, disconnect: ServerDisconnect) -> bool {
+        self.command(client_id, Command::Disconnect(Box::new(disconnect)))
+    }
+
+    /// Sends the application's own message to the connection of the client with this
+    /// identifier, where [`Handler::on_message`] receives it, in order with that connection's
+    /// other hooks, and decides what to do (send the client a PUBLISH, disconnect it, or
+    /// nothing). Any `Send + 'static` value will do; the handler downcasts it. Returns whether
+    /// such a client was connected. Never blocks; messages wait in the connection's
+    /// command channel until its task takes them.
+    pub fn send_to<M: std::any::Any + Send>(&self, client_id: &str, message: M) -> bool {
+        self.command(client_id, Command::App(Box::new(message)))
+    }
+
+    /// Sends a command to a connected client's driver.
+    fn command(&self, client_id: &str, command: Command) -> bool {
         let shared = self.inner.lock();
         let Some(id) = shared.by_client_id.get(client_id) else {
             return false;
@@ -382,7 +413,7 @@ impl<H: Handler> Broker<H> {
         shared
             .clients
             .get(id)
-            .is_some_and(|c| c.tx.send(Command::Disconnect(code)).is_ok())
+            .is_some_and(|c| c.tx.send(command).is_ok())
     }
 
     /// Sends an application message to one client, as the broker itself, at the message's QoS
@@ -816,11 +847,11 @@ impl<H: Handler> Driver<H> {
                     }
                 }
                 Some(command) = self.rx.recv() => {
-                    self.command(command);
+                    self.command(command).await;
                     // Take what else is waiting, bounded so reading is not starved.
                     for _ in 0..256 {
                         match self.rx.try_recv() {
-                            Ok(command) => self.command(command),
+                            Ok(command) => self.command(command).await,
                             Err(_) => break,
                         }
                     }
@@ -828,7 +859,7 @@ impl<H: Handler> Driver<H> {
                 () = sleep_until(deadline) => {
                     self.session.handle_timeout(Instant::now().into_std());
                 }
-                _ = stop.wait_for(|&s| s), if !stopping => {
+                () = async { let _ = stop.wait_for(|&s| s).await; }, if !stopping => {
                     stopping = true;
                     self.session.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
                 }
@@ -837,7 +868,7 @@ impl<H: Handler> Driver<H> {
         self.finish().await;
     }
 
-    fn command(&mut self, command: Command) {
+    async fn command(&mut self, command: Command) {
         match command {
             Command::Deliver(message) => {
                 self.in_channel.fetch_sub(1, Ordering::Relaxed);
@@ -848,7 +879,37 @@ impl<H: Handler> Driver<H> {
                     _ => {}
                 }
             }
-            Command::Disconnect(code) => self.session.disconnect(code),
+            Command::Disconnect(disconnect) => self.session.disconnect_with(&disconnect),
+            Command::App(message) => self.app_message(message).await,
+        }
+    }
+
+    /// The application's own message: [`Handler::on_message`] decides what this connection
+    /// does with it.
+    async fn app_message(&mut self, message: AppMessage) {
+        let (Some(app), Some(client)) = (&self.app, &self.client) else {
+            return;
+        };
+        if self.session.is_closed() {
+            return;
+        }
+        match self.inner.handler.on_message(app, client, message).await {
+            MessageAction::Publish(message) => {
+                let version = self.session.version();
+                let delivered =
+                    Outbound::encode(&message, version, message.qos, message.retain, &[])
+                        .is_ok_and(|encoded| {
+                            matches!(
+                                self.session.deliver(Instant::now().into_std(), encoded),
+                                DeliverOutcome::Queued
+                            )
+                        });
+                if !delivered {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            MessageAction::Disconnect(disconnect) => self.session.disconnect_with(&disconnect),
+            MessageAction::None => {}
         }
     }
 
@@ -882,7 +943,7 @@ impl<H: Handler> Driver<H> {
                                 .map(|entry| {
                                     let _ = entry
                                         .tx
-                                        .send(Command::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
+                                        .send(Command::disconnect(ReasonCode::SESSION_TAKEN_OVER));
                                     entry.done.clone()
                                 })
                         };

@@ -1295,3 +1295,112 @@ async fn on_connect_assigns_a_client_id() {
         assert!(!b.broker.clients().contains(&"own-id".to_owned()));
     }
 }
+
+/// The application's messages to one connection, decided by `on_message`.
+#[derive(Debug)]
+enum Downlink {
+    Command(&'static str),
+    Kick,
+}
+
+/// Turns [`Downlink`]s into a PUBLISH to the client or a DISCONNECT with properties; ignores
+/// anything else.
+struct Bridge;
+
+impl Handler for Bridge {
+    type Session = ();
+
+    async fn on_message(
+        &self,
+        _: &(),
+        client: &ClientInfo,
+        message: mqttx_broker::AppMessage,
+    ) -> mqttx_broker::MessageAction {
+        use mqttx_broker::{MessageAction, ServerDisconnect};
+        match message.downcast::<Downlink>().map(|m| *m) {
+            Ok(Downlink::Command(command)) => {
+                let topic =
+                    TopicName::new(&format!("devices/{}/cmd", client.client_id)).expect("topic");
+                MessageAction::Publish(Message::new(topic, command, QoS::AtLeastOnce, false))
+            }
+            Ok(Downlink::Kick) => MessageAction::Disconnect(
+                ServerDisconnect::new(ReasonCode::USE_ANOTHER_SERVER)
+                    .reason_string("moving you")
+                    .user_property("region", "eu")
+                    .server_reference("127.0.0.1:1884"),
+            ),
+            Err(_) => MessageAction::None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_message_publishes_to_and_disconnects_one_client() {
+    // Issue #4 `Handler::on_message` and `Broker::send_to`: the application's own messages
+    // reach one connection in order, and the handler turns them into a PUBLISH (queued like
+    // any other, acknowledged by the client) or a DISCONNECT with Reason String, User
+    // Property and Server Reference (MQTT 5.0 §3.14.2.2). Other clients are unaffected.
+    let b = run(Broker::builder()
+        .config(loopback_config())
+        .handler(Bridge)
+        .bind()
+        .await
+        .expect("bind"));
+    let mut c = RawClient::connect(b.addr, V5).await;
+    connected(&mut c, V5, "dev-1").await;
+    let mut other = RawClient::connect(b.addr, V5).await;
+    connected(&mut other, V5, "dev-2").await;
+
+    assert!(!b.broker.send_to("nobody", Downlink::Kick));
+    // A message of a type the handler does not know is ignored.
+    assert!(b.broker.send_to("dev-1", 42_u32));
+    assert!(b.broker.send_to("dev-1", Downlink::Command("reboot")));
+    assert!(b.broker.send_to("dev-1", Downlink::Command("blink")));
+    for expected in ["reboot", "blink"] {
+        let Some(Packet::Publish(p)) = c.recv().await else {
+            panic!("the handler's PUBLISH")
+        };
+        assert_eq!(
+            (&*p.topic, &p.payload[..], p.qos),
+            ("devices/dev-1/cmd", expected.as_bytes(), QoS::AtLeastOnce)
+        );
+        let id = p.packet_id.expect("QoS 1 has a packet id");
+        c.send(&Packet::PubAck(PubResponse::new(id))).await;
+    }
+
+    assert!(b.broker.send_to("dev-1", Downlink::Kick));
+    let packets = c.until_closed().await;
+    let [Packet::Disconnect(d)] = &packets[..] else {
+        panic!("one DISCONNECT, got {packets:?}")
+    };
+    assert_eq!(d.reason_code, ReasonCode::USE_ANOTHER_SERVER);
+    assert_eq!(d.properties.reason_string.as_deref(), Some("moving you"));
+    assert_eq!(
+        d.properties.server_reference.as_deref(),
+        Some("127.0.0.1:1884")
+    );
+    let user: Vec<_> = d
+        .properties
+        .user_properties
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(user, [("region".to_owned(), "eu".to_owned())]);
+
+    // The other client still works, and can be disconnected with properties by the handle.
+    round_trip(b.addr).await;
+    assert!(
+        b.broker.disconnect_client_with(
+            "dev-2",
+            mqttx_broker::ServerDisconnect::new(ReasonCode::ADMINISTRATIVE_ACTION)
+                .reason_string("maintenance"),
+        )
+    );
+    let packets = other.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)]
+            if d.reason_code == ReasonCode::ADMINISTRATIVE_ACTION
+                && d.properties.reason_string.as_deref() == Some("maintenance")),
+        "{packets:?}"
+    );
+}

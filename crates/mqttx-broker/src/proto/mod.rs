@@ -493,6 +493,84 @@ pub enum CloseReason {
     Server(ReasonCode),
 }
 
+/// A DISCONNECT the server sends: the reason code and the MQTT 5.0 properties that go with
+/// it (§3.14.2.2: Reason String, User Properties, Server Reference). MQTT 3.1.x clients have
+/// no DISCONNECT from the server: their connection is closed.
+///
+/// ```
+/// use mqttx_broker::codec::ReasonCode;
+/// use mqttx_broker::proto::ServerDisconnect;
+///
+/// let d = ServerDisconnect::new(ReasonCode::USE_ANOTHER_SERVER)
+///     .reason_string("maintenance")
+///     .user_property("window", "30m")
+///     .server_reference("mqtt-2.example.net");
+/// assert_eq!(d.reason_code, ReasonCode::USE_ANOTHER_SERVER);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerDisconnect {
+    /// The reason code; one that DISCONNECT may not carry becomes 0x80 (Unspecified error).
+    pub reason_code: ReasonCode,
+    /// A Reason String for the client's logs (left out if the packet would exceed the
+    /// client's Maximum Packet Size, as §3.14.2.2.3 allows).
+    pub reason_string: Option<String>,
+    /// User Properties (left out with the Reason String if the packet would be too large).
+    pub user_properties: Vec<(String, String)>,
+    /// A Server Reference, for 0x9C (Use another server) and 0x9D (Server moved).
+    pub server_reference: Option<String>,
+}
+
+impl ServerDisconnect {
+    /// A DISCONNECT with `code` and no properties.
+    pub const fn new(code: ReasonCode) -> Self {
+        Self {
+            reason_code: code,
+            reason_string: None,
+            user_properties: Vec::new(),
+            server_reference: None,
+        }
+    }
+
+    /// Sets the Reason String.
+    #[must_use]
+    pub fn reason_string(mut self, text: impl Into<String>) -> Self {
+        self.reason_string = Some(text.into());
+        self
+    }
+
+    /// Adds a User Property.
+    #[must_use]
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.user_properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the Server Reference.
+    #[must_use]
+    pub fn server_reference(mut self, reference: impl Into<String>) -> Self {
+        self.server_reference = Some(reference.into());
+        self
+    }
+
+    /// The DISCONNECT properties.
+    fn properties(&self) -> Props<'static> {
+        let mut props = Props::new();
+        if let Some(text) = &self.reason_string {
+            props.reason_string = Some(text.clone().into());
+        }
+        if let Some(reference) = &self.server_reference {
+            props.server_reference = Some(reference.clone().into());
+        }
+        for (key, value) in &self.user_properties {
+            props
+                .user_properties
+                .push(mqttx_codec::UserProperty::new(key.clone(), value.clone()));
+        }
+        props
+    }
+}
+
 /// What [`Session::deliver`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1207,6 +1285,13 @@ impl Session {
     /// (server shutting down) or another DISCONNECT reason code. MQTT 5.0 clients get a
     /// DISCONNECT; the Will is published.
     pub fn disconnect(&mut self, code: ReasonCode) {
+        self.disconnect_with(&ServerDisconnect::new(code));
+    }
+
+    /// Command: like [`disconnect`](Self::disconnect), with the DISCONNECT's MQTT 5.0
+    /// properties (Reason String, User Properties, Server Reference).
+    pub fn disconnect_with(&mut self, disconnect: &ServerDisconnect) {
+        let code = disconnect.reason_code;
         let s = &mut self.state;
         match s.phase {
             Phase::Closed => {}
@@ -1216,7 +1301,7 @@ impl Session {
                     ReasonCode::SERVER_SHUTTING_DOWN => CloseReason::ServerShutdown,
                     other => CloseReason::Server(other),
                 };
-                s.close(reason, Some((code, None)), true);
+                s.close_with(reason, Some((code, disconnect.properties())), true);
             }
             Phase::AwaitConnect | Phase::Connecting => {
                 s.pending = None;
@@ -1367,26 +1452,39 @@ impl State {
         disconnect: Option<(ReasonCode, Option<&str>)>,
         publish_will: bool,
     ) {
+        let disconnect = disconnect.map(|(code, reason_string)| {
+            let mut properties = Props::new();
+            properties.reason_string = reason_string.map(|text| text.to_owned().into());
+            (code, properties)
+        });
+        self.close_with(reason, disconnect, publish_will);
+    }
+
+    /// Ends the session: optionally a DISCONNECT with properties (MQTT 5.0 only), optionally
+    /// the Will.
+    fn close_with(
+        &mut self,
+        reason: CloseReason,
+        disconnect: Option<(ReasonCode, Props<'static>)>,
+        publish_will: bool,
+    ) {
         if self.phase == Phase::Closed {
             return;
         }
-        if let Some((code, reason_string)) = disconnect {
+        if let Some((code, properties)) = disconnect {
             let code = if code.is_valid_for(PacketType::Disconnect) {
                 code
             } else {
                 ReasonCode::UNSPECIFIED_ERROR
             };
             if self.phase == Phase::Connected && self.version.is_v5() {
-                let mut packet = Disconnect {
+                let packet = Disconnect {
                     reason_code: code,
-                    properties: Props::new(),
+                    properties,
                 };
-                if let Some(text) = reason_string {
-                    packet.properties.reason_string = Some(text.to_owned().into());
-                }
                 if !self.send(&Packet::Disconnect(packet)) {
-                    // [MQTT-3.1.2-25]: the Reason String made it too large for the client
-                    // (MQTT 5.0 §3.14.2.2.3 lets the sender leave it out).
+                    // [MQTT-3.1.2-25]: the properties made it too large for the client
+                    // (MQTT 5.0 §3.14.2.2.3 lets the sender leave them out).
                     self.send(&Packet::Disconnect(Disconnect {
                         reason_code: code,
                         properties: Props::new(),
