@@ -171,8 +171,15 @@ enum Command {
 }
 
 impl Command {
-    fn disconnect(code: ReasonCode) -> Self {
-        Self::Disconnect(Box::new(ServerDisconnect::new(code)))
+    /// DISCONNECT 0x8E to the connection whose session another one takes over. It carries
+    /// a Reason String: besides telling the client why, this makes it readable to clients
+    /// that parse a DISCONNECT's reason code only when properties follow it (Paho Python 1.x
+    /// reports a bare 0x8E as a lost connection).
+    fn taken_over() -> Self {
+        Self::Disconnect(Box::new(
+            ServerDisconnect::new(ReasonCode::SESSION_TAKEN_OVER)
+                .reason_string("session taken over by another connection"),
+        ))
     }
 }
 
@@ -861,7 +868,11 @@ impl<H: Handler> Driver<H> {
                 }
                 () = async { let _ = stop.wait_for(|&s| s).await; }, if !stopping => {
                     stopping = true;
-                    self.session.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+                    // With a Reason String, as for takeover (see `Command::taken_over`).
+                    self.session.disconnect_with(
+                        &ServerDisconnect::new(ReasonCode::SERVER_SHUTTING_DOWN)
+                            .reason_string("server shutting down"),
+                    );
                 }
             }
         }
@@ -941,9 +952,7 @@ impl<H: Handler> Driver<H> {
                                 .get(&req.client_id)
                                 .and_then(|old| shared.clients.get(old))
                                 .map(|entry| {
-                                    let _ = entry
-                                        .tx
-                                        .send(Command::disconnect(ReasonCode::SESSION_TAKEN_OVER));
+                                    let _ = entry.tx.send(Command::taken_over());
                                     entry.done.clone()
                                 })
                         };

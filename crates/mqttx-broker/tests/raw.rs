@@ -1404,3 +1404,114 @@ async fn on_message_publishes_to_and_disconnects_one_client() {
         "{packets:?}"
     );
 }
+
+/// Records `on_unsubscribe` calls and refuses every message (Wills included) under
+/// `wills/denied/`.
+#[derive(Default)]
+struct Recorder {
+    unsubscribed: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Handler for Recorder {
+    type Session = ();
+
+    async fn on_publish(&self, _: &(), _: &ClientInfo, message: &Message) -> PublishDecision {
+        if message.topic.as_str().starts_with("wills/denied/") {
+            PublishDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+        } else {
+            PublishDecision::Accept
+        }
+    }
+
+    async fn on_unsubscribe(&self, _: &(), client: &ClientInfo, filter: &TopicFilter) {
+        if let Ok(mut u) = self.unsubscribed.lock() {
+            u.push((client.client_id.clone(), filter.as_str().to_owned()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_unsubscribe_and_a_will_refused_by_on_publish() {
+    // Issue #4: `on_unsubscribe` is called for the filter removed; a Will goes through
+    // `on_publish` like any PUBLISH, and a refused (retained) Will is neither delivered nor
+    // retained.
+    let b = run(Broker::builder()
+        .config(loopback_config())
+        .handler(Recorder::default())
+        .bind()
+        .await
+        .expect("bind"));
+    let mut watcher = RawClient::connect(b.addr, V5).await;
+    connected(&mut watcher, V5, "watcher").await;
+    watcher
+        .send(&subscribe(1, "wills/#", QoS::AtLeastOnce))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+
+    // UNSUBSCRIBE: 0x00 for the filter that existed, 0x11 for the one that did not.
+    watcher
+        .send(&subscribe(2, "extra/+", QoS::AtMostOnce))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    watcher
+        .send(&Packet::Unsubscribe(mqttx_broker::codec::Unsubscribe {
+            packet_id: pid(3),
+            properties: Default::default(),
+            filters: vec!["extra/+".to_owned(), "never/subscribed".to_owned()].into(),
+        }))
+        .await;
+    let Some(Packet::UnsubAck(ack)) = watcher.recv().await else {
+        panic!("UNSUBACK")
+    };
+    let codes: Vec<ReasonCode> = ack.reason_codes.iter().collect();
+    assert_eq!(
+        codes,
+        [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+    );
+    let unsubscribed = b
+        .broker
+        .handler()
+        .unsubscribed
+        .lock()
+        .expect("lock")
+        .clone();
+    assert!(
+        unsubscribed.contains(&("watcher".to_owned(), "extra/+".to_owned())),
+        "{unsubscribed:?}"
+    );
+
+    // A client whose retained Will the handler refuses loses its connection.
+    let mut doomed = RawClient::connect(b.addr, V5).await;
+    let mut connect = Connect::new(V5, "doomed".to_owned());
+    connect.will = Some(Box::new(mqttx_broker::codec::Will {
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Default::default(),
+        topic: "wills/denied/doomed".into(),
+        payload: (&b"gone"[..]).into(),
+    }));
+    doomed.send(&Packet::Connect(connect)).await;
+    assert!(matches!(doomed.recv().await, Some(Packet::ConnAck(_))));
+    drop(doomed);
+    // The marker, published after the connection was lost, is the first thing the watcher
+    // sees once the broker has dealt with the Will: wait until it has.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while b.broker.clients().contains(&"doomed".to_owned()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker notices the close"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut marker = RawClient::connect(b.addr, V5).await;
+    connected(&mut marker, V5, "marker").await;
+    marker
+        .send(&publish("wills/ok", b"marker", QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(marker.recv().await, Some(Packet::PubAck(_))));
+    let Some(Packet::Publish(p)) = watcher.recv().await else {
+        panic!("the marker")
+    };
+    assert_eq!((&*p.topic, &p.payload[..]), ("wills/ok", &b"marker"[..]));
+    assert_eq!(b.broker.retained_count(), 0);
+}
