@@ -13,6 +13,8 @@
 //!   of 1024, `SO_REUSEADDR` on the listener).
 //! - [`TcpListener`]: [`TcpListener::bind`] and [`TcpListener::accept`].
 //! - [`connect`]: an outgoing connection with the same options.
+//! - [`HttpProxy`]: a tunnel through an HTTP proxy (`CONNECT host:port`, optional Basic
+//!   authentication), for clients behind one; TLS and WebSocket run through it unchanged.
 //!
 //! # Getting started
 //!
@@ -42,10 +44,14 @@
 //!
 //! None.
 
+mod proxy;
+
 use std::io;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpSocket, TcpStream};
+
+pub use proxy::HttpProxy;
 
 /// Socket options for [`TcpListener::bind`] and [`connect`].
 ///
