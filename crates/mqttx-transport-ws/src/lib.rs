@@ -155,6 +155,7 @@ fn ws_config(max_frame: usize, max_message: usize) -> WebSocketConfig {
 /// [`ServerOptions::path`] (404), no [`ServerOptions::subprotocol`] among the offered ones
 /// (400), anything that is not a WebSocket upgrade (400), no request within the handshake
 /// timeout (`TimedOut`).
+#[allow(clippy::result_large_err)] // The callback's error type is tungstenite's.
 pub async fn accept<S>(stream: S, opts: &ServerOptions) -> io::Result<WsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -175,6 +175,7 @@ async fn text_and_oversized_frames_are_errors() {
 }
 
 #[tokio::test]
+#[allow(clippy::result_large_err)] // tungstenite's callback type.
 async fn connector_sends_headers_and_subprotocol() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
