@@ -1,6 +1,8 @@
-//! [`Config`]: the broker's typed configuration, every limit finite by default.
+//! [`Config`]: the broker's typed configuration, every limit finite by default; [`Listener`]:
+//! where it accepts connections (TCP, TLS, WebSocket, secure WebSocket).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Broker configuration. Every limit has a finite default.
@@ -24,13 +26,37 @@ use std::time::Duration;
 /// connect_timeout = 5
 /// max_queued_messages = 500
 /// ```
+///
+/// Several listeners, of any kind, replace `bind` (see [`Listener`]):
+///
+/// ```toml
+/// [[listeners]]
+/// kind = "tcp"
+/// bind = "0.0.0.0:1883"
+///
+/// [[listeners]]
+/// kind = "tls"
+/// bind = "0.0.0.0:8883"
+/// cert = "/etc/mqttx/server.pem"
+/// key = "/etc/mqttx/server.key"
+/// client_ca = "/etc/mqttx/ca.pem"   # optional: mutual TLS
+///
+/// [[listeners]]
+/// kind = "ws"
+/// bind = "0.0.0.0:8083"
+/// path = "/mqtt"                     # the default
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Config {
-    /// The address [`Broker::bind`](crate::Broker::bind) listens on (default `127.0.0.1:1883`).
+    /// The address [`Broker::bind`](crate::Broker::bind) listens on over TCP (default
+    /// `127.0.0.1:1883`) when [`listeners`](Self::listeners) is empty.
     pub bind: SocketAddr,
+    /// The listeners (default none: TCP on [`bind`](Self::bind)). When there are any, the
+    /// broker listens on these and only these.
+    pub listeners: Vec<Listener>,
     /// The largest packet accepted from a client, fixed header included (default 1 MiB). A
     /// larger declared Remaining Length is refused before its body is read (DISCONNECT 0x95 for
     /// MQTT 5.0 clients). MQTT 5.0 clients learn it from CONNACK's Maximum Packet Size.
@@ -94,6 +120,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            listeners: Vec::new(),
             max_packet_size: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_keepalive: 3600,
@@ -111,6 +138,154 @@ impl Default for Config {
             max_stored_sessions: 100_000,
             max_session_expiry: u32::MAX,
         }
+    }
+}
+
+impl Config {
+    /// The listeners the broker binds: [`listeners`](Self::listeners), or TCP on
+    /// [`bind`](Self::bind) when there are none.
+    ///
+    /// ```
+    /// use mqttx_broker::{Config, Listener};
+    /// let mut config = Config::default();
+    /// assert_eq!(config.effective_listeners(), [Listener::tcp(config.bind)]);
+    /// config.listeners.push(Listener::ws("127.0.0.1:8083".parse().unwrap()));
+    /// assert_eq!(config.effective_listeners().len(), 1);
+    /// ```
+    pub fn effective_listeners(&self) -> Vec<Listener> {
+        if self.listeners.is_empty() {
+            vec![Listener::tcp(self.bind)]
+        } else {
+            self.listeners.clone()
+        }
+    }
+}
+
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[allow(clippy::exhaustive_enums)] // The four transports of MQTT.
+pub enum ListenerKind {
+    /// MQTT over TCP (port 1883 by convention).
+    Tcp,
+    /// MQTT over TLS (8883).
+    Tls,
+    /// MQTT over WebSocket (8083, path `/mqtt`).
+    Ws,
+    /// MQTT over WebSocket over TLS (8084 or 443).
+    Wss,
+}
+
+impl ListenerKind {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+
+    /// Whether this kind runs TLS (and so needs a certificate and key).
+    pub const fn is_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+}
+
+/// One address the broker accepts connections on, and how.
+///
+/// `tls` and `wss` need `cert` and `key` (PEM files: the chain, end entity first, and its
+/// private key); with `client_ca` they also ask clients for a certificate signed by it
+/// (mutual TLS), and the verified identity reaches `Handler::on_connect` as
+/// [`ConnectRequest::peer_identity`](crate::ConnectRequest::peer_identity). `ws` and `wss`
+/// upgrade requests on `path` (default `/mqtt`) with the `mqtt` subprotocol.
+///
+/// ```
+/// use mqttx_broker::{Listener, ListenerKind};
+/// let tls = Listener::tls("0.0.0.0:8883".parse().unwrap(), "server.pem", "server.key")
+///     .with_client_ca("ca.pem");
+/// assert_eq!(tls.kind, ListenerKind::Tls);
+/// let ws = Listener::ws("127.0.0.1:8083".parse().unwrap()).with_path("/ws");
+/// assert_eq!(ws.path.as_deref(), Some("/ws"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct Listener {
+    /// What it speaks.
+    pub kind: ListenerKind,
+    /// The address (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// `tls`, `wss`: the certificate chain (PEM).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub cert: Option<PathBuf>,
+    /// `tls`, `wss`: the private key (PEM).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub key: Option<PathBuf>,
+    /// `tls`, `wss`: CA certificates (PEM) that client certificates must be signed by;
+    /// clients without one are refused.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub client_ca: Option<PathBuf>,
+    /// `ws`, `wss`: the HTTP path upgraded (default `/mqtt`).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub path: Option<String>,
+}
+
+impl Listener {
+    fn new(kind: ListenerKind, bind: SocketAddr) -> Self {
+        Self {
+            kind,
+            bind,
+            cert: None,
+            key: None,
+            client_ca: None,
+            path: None,
+        }
+    }
+
+    /// A TCP listener.
+    pub fn tcp(bind: SocketAddr) -> Self {
+        Self::new(ListenerKind::Tcp, bind)
+    }
+
+    /// A TLS listener with this certificate chain and key.
+    pub fn tls(bind: SocketAddr, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self::new(ListenerKind::Tls, bind).with_cert(cert, key)
+    }
+
+    /// A WebSocket listener.
+    pub fn ws(bind: SocketAddr) -> Self {
+        Self::new(ListenerKind::Ws, bind)
+    }
+
+    /// A secure WebSocket listener with this certificate chain and key.
+    pub fn wss(bind: SocketAddr, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self::new(ListenerKind::Wss, bind).with_cert(cert, key)
+    }
+
+    /// Sets the certificate chain and key.
+    #[must_use]
+    pub fn with_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Requires client certificates signed by the CAs of `path` (mutual TLS).
+    #[must_use]
+    pub fn with_client_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_ca = Some(path.into());
+        self
+    }
+
+    /// Sets the WebSocket path.
+    #[must_use]
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
     }
 }
 

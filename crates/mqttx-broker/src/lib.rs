@@ -6,8 +6,11 @@
 //! clock, touches no socket and imports no runtime, so its tests need neither. The tokio shell
 //! ([`Broker`], [`Server`]) owns the sockets, one timer per connection, the shared subscription
 //! router (`mqttx-router`), the retained messages and the client registry, and calls the
-//! [`Handler`]. The broker accepts any `AsyncRead + AsyncWrite + Unpin + Send` stream;
-//! `mqttx-transport-tcp` provides TCP, and other transports plug in through [`Broker::serve`].
+//! [`Handler`]. The broker accepts any `AsyncRead + AsyncWrite + Unpin + Send` stream through
+//! [`Broker::serve`]; [`Server`] binds any number of [`Listener`]s of four kinds: TCP
+//! (`mqttx-transport-tcp`), TLS (`mqttx-transport-tls`, rustls), WebSocket and secure
+//! WebSocket (`mqttx-transport-ws`). A client certificate verified by a mutual-TLS listener
+//! reaches [`Handler::on_connect`] as [`ConnectRequest::peer_identity`].
 //!
 //! Sessions: Clean Start / Clean Session 1 sessions end with their connection; a session with
 //! a Session Expiry Interval (MQTT 5.0) or Clean Session 0 (MQTT 3.1.x, never expiring unless
@@ -27,12 +30,12 @@
 //! left.
 //!
 //! What it is not, yet: no durable session store ships (the [`SessionStore`] trait is where
-//! one plugs in; restoring sessions at start-up is still to come), and there is
-//! no TLS or WebSocket transport.
+//! one plugs in; restoring sessions at start-up is still to come).
 //!
 //! # Layout
 //!
-//! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default.
+//! - [`Broker`], [`Builder`], [`Server`]: the shell; [`Config`]: every limit, finite by default;
+//!   [`Listener`], [`ListenerKind`]: where and how it accepts connections.
 //!   [`Broker`] is also the application's handle: [`Broker::publish`], [`Broker::publish_to`],
 //!   [`Broker::disconnect_client`] (and [`Broker::disconnect_client_with`], with a
 //!   [`ServerDisconnect`]'s properties), [`Broker::send_to`] (the application's own messages
@@ -127,17 +130,22 @@ mod config;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod handler;
+mod listen;
 pub mod proto;
 mod shell;
 mod store;
 
-pub use config::Config;
+pub use config::{Config, Listener, ListenerKind};
 pub use handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,
     PublishDecision, SubscribeDecision,
 };
+pub use listen::Server;
+/// The identity of a client authenticated by its TLS certificate (see
+/// [`ConnectRequest::peer_identity`]).
+pub use mqttx_transport_tls::PeerIdentity;
 pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message, ServerDisconnect};
-pub use shell::{Broker, Builder, Server};
+pub use shell::{Broker, Builder};
 pub use store::{MemoryStore, QueueLimits, SessionStore, StoreFuture, StoredSession};
 
 /// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],

@@ -13,17 +13,17 @@ use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
 use mqttx_router::{
     Deliveries, RetainHandling, RetainedStore, Router, SubscribeOutcome, SubscriberId,
 };
-use mqttx_transport_tcp::{TcpListener, TcpOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::PeerIdentity;
 use crate::config::Config;
 use crate::handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, Handler, MessageAction, PublishDecision,
     SubscribeDecision,
 };
+use crate::listen::Server;
 use crate::proto::{
     CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, ServerDisconnect,
     Session, SubscribeRequest, UnsubscribeRequest,
@@ -40,7 +40,7 @@ const READ_GATE: usize = 256 * 1024;
 
 /// The broker: shared state plus the handler. Cheap to clone (an `Arc`).
 ///
-/// [`Broker::bind`] or [`Builder::bind`] give a [`Server`] listening on TCP;
+/// [`Broker::bind`] or [`Builder::bind`] give a [`Server`] with its listeners;
 /// [`Broker::serve`] drives one connection over any byte stream.
 #[derive(Debug)]
 pub struct Broker<H: Handler = AllowAll> {
@@ -267,71 +267,10 @@ impl<H: Handler> Builder<H> {
         }
     }
 
-    /// Builds the broker and binds a TCP listener on the configured address (TCP_NODELAY,
-    /// address reuse).
+    /// Builds the broker and binds its listeners: [`Config::listeners`], or TCP on
+    /// [`Config::bind`] when there are none (TCP_NODELAY, address reuse).
     pub async fn bind(self) -> io::Result<Server<H>> {
-        let broker = self.build();
-        let listener = TcpListener::bind(broker.inner.config.bind, TcpOptions::default()).await?;
-        Ok(Server { broker, listener })
-    }
-}
-
-/// A broker listening on TCP. Run it with [`Server::run`] or [`Server::run_until`].
-#[derive(Debug)]
-pub struct Server<H: Handler = AllowAll> {
-    broker: Broker<H>,
-    listener: TcpListener,
-}
-
-impl<H: Handler> Server<H> {
-    /// The address the server listens on (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The broker, e.g. to call [`Broker::shutdown`] from elsewhere.
-    pub fn broker(&self) -> &Broker<H> {
-        &self.broker
-    }
-
-    /// Accepts connections until [`Broker::shutdown`] is called, then shuts down gracefully.
-    pub async fn run(self) -> io::Result<()> {
-        let mut stop = self.broker.inner.shutdown.subscribe();
-        self.run_until(async move {
-            let _ = stop.wait_for(|&s| s).await;
-        })
-        .await
-    }
-
-    /// Accepts connections until `signal` completes, then shuts down gracefully: stops
-    /// accepting, sends DISCONNECT 0x8B (Server shutting down) to MQTT 5.0 clients, closes
-    /// every connection, and returns once every connection task has ended.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let mut tasks = JoinSet::new();
-        tokio::pin!(signal);
-        loop {
-            tokio::select! {
-                () = &mut signal => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) if tasks.len() >= self.broker.inner.config.max_connections => {
-                        tracing::warn!(%peer, "connection limit reached; closing");
-                        drop(stream);
-                    }
-                    Ok((stream, peer)) => {
-                        tracing::debug!(%peer, "accepted");
-                        tasks.spawn(self.broker.serve(stream));
-                    }
-                    // Accept errors (out of file descriptors, a connection reset before
-                    // accept) concern one connection, not the listener.
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
-        }
-        drop(self.listener);
-        self.broker.shutdown();
-        while tasks.join_next().await.is_some() {}
-        Ok(())
+        Server::bind(self.build()).await
     }
 }
 
@@ -470,11 +409,34 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_with_identity(stream, None)
+    }
+
+    /// Like [`serve`](Self::serve), for a client the transport already authenticated (a
+    /// verified TLS client certificate): `Handler::on_connect` finds `identity` in
+    /// [`ConnectRequest::peer_identity`](crate::ConnectRequest::peer_identity).
+    pub fn serve_with_identity<S>(
+        &self,
+        stream: S,
+        identity: Option<PeerIdentity>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         async move {
             inner.start_housekeeping();
             let mut driver = Driver::new(inner);
+            driver.peer_identity = identity;
             driver.run(stream).await;
+        }
+    }
+
+    /// Resolves once [`shutdown`](Self::shutdown) was called.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.inner.shutdown.subscribe();
+        async move {
+            let _ = stop.wait_for(|&s| s).await;
         }
     }
 }
@@ -787,6 +749,8 @@ struct Driver<H: Handler> {
     app: Option<H::Session>,
     client: Option<ClientInfo>,
     close_reason: Option<CloseReason>,
+    /// The transport's verified identity of the client, handed to `on_connect`.
+    peer_identity: Option<PeerIdentity>,
 }
 
 impl<H: Handler> Driver<H> {
@@ -806,6 +770,7 @@ impl<H: Handler> Driver<H> {
             app: None,
             client: None,
             close_reason: None,
+            peer_identity: None,
         }
     }
 
@@ -927,6 +892,7 @@ impl<H: Handler> Driver<H> {
     async fn handle_event(&mut self, event: Event) {
         match event {
             Event::Connect(mut req) => {
+                req.peer_identity.clone_from(&self.peer_identity);
                 match self.inner.handler.on_connect(&req).await {
                     Ok(app) => {
                         if let Some(id) = req.handler_client_id().map(str::to_owned) {

@@ -5,7 +5,10 @@
 //! connection is closed.
 //!
 //! `--config FILE` reads the broker's `Config` from TOML (every field optional, unknown fields
-//! refused, durations in seconds); `--bind` overrides its `bind`.
+//! refused, durations in seconds, `[[listeners]]` tables for TCP, TLS, WebSocket and secure
+//! WebSocket). Listener flags (`--bind` for TCP, `--tls-bind`, `--ws-bind`, `--wss-bind`, each
+//! repeatable) replace the file's listeners; `--cert`/`--key` (and `--client-ca` for mutual
+//! TLS) serve the `tls` and `wss` ones, `--ws-path` the `ws` and `wss` ones.
 //!
 //! It is not a library; `pub`, `sub` and `bench` subcommands come with later issues.
 //!
@@ -20,6 +23,8 @@
 //! cargo run --release -p mqttx-cli -- broker                      # 127.0.0.1:1883
 //! cargo run --release -p mqttx-cli -- broker --bind 0.0.0.0:1883 --log-level debug
 //! cargo run --release -p mqttx-cli -- broker --config mqttx.toml
+//! cargo run --release -p mqttx-cli -- broker --bind 127.0.0.1:1883 --ws-bind 127.0.0.1:8083 \
+//!     --tls-bind 127.0.0.1:8883 --cert server.pem --key server.key
 //! mosquitto_sub -t 'demo/#' -v &  mosquitto_pub -t demo/1 -m hello
 //! ```
 
@@ -28,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mqttx_broker::{Broker, Config};
+use mqttx_broker::{Broker, Config, Listener, ListenerKind};
 
 /// The mqttx MQTT toolkit.
 #[derive(Debug, Parser)]
@@ -46,10 +51,32 @@ enum Commands {
 
 #[derive(Debug, clap::Args)]
 struct BrokerArgs {
-    /// Address to listen on [default: 127.0.0.1:1883, or `bind` from the config file].
-    #[arg(long)]
-    bind: Option<SocketAddr>,
-    /// A TOML file with the broker's configuration (limits, timeouts, `bind`).
+    /// MQTT over TCP on this address (repeatable) [default: 127.0.0.1:1883, or the config
+    /// file's listeners].
+    #[arg(long, value_name = "ADDR")]
+    bind: Vec<SocketAddr>,
+    /// MQTT over TLS on this address (repeatable; needs --cert and --key), e.g. 127.0.0.1:8883.
+    #[arg(long, value_name = "ADDR", requires_all = ["cert", "key"])]
+    tls_bind: Vec<SocketAddr>,
+    /// MQTT over WebSocket on this address (repeatable), e.g. 127.0.0.1:8083.
+    #[arg(long, value_name = "ADDR")]
+    ws_bind: Vec<SocketAddr>,
+    /// MQTT over secure WebSocket on this address (repeatable; needs --cert and --key).
+    #[arg(long, value_name = "ADDR", requires_all = ["cert", "key"])]
+    wss_bind: Vec<SocketAddr>,
+    /// The certificate chain (PEM) of the TLS and WSS listeners.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of the TLS and WSS listeners.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// CA certificates (PEM): TLS and WSS clients must present a certificate signed by one.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// The HTTP path of the WebSocket listeners [default: /mqtt].
+    #[arg(long, value_name = "PATH")]
+    ws_path: Option<String>,
+    /// A TOML file with the broker's configuration (limits, timeouts, `bind`, `[[listeners]]`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log level.
@@ -95,6 +122,44 @@ fn parse_config(text: &str) -> Result<Config, toml::de::Error> {
     toml::from_str(text)
 }
 
+impl BrokerArgs {
+    /// The listeners the flags name, in the order tcp, tls, ws, wss; empty without any.
+    fn listeners(&self) -> Vec<Listener> {
+        let tls = |listener: Listener| {
+            let listener = match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => listener.with_cert(cert, key),
+                _ => listener,
+            };
+            match &self.client_ca {
+                Some(ca) => listener.with_client_ca(ca),
+                None => listener,
+            }
+        };
+        let ws = |listener: Listener| match &self.ws_path {
+            Some(path) => listener.with_path(path),
+            None => listener,
+        };
+        let of_kind = |kind: ListenerKind, addr: SocketAddr| {
+            let mut listener = Listener::tcp(addr);
+            listener.kind = kind;
+            listener
+        };
+        let mut listeners: Vec<Listener> = self.bind.iter().map(|&a| Listener::tcp(a)).collect();
+        listeners.extend(
+            self.tls_bind
+                .iter()
+                .map(|&a| tls(of_kind(ListenerKind::Tls, a))),
+        );
+        listeners.extend(self.ws_bind.iter().map(|&a| ws(Listener::ws(a))));
+        listeners.extend(
+            self.wss_bind
+                .iter()
+                .map(|&a| tls(ws(of_kind(ListenerKind::Wss, a)))),
+        );
+        listeners
+    }
+}
+
 fn broker(args: BrokerArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::from(args.log_level))
@@ -110,8 +175,9 @@ fn broker(args: BrokerArgs) -> ExitCode {
         },
         None => Config::default(),
     };
-    if let Some(bind) = args.bind {
-        config.bind = bind;
+    let listeners = args.listeners();
+    if !listeners.is_empty() {
+        config.listeners = listeners;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -124,16 +190,19 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let bind = config.bind;
         let server = match Broker::bind(config).await {
             Ok(server) => server,
             Err(e) => {
-                tracing::error!(%bind, error = %e, "cannot listen");
+                tracing::error!(error = %e, "cannot listen");
                 return ExitCode::FAILURE;
             }
         };
-        match server.local_addr() {
-            Ok(addr) => tracing::info!(%addr, "mqttx broker listening"),
+        match server.local_addrs() {
+            Ok(addrs) => {
+                for (kind, addr) in addrs {
+                    tracing::info!(%addr, listener = kind.as_str(), "mqttx broker listening");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
         }
         let shutdown = async {
@@ -165,7 +234,7 @@ mod tests {
     fn broker_defaults_to_loopback_1883() {
         let cli = Cli::try_parse_from(["mqttx", "broker"]).expect("parses");
         let Commands::Broker(args) = cli.command;
-        assert_eq!(args.bind, None);
+        assert!(args.listeners().is_empty());
         assert_eq!(Config::default().bind.to_string(), "127.0.0.1:1883");
     }
 
@@ -183,7 +252,10 @@ mod tests {
         ])
         .expect("parses");
         let Commands::Broker(args) = cli.command;
-        assert_eq!(args.bind, Some(SocketAddr::from(([0, 0, 0, 0], 1884))));
+        assert_eq!(
+            args.listeners(),
+            [Listener::tcp(SocketAddr::from(([0, 0, 0, 0], 1884)))]
+        );
         assert!(matches!(args.log_level, LogLevel::Debug));
         assert_eq!(args.config, Some(PathBuf::from("b.toml")));
         assert!(Cli::try_parse_from(["mqttx", "broker", "--bind", "nowhere"]).is_err());
@@ -198,6 +270,83 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.max_queued_messages, 7);
         assert_eq!(config.max_packet_size, Config::default().max_packet_size);
+    }
+
+    #[test]
+    fn listener_flags_of_every_kind() {
+        let cli = Cli::try_parse_from([
+            "mqttx",
+            "broker",
+            "--bind",
+            "127.0.0.1:1883",
+            "--bind",
+            "127.0.0.1:1884",
+            "--tls-bind",
+            "127.0.0.1:8883",
+            "--ws-bind",
+            "127.0.0.1:8083",
+            "--wss-bind",
+            "127.0.0.1:8084",
+            "--cert",
+            "s.pem",
+            "--key",
+            "s.key",
+            "--client-ca",
+            "ca.pem",
+            "--ws-path",
+            "/ws",
+        ])
+        .expect("parses");
+        let Commands::Broker(args) = cli.command;
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(
+            args.listeners(),
+            [
+                Listener::tcp(addr(1883)),
+                Listener::tcp(addr(1884)),
+                Listener::tls(addr(8883), "s.pem", "s.key").with_client_ca("ca.pem"),
+                Listener::ws(addr(8083)).with_path("/ws"),
+                Listener::wss(addr(8084), "s.pem", "s.key")
+                    .with_client_ca("ca.pem")
+                    .with_path("/ws"),
+            ]
+        );
+        // TLS listeners need a certificate and a key.
+        assert!(Cli::try_parse_from(["mqttx", "broker", "--tls-bind", "127.0.0.1:8883"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "mqttx",
+                "broker",
+                "--wss-bind",
+                "127.0.0.1:8084",
+                "--cert",
+                "c"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn config_file_listeners() {
+        let config = parse_config(
+            "[[listeners]]\nkind = \"tcp\"\nbind = \"127.0.0.1:1883\"\n\
+             [[listeners]]\nkind = \"wss\"\nbind = \"127.0.0.1:8084\"\ncert = \"s.pem\"\n\
+             key = \"s.key\"\npath = \"/ws\"\n",
+        )
+        .expect("valid TOML");
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(
+            config.effective_listeners(),
+            [
+                Listener::tcp(addr(1883)),
+                Listener::wss(addr(8084), "s.pem", "s.key").with_path("/ws"),
+            ]
+        );
+        assert!(parse_config("[[listeners]]\nkind = \"quic\"\nbind = \"127.0.0.1:1\"\n").is_err());
+        assert!(
+            parse_config("[[listeners]]\nkind = \"ws\"\nbind = \"127.0.0.1:1\"\nport = 2\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -370,6 +370,10 @@ pub struct ConnectRequest {
     /// Every MQTT 5.0 CONNECT property (User Properties, Receive Maximum, Maximum Packet
     /// Size…); empty for MQTT 3.1.x.
     pub properties: Props<'static>,
+    /// Who the transport authenticated the client as: the verified client certificate of a
+    /// mutual-TLS listener (`tls` or `wss` with a client CA); `None` otherwise. Set by the
+    /// shell (`Broker::serve_with_identity`), never by the session core.
+    pub peer_identity: Option<crate::PeerIdentity>,
     /// A client identifier the handler assigned (see [`ConnectRequest::assign_client_id`]).
     handler_client_id: std::sync::OnceLock<String>,
 }
@@ -1750,6 +1754,7 @@ impl State {
             },
             authentication_method: self.auth_method.clone(),
             properties: c.properties.clone().into_owned(),
+            peer_identity: None,
             handler_client_id: std::sync::OnceLock::new(),
         };
         match &self.auth_method {
