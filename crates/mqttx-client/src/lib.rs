@@ -8,7 +8,9 @@
 //! event handling; with a [`SessionStore`] (in memory or [`FileStore`]) its unacknowledged
 //! messages and subscriptions survive a process restart. It is not a broker (see
 //! `mqttx-broker`) and brings no TLS or WebSocket code: any `AsyncRead + AsyncWrite` stream
-//! plugs in through a [`Connector`].
+//! plugs in through a [`Connector`], and any closure that opens one is a `Connector`, which is
+//! how the TLS, WebSocket and HTTP-proxy connectors of `mqttx-transport-tls`,
+//! `mqttx-transport-ws` and `mqttx-transport-tcp` are used (`docs/transports.md`).
 //!
 //! # Layout
 //!

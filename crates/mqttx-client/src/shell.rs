@@ -35,6 +35,38 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 
+/// Any `Fn() -> Future<Output = io::Result<Stream>>` is a connector, so a transport plugs
+/// in with a closure that opens one connection per call (the TLS, WebSocket and proxy
+/// connectors of `mqttx-transport-tls`, `mqttx-transport-ws` and `mqttx-transport-tcp`; see
+/// `docs/transports.md`):
+///
+/// ```no_run
+/// let connector = || async {
+///     let tcp = tokio::net::TcpStream::connect("127.0.0.1:1883").await?;
+///     // Here e.g. `tls.connect("broker.example", tcp).await` with a cloned `TlsConnector`.
+///     std::io::Result::Ok(tcp)
+/// };
+/// # async {
+/// let (client, events) = mqttx_client::Client::connect_with(
+///     mqttx_client::ConnectOptions::new("127.0.0.1", 1883, "demo"),
+///     connector,
+/// )
+/// .await?;
+/// # Ok::<_, mqttx_client::Error>(()) };
+/// ```
+impl<F, Fut, S> Connector for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<S>> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = S;
+
+    fn connect(&self) -> impl Future<Output = io::Result<S>> + Send {
+        self()
+    }
+}
+
 /// Keeps a client's [`SessionState`] (in its byte form) across process restarts, keyed by
 /// the configured client identifier. The driver loads it once when the client is created and
 /// saves it whenever it changed: before writing to the network, and before `publish` or

@@ -271,4 +271,49 @@ mod tests {
         let err = ok("HTTP/1.1 502 Bad Gateway\r\n\r\n").unwrap_err();
         assert!(err.to_string().contains("502 Bad Gateway"), "{err}");
     }
+
+    /// A proxy that answers every CONNECT with `answer` and closes.
+    async fn fake_proxy(answer: Vec<u8>) -> HttpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&answer).await;
+        });
+        HttpProxy::new("127.0.0.1", port)
+    }
+
+    #[tokio::test]
+    async fn bad_proxy_answers_are_clear_errors() {
+        let cases = [
+            (
+                vec![b'X'; 10_000],
+                io::ErrorKind::InvalidData,
+                "longer than 8192",
+            ),
+            (
+                b"SSH-2.0-OpenSSH_9\r\n\r\n".to_vec(),
+                io::ErrorKind::InvalidData,
+                "malformed",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\n".to_vec(),
+                io::ErrorKind::UnexpectedEof,
+                "closed",
+            ),
+            (
+                b"HTTP/1.1 403 Forbidden\r\n\r\n".to_vec(),
+                io::ErrorKind::ConnectionRefused,
+                "403",
+            ),
+        ];
+        for (answer, kind, text) in cases {
+            let proxy = fake_proxy(answer).await;
+            let err = proxy.connect("broker.example", 1883).await.unwrap_err();
+            assert_eq!(err.kind(), kind, "{err}");
+            assert!(err.to_string().contains(text), "{err}");
+        }
+    }
 }
