@@ -22,7 +22,7 @@
 //! (20 by default), so the configuration sets it to [`WINDOW`].
 //!
 //! `--quick` runs fewer, shorter rounds (for a smoke run); `--rounds N` and `--messages N`
-//! override the defaults.
+//! override the defaults; `--only mqttx` or `--only rumqttc` runs one client (for profiling).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -53,6 +53,12 @@ fn main() {
     };
     let rounds = value("--rounds").unwrap_or(if quick { 2 } else { ROUNDS });
     let messages = value("--messages").unwrap_or(if quick { 10_000 } else { MESSAGES });
+    // `--only mqttx` or `--only rumqttc` runs one client (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
 
     let broker = Mosquitto::start();
     let port = broker.port;
@@ -66,40 +72,104 @@ fn main() {
          {PAYLOAD} B per round, window {WINDOW}, {rounds} rounds per client, median round"
     );
     println!();
-    println!("| protocol | mqttx-client | rumqttc 0.25 | ratio |");
-    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| protocol | mqttx-client | rumqttc 0.25 | ratio | client CPU per message, mqttx / rumqttc \
+         | Mosquitto CPU per message, with mqttx / rumqttc |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
         let mut ours = Vec::new();
         let mut peer = Vec::new();
         for round in 0..rounds {
-            let o = rt.block_on(run_mqttx(port, version, messages, round));
-            let p = rt.block_on(run_rumqttc(port, version, messages, round));
+            let o = measure(&broker, only != Some("rumqttc"), || {
+                rt.block_on(run_mqttx(port, version, messages, round))
+            });
+            let p = measure(&broker, only != Some("mqttx"), || {
+                rt.block_on(run_rumqttc(port, version, messages, round))
+            });
             eprintln!(
                 "{version:?} round {round}: mqttx {:.0} msg/s, rumqttc {:.0} msg/s",
-                rate(messages, o),
-                rate(messages, p)
+                o.rate(messages),
+                p.rate(messages)
             );
-            ours.push(rate(messages, o));
-            peer.push(rate(messages, p));
+            ours.push(o);
+            peer.push(p);
         }
-        let (o, p) = (median(&mut ours), median(&mut peer));
+        let (o, p) = (median(&mut ours, messages), median(&mut peer, messages));
         let name = if version.is_v5() { "5.0" } else { "3.1.1" };
         println!(
-            "| {name} | {} msg/s | {} msg/s | **{:.1}×** |",
-            thousands(o),
-            thousands(p),
-            o / p
+            "| {name} | {} msg/s | {} msg/s | **{:.1}×** | {:.1} µs / {:.1} µs | {:.1} µs / {:.1} µs |",
+            thousands(o.rate(messages)),
+            thousands(p.rate(messages)),
+            o.rate(messages) / p.rate(messages),
+            o.cpu_per_message(messages),
+            p.cpu_per_message(messages),
+            o.broker_cpu_per_message(messages),
+            p.broker_cpu_per_message(messages),
         );
     }
     drop(broker);
 }
 
-fn rate(messages: usize, elapsed: Duration) -> f64 {
-    messages as f64 / elapsed.as_secs_f64()
+/// One timed round: wall time from the first publish to the last PUBACK, and the CPU time
+/// of this process (the client) and of Mosquitto over the whole round (connect included).
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    elapsed: Duration,
+    cpu: Duration,
+    broker_cpu: Duration,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
+impl Round {
+    fn rate(&self, messages: usize) -> f64 {
+        messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_per_message(&self, messages: usize) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / messages as f64
+    }
+
+    fn broker_cpu_per_message(&self, messages: usize) -> f64 {
+        self.broker_cpu.as_secs_f64() * 1e6 / messages as f64
+    }
+}
+
+fn measure(broker: &Mosquitto, run: bool, f: impl FnOnce() -> Duration) -> Round {
+    if !run {
+        // Left out (`--only`): a placeholder that keeps the table printable.
+        return Round {
+            elapsed: Duration::from_secs(1),
+            cpu: Duration::ZERO,
+            broker_cpu: Duration::ZERO,
+        };
+    }
+    let (cpu0, broker0) = (cpu_time("self"), cpu_time(&broker.child.id().to_string()));
+    let elapsed = f();
+    Round {
+        elapsed,
+        cpu: cpu_time("self").saturating_sub(cpu0),
+        broker_cpu: cpu_time(&broker.child.id().to_string()).saturating_sub(broker0),
+    }
+}
+
+/// User plus system CPU time of a process, from `/proc/{pid}/stat` (zero where there is no
+/// `/proc`). Clock ticks are taken as 100 Hz, Linux's `USER_HZ`.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The round with the median throughput.
+fn median(v: &mut [Round], messages: usize) -> Round {
+    v.sort_by(|a, b| a.rate(messages).total_cmp(&b.rate(messages)));
     v[v.len() / 2]
 }
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use mqttx_codec::{
     PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeFilter, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::proto::{
@@ -25,6 +25,9 @@ use crate::proto::{
 };
 
 const COMMAND_CAPACITY: usize = 256;
+/// Bytes a `publish` may leave in the session's transmit buffer before it waits for the
+/// driver to write them (QoS 0 has no other bound while connected).
+const MAX_UNWRITTEN: usize = 256 * 1024;
 
 /// Opens the byte stream the client speaks MQTT over. TCP is [`TcpConnector`]; TLS,
 /// WebSocket or in-memory streams plug in by implementing this.
@@ -426,10 +429,6 @@ impl Future for PublishHandle {
 }
 
 enum Command {
-    Publish(
-        Publish<'static>,
-        oneshot::Sender<Result<PublishHandle, Error>>,
-    ),
     Subscribe(
         Vec<SubscribeFilter>,
         Box<Properties<'static>>,
@@ -455,6 +454,60 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct Client {
     tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+/// What the handles and the driver share. `publish` puts the message into the session
+/// itself, so a burst of publishes costs no channel hop each and leaves the driver one
+/// buffer to write; the lock is held only for short synchronous sections, never across an
+/// `.await`.
+struct Shared {
+    core: Mutex<Core>,
+    /// Wakes the driver: a handle left bytes to send.
+    wake: Notify,
+    /// Wakes publishes waiting for the transmit buffer to drain (or the driver to stop).
+    flushed: Notify,
+    store: Option<Arc<dyn SessionStore>>,
+    client_id: String,
+}
+
+struct Core {
+    session: ClientSession,
+    /// QoS 1 and 2 publishes waiting for their acknowledgement.
+    publishes: HashMap<PacketId, oneshot::Sender<ReasonCode>>,
+    /// The state last given to the store, to save only changes.
+    saved: Vec<u8>,
+    /// Set when the driver stopped: publishes fail with [`Error::Closed`].
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves a consistent session (its methods do not
+        // unwind half-way through on any input), so a poisoned lock is used as it is.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Saves the session state if a store is configured and the state changed. A failing
+    /// store is retried at the next change; the connection goes on.
+    fn persist(&self, core: &mut Core) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        core.session.state().encode(&mut bytes);
+        if bytes != core.saved && store.save(&self.client_id, &bytes).is_ok() {
+            core.saved = bytes;
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -483,16 +536,26 @@ impl Client {
                 saved = bytes;
             }
         }
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                session,
+                publishes: HashMap::new(),
+                saved,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            flushed: Notify::new(),
+            store: options.store.clone(),
+            client_id: options.session.client_id.clone(),
+        });
         let mut driver = Driver {
-            session,
-            saved,
+            shared: Arc::clone(&shared),
             seed: seed(&options.session.client_id),
             options,
             connector: Arc::new(connector),
             cmd_rx,
             ev_tx,
             pending: VecDeque::new(),
-            publishes: HashMap::new(),
             subscribes: HashMap::new(),
             unsubscribes: HashMap::new(),
             stopping: None,
@@ -508,7 +571,7 @@ impl Client {
         } else {
             tokio::spawn(driver.run(None));
         }
-        Ok((Client { tx }, Events { rx: ev_rx }))
+        Ok((Client { tx, shared }, Events { rx: ev_rx }))
     }
 
     /// Publishes; returns once the message is queued in the session, with a handle that
@@ -530,9 +593,51 @@ impl Client {
 
     /// Publishes a prepared message (with MQTT 5.0 properties).
     pub async fn publish_message(&self, msg: Publish<'static>) -> Result<PublishHandle, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Publish(msg, tx)).await?;
-        rx.await.map_err(|_| Error::Closed)?
+        // Backpressure for QoS 0 while connected: wait while more than MAX_UNWRITTEN bytes
+        // wait for the driver. The driver writes whatever happens to events, so this wait
+        // ends as soon as the transport takes the bytes (or the connection ends).
+        loop {
+            let flushed = self.shared.flushed.notified();
+            tokio::pin!(flushed);
+            {
+                let core = self.shared.lock();
+                if core.closed || core.session.unsent() <= MAX_UNWRITTEN {
+                    break;
+                }
+                // Registered before the lock is released: a drain in between is not missed.
+                flushed.as_mut().enable();
+            }
+            flushed.await;
+        }
+        self.publish_now(msg)
+    }
+
+    /// The synchronous part of a publish: into the session, under the lock.
+    fn publish_now(&self, msg: Publish<'static>) -> Result<PublishHandle, Error> {
+        let mut core = self.shared.lock();
+        if core.closed {
+            return Err(Error::Closed);
+        }
+        let handle = match core.session.publish(now(), msg) {
+            Ok(Some(id)) => {
+                let (tx, rx) = oneshot::channel();
+                core.publishes.insert(id, tx);
+                PublishHandle {
+                    packet_id: Some(id),
+                    rx: Some(rx),
+                }
+            }
+            Ok(None) => PublishHandle {
+                packet_id: None,
+                rx: None,
+            },
+            Err(e) => return Err(Error::Publish(e)),
+        };
+        // Saved before the caller hears "queued": a publish that returned survives a crash.
+        self.shared.persist(&mut core);
+        drop(core);
+        self.shared.wake.notify_one();
+        Ok(handle)
     }
 
     /// Subscribes to one filter; resolves with its granted QoS or failure code.
@@ -648,7 +753,6 @@ impl Client {
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Publish(..) => "Publish",
             Self::Subscribe(..) => "Subscribe",
             Self::Unsubscribe(..) => "Unsubscribe",
             Self::Disconnect(..) => "Disconnect",
@@ -690,9 +794,8 @@ pub(crate) fn backoff_delay(b: &Backoff, attempt: u32, rng: &mut u64) -> Duratio
 }
 
 struct Driver<C: Connector> {
-    session: ClientSession,
-    /// The state last given to the store, to save only changes.
-    saved: Vec<u8>,
+    /// The session and the publish waiters, shared with the handles.
+    shared: Arc<Shared>,
     options: ConnectOptions,
     connector: Arc<C>,
     seed: u64,
@@ -700,7 +803,6 @@ struct Driver<C: Connector> {
     ev_tx: mpsc::Sender<Event>,
     /// Events taken from the session and not yet in the channel (bounded by `event_capacity`).
     pending: VecDeque<Event>,
-    publishes: HashMap<PacketId, oneshot::Sender<ReasonCode>>,
     subscribes: HashMap<PacketId, oneshot::Sender<Result<Vec<SubscribeResult>, Error>>>,
     unsubscribes: HashMap<PacketId, oneshot::Sender<Result<Vec<ReasonCode>, Error>>>,
     /// Set by a Disconnect command: answered when the driver has closed.
@@ -737,14 +839,32 @@ fn now() -> std::time::Instant {
 }
 
 impl<C: Connector> Driver<C> {
-    /// Opens the transport and completes CONNECT/CONNACK within the connect timeout.
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.shared.lock()
+    }
+
+    /// Takes everything the session wants sent (and saves its state first if it changed).
+    fn take_transmit(&self, out: &mut Vec<u8>) {
+        let mut core = self.core();
+        self.shared.persist(&mut core);
+        while core.session.poll_transmit(out) {}
+        drop(core);
+        self.shared.flushed.notify_waiters();
+    }
+
+    /// The connection is gone: the session keeps its state for the next one.
+    fn closed(&self) {
+        self.core().session.handle_connection_closed();
+        self.shared.flushed.notify_waiters();
+    }
+
     /// Opens the transport and completes CONNECT/CONNACK within the connect timeout, serving
     /// commands meanwhile (a publish during a reconnect is queued, not delayed).
     async fn establish(&mut self) -> Result<C::Stream, Error> {
         let deadline = Instant::now() + self.options.connect_timeout;
         let r = self.handshake(deadline).await;
         if r.is_err() {
-            self.session.handle_connection_closed();
+            self.closed();
             // Whatever the attempt produced (a refusal, a protocol error) is reported through
             // the result; leftover messages of the previous connection stay pending.
             self.drain_session(usize::MAX);
@@ -765,9 +885,11 @@ impl<C: Connector> Driver<C> {
             };
             self.command_or_stop(cmd)?;
         };
-        self.session.connect(now(), self.options.session.clone());
+        self.core()
+            .session
+            .connect(now(), self.options.session.clone());
         let mut out = Vec::new();
-        while self.session.poll_transmit(&mut out) {}
+        self.take_transmit(&mut out);
         let write = tokio::time::timeout_at(deadline, stream.write_all(&out));
         write
             .await
@@ -792,10 +914,14 @@ impl<C: Connector> Driver<C> {
             };
             // Everything a successful CONNACK produced (Connected, resent messages, early
             // messages) is handled by the connection loop; only the outcome matters here.
-            self.session
-                .handle_bytes(now(), buf.get(..n).unwrap_or_default())
-                .map_err(Error::Session)?;
-            if self.session.is_connected() {
+            let connected = {
+                let mut core = self.core();
+                core.session
+                    .handle_bytes(now(), buf.get(..n).unwrap_or_default())
+                    .map_err(Error::Session)?;
+                core.session.is_connected()
+            };
+            if connected {
                 return Ok(stream);
             }
             // A refusal leaves the session disconnected with a ConnectionRefused event; an
@@ -805,7 +931,7 @@ impl<C: Connector> Driver<C> {
                 return Err(Error::Refused(code));
             }
             let mut out = Vec::new();
-            while self.session.poll_transmit(&mut out) {}
+            self.take_transmit(&mut out);
             if !out.is_empty() {
                 let write = tokio::time::timeout_at(deadline, stream.write_all(&out));
                 write
@@ -872,14 +998,20 @@ impl<C: Connector> Driver<C> {
         self.finish().await;
     }
 
-    /// Stops: refuses further commands, resolves every waiting handle with
+    /// Stops: refuses further commands and publishes, resolves every waiting handle with
     /// [`Error::Closed`], answers `disconnect` callers, then hands out the remaining events.
     async fn finish(self) {
+        {
+            let mut core = self.shared.lock();
+            core.closed = true;
+            core.publishes.clear();
+            self.shared.persist(&mut core);
+        }
+        self.shared.flushed.notify_waiters();
         let Driver {
             mut cmd_rx,
             ev_tx,
             pending,
-            publishes,
             subscribes,
             unsubscribes,
             stopping,
@@ -887,7 +1019,7 @@ impl<C: Connector> Driver<C> {
         } = self;
         cmd_rx.close();
         drop(cmd_rx);
-        drop((publishes, subscribes, unsubscribes));
+        drop((subscribes, unsubscribes));
         for tx in stopping.unwrap_or_default() {
             let _ = tx.send(());
         }
@@ -904,7 +1036,10 @@ impl<C: Connector> Driver<C> {
         let deadline = Instant::now() + delay;
         loop {
             self.drain_session(self.options.event_capacity.max(1));
-            self.persist();
+            {
+                let mut core = self.core();
+                self.shared.persist(&mut core);
+            }
             if self.stopping.is_some() {
                 return false;
             }
@@ -933,30 +1068,32 @@ impl<C: Connector> Driver<C> {
         let mut out = Vec::new();
         let cap = self.options.event_capacity.max(1);
         loop {
-            self.drain_session(self.options.event_capacity.max(1));
-            self.persist();
-            while self.session.poll_transmit(&mut out) {}
+            self.drain_session(cap);
+            // Everything queued since the last write (a burst of publishes, the
+            // acknowledgements of a batch of reads) goes out in one write.
+            self.take_transmit(&mut out);
             if !out.is_empty() {
                 let r = stream.write_all(&out).await;
                 out.clear();
                 if r.is_err() {
-                    self.session.handle_connection_closed();
+                    self.closed();
                     return End::Lost(ReasonCode::UNSPECIFIED_ERROR);
                 }
             }
             if self.stopping.is_some() {
                 let _ = stream.shutdown().await;
-                self.session.handle_connection_closed();
+                self.closed();
                 return End::Stop;
             }
             if let Some(code) = self.lost.take() {
                 let _ = stream.shutdown().await;
-                self.session.handle_connection_closed();
+                self.closed();
                 return End::Lost(code);
             }
-            let timeout = self.session.poll_timeout().map(Instant::from_std);
+            let timeout = self.core().session.poll_timeout().map(Instant::from_std);
             let step = tokio::select! {
                 cmd = self.cmd_rx.recv() => Step::Command(cmd),
+                () = self.shared.wake.notified() => Step::Nothing,
                 r = stream.read(&mut buf), if self.pending.len() < cap => Step::Read(r),
                 permit = self.ev_tx.reserve(), if !self.pending.is_empty() => {
                     match permit {
@@ -970,37 +1107,26 @@ impl<C: Connector> Driver<C> {
             match step {
                 Step::Command(Some(cmd)) => self.command(cmd),
                 Step::Command(None) => {
-                    self.session
+                    self.core()
+                        .session
                         .disconnect(now(), ReasonCode::NORMAL_DISCONNECTION);
                     self.stopping = Some(Vec::new());
                 }
                 Step::Read(Ok(0) | Err(_)) => {
-                    self.session.handle_connection_closed();
-                    self.drain_session(self.options.event_capacity.max(1));
+                    self.closed();
+                    self.drain_session(cap);
                     return End::Lost(self.lost.take().unwrap_or(ReasonCode::UNSPECIFIED_ERROR));
                 }
                 Step::Read(Ok(n)) => {
                     // Errors are reported as a ConnectionLost event as well.
                     let _ = self
+                        .core()
                         .session
                         .handle_bytes(now(), buf.get(..n).unwrap_or_default());
                 }
-                Step::Timeout => self.session.handle_timeout(now()),
+                Step::Timeout => self.core().session.handle_timeout(now()),
                 Step::Nothing => {}
             }
-        }
-    }
-
-    /// Saves the session state if a store is configured and the state changed. A failing
-    /// store is retried at the next change; the connection goes on.
-    fn persist(&mut self) {
-        let Some(store) = &self.options.store else {
-            return;
-        };
-        let mut bytes = Vec::new();
-        self.session.state().encode(&mut bytes);
-        if bytes != self.saved && store.save(&self.options.session.client_id, &bytes).is_ok() {
-            self.saved = bytes;
         }
     }
 
@@ -1016,8 +1142,10 @@ impl<C: Connector> Driver<C> {
 
     /// Moves the session's events to callers and the application, while there is room.
     fn drain_session(&mut self, cap: usize) {
+        let shared = Arc::clone(&self.shared);
+        let mut core = shared.lock();
         while self.pending.len() < cap {
-            let Some(ev) = self.session.poll_event() else {
+            let Some(ev) = core.session.poll_event() else {
                 break;
             };
             match ev {
@@ -1036,7 +1164,7 @@ impl<C: Connector> Driver<C> {
                     packet_id,
                     reason_code,
                 } => {
-                    if let Some(tx) = self.publishes.remove(&packet_id) {
+                    if let Some(tx) = core.publishes.remove(&packet_id) {
                         let _ = tx.send(reason_code);
                     }
                 }
@@ -1056,9 +1184,12 @@ impl<C: Connector> Driver<C> {
                 proto::Event::AuthChallenge { method, data } => {
                     // Without an authenticator the challenge stays unanswered and the server
                     // ends the exchange (its timeout).
-                    if let Some(auth) = &self.options.authenticator {
+                    if let Some(auth) = self.options.authenticator.clone() {
+                        // The application's code runs without the lock held.
+                        drop(core);
                         let answer = auth.step(&method, &data);
-                        self.session.auth_continue(now(), answer);
+                        core = shared.lock();
+                        core.session.auth_continue(now(), answer);
                     }
                 }
                 proto::Event::Reauthenticated => {
@@ -1096,6 +1227,8 @@ impl<C: Connector> Driver<C> {
             return Err(Error::NeedsV5);
         }
         let now = now();
+        let shared = Arc::clone(&self.shared);
+        let mut core = shared.lock();
         let response_topic = match &self.response_topic {
             Some(t) => t.clone(),
             None => {
@@ -1105,7 +1238,7 @@ impl<C: Connector> Driver<C> {
                 // The SUBSCRIBE goes out before the request's PUBLISH on the same connection,
                 // so the server has the subscription when the responder answers.
                 let filter = SubscribeFilter::new(t.clone(), QoS::AtLeastOnce);
-                self.session
+                core.session
                     .subscribe(now, vec![filter], Properties::new())
                     .map_err(Error::Request)?;
                 self.response_topic = Some(t.clone());
@@ -1118,7 +1251,9 @@ impl<C: Connector> Driver<C> {
         msg.qos = QoS::AtLeastOnce;
         msg.properties.response_topic = Some(response_topic.into());
         msg.properties.correlation_data = Some(correlation.clone().into());
-        self.session.publish(now, msg).map_err(Error::Publish)?;
+        core.session.publish(now, msg).map_err(Error::Publish)?;
+        // Saved before the caller hears "queued".
+        self.shared.persist(&mut core);
         self.responders.retain(|_, tx| !tx.is_closed());
         self.responders.insert(correlation, response);
         Ok(())
@@ -1128,39 +1263,19 @@ impl<C: Connector> Driver<C> {
         let now = now();
         match cmd {
             Command::Reauthenticate(data, reply) => {
-                self.session.reauthenticate(now, data);
+                self.core().session.reauthenticate(now, data);
                 self.reauth.push(reply);
             }
             Command::Ack(id, reply) => {
-                let _ = reply.send(self.session.ack(id));
+                let _ = reply.send(self.core().session.ack(id));
             }
             Command::Request(topic, payload, response, queued) => {
                 let r = self.request(topic, payload, response);
-                self.persist();
                 let _ = queued.send(r);
             }
-            Command::Publish(msg, reply) => {
-                let r = match self.session.publish(now, msg) {
-                    Ok(Some(id)) => {
-                        let (tx, rx) = oneshot::channel();
-                        self.publishes.insert(id, tx);
-                        Ok(PublishHandle {
-                            packet_id: Some(id),
-                            rx: Some(rx),
-                        })
-                    }
-                    Ok(None) => Ok(PublishHandle {
-                        packet_id: None,
-                        rx: None,
-                    }),
-                    Err(e) => Err(Error::Publish(e)),
-                };
-                // Saved before the caller hears "queued": a publish that returned survives a crash.
-                self.persist();
-                let _ = reply.send(r);
-            }
             Command::Subscribe(filters, props, reply) => {
-                match self.session.subscribe(now, filters, *props) {
+                let r = self.core().session.subscribe(now, filters, *props);
+                match r {
                     Ok(id) => {
                         self.subscribes.insert(id, reply);
                     }
@@ -1170,7 +1285,11 @@ impl<C: Connector> Driver<C> {
                 }
             }
             Command::Unsubscribe(filters, reply) => {
-                match self.session.unsubscribe(now, filters, Properties::new()) {
+                let r = self
+                    .core()
+                    .session
+                    .unsubscribe(now, filters, Properties::new());
+                match r {
                     Ok(id) => {
                         self.unsubscribes.insert(id, reply);
                     }
@@ -1180,7 +1299,9 @@ impl<C: Connector> Driver<C> {
                 }
             }
             Command::Disconnect(reason_code, properties, reply) => {
-                self.session.disconnect_with(now, reason_code, *properties);
+                self.core()
+                    .session
+                    .disconnect_with(now, reason_code, *properties);
                 self.stopping.get_or_insert_with(Vec::new).push(reply);
             }
         }
@@ -1197,7 +1318,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 impl<C: Connector> fmt::Debug for Driver<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Driver")
-            .field("session", &self.session)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }

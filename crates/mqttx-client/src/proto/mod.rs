@@ -5,6 +5,7 @@
 //! protocol question. It never reads a clock, never touches a socket and spawns nothing; the
 //! shell in the crate root drives it, and the unit tests in `tests.rs` drive it with bytes.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -662,7 +663,7 @@ impl ClientSession {
         }
         let limit = self.outbound_limit();
         let cx = EncodeContext::new(self.options.protocol).with_max_packet_size(limit);
-        match encoded_len(&Packet::Publish(msg.clone()), &cx) {
+        match encoded_len(&Packet::Publish(view(&msg)), &cx) {
             Ok(_) => {}
             Err(EncodeError::PacketTooLarge { .. }) => return Err(PublishError::PacketTooLarge),
             Err(e) => return Err(PublishError::Encode(e)),
@@ -826,6 +827,11 @@ impl ClientSession {
 
     // ----- outputs -----
 
+    /// How many bytes wait for [`poll_transmit`](Self::poll_transmit).
+    pub fn unsent(&self) -> usize {
+        self.transmit.len()
+    }
+
     /// Appends the bytes to send to `out`; `false` when there is nothing.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         if self.transmit.is_empty() {
@@ -983,7 +989,7 @@ impl ClientSession {
     }
 
     /// Sends a PUBLISH, with an outbound Topic Alias when the server allows them.
-    fn send_publish(&mut self, now: Instant, mut p: Publish<'static>) {
+    fn send_publish(&mut self, now: Instant, mut p: Publish<'_>) {
         // Queued before the CONNACK told the limits: the RETAIN flag is dropped rather than
         // breaking [MQTT-3.2.2-14]. (A QoS above the maximum keeps its QoS: the server's
         // answer, 0x9B QoS not supported, reaches the publisher's handle.)
@@ -999,8 +1005,7 @@ impl ClientSession {
         }
         self.alias_clock += 1;
         let clock = self.alias_clock;
-        let topic = p.topic.to_string();
-        let (alias, known) = match self.outbound_aliases.get_mut(&topic) {
+        let (alias, known) = match self.outbound_aliases.get_mut(p.topic.as_ref()) {
             Some((alias, used)) => {
                 *used = clock;
                 (*alias, true)
@@ -1028,7 +1033,8 @@ impl ClientSession {
                         }
                     }
                 };
-                self.outbound_aliases.insert(topic, (alias, clock));
+                self.outbound_aliases
+                    .insert(p.topic.to_string(), (alias, clock));
                 (alias, false)
             }
         };
@@ -1081,10 +1087,10 @@ impl ClientSession {
             let Some(msg) = self.queued.pop_front() else {
                 break;
             };
-            if msg.qos == QoS::AtMostOnce {
-                self.send_publish(now, msg);
-            } else {
-                self.send_publish(now, msg.clone());
+            // The message is encoded from a borrowed view: topic and payload are copied once,
+            // into the transmit buffer.
+            self.send_publish(now, view(&msg));
+            if msg.qos != QoS::AtMostOnce {
                 self.inflight.push_back(Outgoing::Publish(msg));
             }
         }
@@ -1630,6 +1636,20 @@ impl ClientSession {
                 None,
             ));
         }
+    }
+}
+
+/// `p` with its topic and payload borrowed: encoding it copies them once, into the output.
+fn view<'a>(p: &'a Publish<'_>) -> Publish<'a> {
+    Publish {
+        dup: p.dup,
+        qos: p.qos,
+        retain: p.retain,
+        topic: Cow::Borrowed(&p.topic),
+        packet_id: p.packet_id,
+        // Nothing to copy without properties; one box otherwise.
+        properties: p.properties.clone(),
+        payload: Cow::Borrowed(&p.payload),
     }
 }
 
