@@ -83,8 +83,14 @@
 //!
 //! # Crate features
 //!
-//! None.
+//! Both off by default:
+//!
+//! - `json`: [`Client::publish_json`] and [`payload::PayloadExt::decode_json`], with serde
+//!   and serde_json, the Rust ecosystem's standard for JSON.
+//! - `protobuf`: [`Client::publish_protobuf`] and [`payload::PayloadExt::decode_protobuf`],
+//!   with prost, the protobuf implementation of the tokio project.
 
+pub mod payload;
 pub mod proto;
 mod shell;
 

@@ -322,6 +322,8 @@ pub enum Error {
     RequestTimeout,
     /// The feature needs MQTT 5.0 (request/response).
     NeedsV5,
+    /// A typed payload did not serialize (features `json`, `protobuf`).
+    Payload(crate::payload::PayloadError),
 }
 
 impl fmt::Display for Error {
@@ -336,6 +338,7 @@ impl fmt::Display for Error {
             Self::Closed => f.write_str("client closed"),
             Self::RequestTimeout => f.write_str("no response in time"),
             Self::NeedsV5 => f.write_str("needs MQTT 5.0"),
+            Self::Payload(_) => f.write_str("payload refused"),
         }
     }
 }
@@ -347,6 +350,7 @@ impl std::error::Error for Error {
             Self::Session(e) => Some(e),
             Self::Publish(e) => Some(e),
             Self::Request(e) => Some(e),
+            Self::Payload(e) => Some(e),
             _ => None,
         }
     }
@@ -589,6 +593,11 @@ impl Client {
         msg.qos = qos;
         msg.retain = retain;
         self.publish_message(msg).await
+    }
+
+    /// The protocol version of the session.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.shared.lock().session.protocol()
     }
 
     /// Publishes a prepared message (with MQTT 5.0 properties).
