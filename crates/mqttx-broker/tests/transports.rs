@@ -391,3 +391,97 @@ async fn hostile_handshakes_and_frames_leave_others_served() {
         still_serving(&mut steady_ws).await;
     }
 }
+
+/// MQTT.js (the npm package `mqtt`) over WebSocket, TLS when a CA file is given: subscribes
+/// at QoS 2, publishes at QoS 0, 1 and 2 (each after the previous arrived), prints what
+/// arrived.
+const MQTT_JS: &str = r#"
+const mqtt = require('mqtt');
+const fs = require('fs');
+const [url, version, ca] = process.argv.slice(1);
+const opts = { protocolVersion: Number(version), clean: true, reconnectPeriod: 0, connectTimeout: 10000 };
+if (ca !== '-') { opts.ca = fs.readFileSync(ca); opts.wsOptions = { ca: opts.ca }; }
+const timer = setTimeout(() => { console.error('timed out'); process.exit(2); }, 20000);
+const fail = (who) => (e) => { console.error(who, e.message); process.exit(1); };
+const sub = mqtt.connect(url, { ...opts, clientId: 'mqttjs-sub-' + version });
+sub.on('error', fail('sub'));
+sub.on('connect', () => {
+  sub.subscribe('js/round/trip', { qos: 2 }, (err) => {
+    if (err) fail('subscribe')(err);
+    const pub = mqtt.connect(url, { ...opts, clientId: 'mqttjs-pub-' + version });
+    pub.on('error', fail('pub'));
+    let qos = 0;
+    const next = () => pub.publish('js/round/trip', 'hello ' + qos, { qos });
+    sub.on('message', (topic, payload, packet) => {
+      console.log(topic, payload.toString(), packet.qos);
+      qos += 1;
+      if (qos < 3) { next(); } else { pub.end(); sub.end(); clearTimeout(timer); }
+    });
+    pub.on('connect', next);
+  });
+});
+"#;
+
+/// Where `.ci/run` installs MQTT.js: `target/node/node_modules` of the workspace, or the
+/// directory in `MQTTX_NODE_MODULES`.
+fn mqtt_js_modules() -> std::path::PathBuf {
+    let dir = std::env::var_os("MQTTX_NODE_MODULES").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/node/node_modules"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        dir.join("mqtt").is_dir(),
+        "MQTT.js is not installed in {}: run `npm install --prefix target/node mqtt@5.16.0` \
+         in the workspace (.ci/run does it), with Node.js 18 or later",
+        dir.display()
+    );
+    dir
+}
+
+async fn mqtt_js(url: &str, version: &str, ca: Option<&std::path::Path>) {
+    let ca = ca.map_or("-".to_owned(), |p| p.display().to_string());
+    let child = Command::new("node")
+        .args(["-e", MQTT_JS, url, version, &ca])
+        .env("NODE_PATH", mqtt_js_modules())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn node (Node.js 18 or later on PATH)");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the MQTT.js client finishes in time")
+        .expect("wait for node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "MQTT.js client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "js/round/trip hello 0 0",
+            "js/round/trip hello 1 1",
+            "js/round/trip hello 2 2"
+        ],
+        "{url} MQTT {version}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_and_secure_websocket_with_mqtt_js() {
+    let pki = pki::make();
+    let (_b, addrs, _) = start(vec![
+        Listener::ws(any_port()),
+        Listener::wss(any_port(), &pki.server_cert, &pki.server_key),
+    ])
+    .await;
+    let ws = format!("ws://127.0.0.1:{}/mqtt", addrs[0].port());
+    mqtt_js(&ws, "4", None).await;
+    mqtt_js(&ws, "5", None).await;
+    let wss = format!("wss://localhost:{}/mqtt", addrs[1].port());
+    mqtt_js(&wss, "5", Some(&pki.ca)).await;
+}
