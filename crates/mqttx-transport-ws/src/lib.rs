@@ -320,13 +320,16 @@ fn io_error(e: tungstenite::Error) -> io::Error {
 ///
 /// Reading ends (`Ok(0)`) at a Close from the peer; a text message is an `InvalidData`
 /// error; pings are answered with pongs by the WebSocket layer. Shutting the stream down
-/// sends a Close.
+/// sends a Close and waits for the peer's (discarding data still in flight); bound it with a
+/// timeout when the peer may not answer.
 #[derive(Debug)]
 pub struct WsStream<S> {
     inner: WebSocketStream<S>,
     /// The unread rest of the last binary message.
     read: Bytes,
     eof: bool,
+    /// Whether `poll_shutdown` sent the Close frame.
+    close_sent: bool,
     max_write: usize,
     /// Bytes accepted by the last `poll_write` whose flush has not finished.
     unflushed: Option<usize>,
@@ -338,6 +341,7 @@ impl<S> WsStream<S> {
             inner,
             read: Bytes::new(),
             eof: false,
+            close_sent: false,
             max_write: max_write.max(1),
             unflushed: None,
         }
@@ -428,7 +432,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx).map_err(io_error)
+        if !self.close_sent {
+            ready!(Pin::new(&mut self.inner).poll_close(cx)).map_err(io_error)?;
+            self.close_sent = true;
+        }
+        // RFC 6455 §7.1.1: wait for the peer's Close (or the end of the stream), discarding
+        // what comes before it, so that the TCP connection is closed with nothing unread and
+        // the peer's last frames do not meet a reset. Callers bound this with a timeout.
+        while !self.eof {
+            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => self.eof = true,
+                Some(Ok(_)) => {}
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
