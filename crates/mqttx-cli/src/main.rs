@@ -35,6 +35,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use mqttx_broker::{Broker, Config, Listener, ListenerKind};
 
+mod passwd;
+
 /// The mqttx MQTT toolkit.
 #[derive(Debug, Parser)]
 #[command(name = "mqttx", version, about)]
@@ -47,6 +49,8 @@ struct Cli {
 enum Commands {
     /// Run an MQTT 3.1.1 / 5.0 broker (Ctrl-C stops it gracefully).
     Broker(BrokerArgs),
+    /// Add, change or delete a user in a password file (Mosquitto's format).
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Broker(args) => broker(args),
+        Commands::Passwd(args) => passwd::run(&args),
     }
 }
 
@@ -233,7 +238,9 @@ mod tests {
     #[test]
     fn broker_defaults_to_loopback_1883() {
         let cli = Cli::try_parse_from(["mqttx", "broker"]).expect("parses");
-        let Commands::Broker(args) = cli.command;
+        let Commands::Broker(args) = cli.command else {
+            panic!("a broker command")
+        };
         assert!(args.listeners().is_empty());
         assert_eq!(Config::default().bind.to_string(), "127.0.0.1:1883");
     }
@@ -251,7 +258,9 @@ mod tests {
             "b.toml",
         ])
         .expect("parses");
-        let Commands::Broker(args) = cli.command;
+        let Commands::Broker(args) = cli.command else {
+            panic!("a broker command")
+        };
         assert_eq!(
             args.listeners(),
             [Listener::tcp(SocketAddr::from(([0, 0, 0, 0], 1884)))]

@@ -1556,11 +1556,12 @@ impl State {
     }
 
     fn send_connack_error(&mut self, code: ReasonCode) {
-        let code = if self.version.is_v5() || code.to_v3_connack().is_some() {
-            code
-        } else {
-            ReasonCode::NOT_AUTHORIZED
-        };
+        // [MQTT-3.2.2-6] (3.1.1) If none of the return codes are deemed applicable, then the
+        // Server MUST close the Network Connection without sending a CONNACK: e.g. 0x9F
+        // Connection rate exceeded has no 3.1.1 return code.
+        if !self.version.is_v5() && code.to_v3_connack().is_none() {
+            return;
+        }
         self.send(&Packet::ConnAck(ConnAck {
             session_present: false,
             reason_code: code,

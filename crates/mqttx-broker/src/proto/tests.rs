@@ -297,6 +297,16 @@ fn refused_connect_gets_the_code_and_closes() {
     h.events();
     h.session.refuse_connect(ReasonCode::NOT_AUTHORIZED);
     assert_eq!(h.bytes(), [0x20, 0x02, 0x00, 0x05]);
+
+    // [MQTT-3.2.2-6] a refusal with no 3.1.1 return code (0x9F Connection rate exceeded)
+    // closes the connection without CONNACK.
+    let mut h = Harness::new();
+    h.connect_with(Connect::new(V311, "c"));
+    h.events();
+    h.session
+        .refuse_connect(ReasonCode::CONNECTION_RATE_EXCEEDED);
+    assert_eq!(h.bytes(), []);
+    assert!(h.session.is_closed());
 }
 
 #[test]
