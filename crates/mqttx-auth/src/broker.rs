@@ -448,14 +448,16 @@ impl<H: Handler> Handler for Security<H> {
 
     async fn on_connect(&self, req: &ConnectRequest) -> Result<Self::Session, ConnectRefusal> {
         let rules = self.current();
-        let address = peer_ip(req);
+        let address = req.peer_addr.map(|a| a.ip());
         let scram_user = self
             .scram_users
             .lock()
             .ok()
             .and_then(|mut users| users.remove(&req.client_id));
         let identity_user = if rules.config.use_identity_as_username {
-            peer_name(req)
+            req.peer_identity
+                .as_ref()
+                .and_then(|id| id.name().map(str::to_owned))
         } else {
             None
         };
@@ -692,15 +694,4 @@ impl<H: Handler> Handler for Security<H> {
             .on_disconnect(session.inner, client, reason)
             .await;
     }
-}
-
-/// The client's source address. FIXME(#6): the broker does not pass it yet; until it does,
-/// every client counts as one address.
-fn peer_ip(_req: &ConnectRequest) -> Option<std::net::IpAddr> {
-    None
-}
-
-/// The TLS client certificate's name. FIXME(#6): wired when the TLS transport lands.
-fn peer_name(_req: &ConnectRequest) -> Option<String> {
-    None
 }

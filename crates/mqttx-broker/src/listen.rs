@@ -150,7 +150,7 @@ impl<H: Handler> Server<H> {
                         match layers.clone() {
                             // Plain TCP: the broker reads the socket directly.
                             Layers::Tcp => {
-                                tasks.spawn(broker.serve(stream));
+                                tasks.spawn(broker.serve_from(stream, peer));
                             }
                             layers => {
                                 tasks.spawn(serve_layered(broker, layers, stream, peer));
@@ -237,7 +237,9 @@ async fn serve_layered<H: Handler>(
     }
     .await;
     match result {
-        Ok((stream, identity)) => broker.serve_with_identity(stream, identity).await,
+        Ok((stream, identity)) => {
+            broker.serve_connection(stream, Some(peer), identity).await;
+        }
         Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
     }
 }

@@ -409,7 +409,21 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_with_identity(stream, None)
+        self.serve_connection(stream, None, None)
+    }
+
+    /// Like [`serve`](Self::serve), for a connection from `peer`: `Handler::on_connect`
+    /// finds it in [`ConnectRequest::peer_addr`](crate::ConnectRequest::peer_addr) (for
+    /// limits per source address).
+    pub fn serve_from<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_connection(stream, Some(peer), None)
     }
 
     /// Like [`serve`](Self::serve), for a client the transport already authenticated (a
@@ -423,11 +437,25 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_connection(stream, None, identity)
+    }
+
+    /// [`serve`](Self::serve) with what the listener knows of the peer.
+    pub(crate) fn serve_connection<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+        identity: Option<PeerIdentity>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         async move {
             inner.start_housekeeping();
             let mut driver = Driver::new(inner);
             driver.peer_identity = identity;
+            driver.peer_addr = peer;
             driver.run(stream).await;
         }
     }
@@ -751,6 +779,7 @@ struct Driver<H: Handler> {
     close_reason: Option<CloseReason>,
     /// The transport's verified identity of the client, handed to `on_connect`.
     peer_identity: Option<PeerIdentity>,
+    peer_addr: Option<SocketAddr>,
 }
 
 impl<H: Handler> Driver<H> {
@@ -771,6 +800,7 @@ impl<H: Handler> Driver<H> {
             client: None,
             close_reason: None,
             peer_identity: None,
+            peer_addr: None,
         }
     }
 
@@ -893,6 +923,7 @@ impl<H: Handler> Driver<H> {
         match event {
             Event::Connect(mut req) => {
                 req.peer_identity.clone_from(&self.peer_identity);
+                req.peer_addr = self.peer_addr;
                 match self.inner.handler.on_connect(&req).await {
                     Ok(app) => {
                         if let Some(id) = req.handler_client_id().map(str::to_owned) {

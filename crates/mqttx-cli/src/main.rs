@@ -33,7 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mqttx_broker::{Broker, Config, Listener, ListenerKind};
+use mqttx_auth::{Security, SecurityConfig};
+use mqttx_broker::{Broker, Config, Handler, Listener, ListenerKind, Server};
 
 mod passwd;
 
@@ -118,13 +119,19 @@ fn main() -> ExitCode {
 }
 
 /// Reads a TOML configuration.
-fn read_config(path: &Path) -> Result<Config, String> {
+fn read_config(path: &Path) -> Result<(Config, Option<SecurityConfig>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn parse_config(text: &str) -> Result<Config, toml::de::Error> {
-    toml::from_str(text)
+/// The broker's `Config` and, from the `[security]` table, the access control settings.
+fn parse_config(text: &str) -> Result<(Config, Option<SecurityConfig>), toml::de::Error> {
+    let mut table: toml::Table = toml::from_str(text)?;
+    let security = table
+        .remove("security")
+        .map(toml::Value::try_into::<SecurityConfig>)
+        .transpose()?;
+    Ok((toml::Value::Table(table).try_into()?, security))
 }
 
 impl BrokerArgs {
@@ -170,7 +177,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
         .with_max_level(tracing::Level::from(args.log_level))
         .with_writer(std::io::stderr)
         .init();
-    let mut config = match &args.config {
+    let (mut config, security) = match &args.config {
         Some(path) => match read_config(path) {
             Ok(config) => config,
             Err(e) => {
@@ -178,12 +185,13 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => Config::default(),
+        None => (Config::default(), None),
     };
     let listeners = args.listeners();
     if !listeners.is_empty() {
         config.listeners = listeners;
     }
+    warn_if_open(&config, security.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -195,36 +203,108 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let server = match Broker::bind(config).await {
-            Ok(server) => server,
+        let Some(security) = security else {
+            // No `[security]` table: the allow-all handler, with nothing on the hot path.
+            return serve(Broker::builder().config(config).bind().await).await;
+        };
+        let handler = match Security::new(security) {
+            Ok(handler) => handler,
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen");
+                tracing::error!("cannot load the security configuration: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        match server.local_addrs() {
-            Ok(addrs) => {
-                for (kind, addr) in addrs {
-                    tracing::info!(%addr, listener = kind.as_str(), "mqttx broker listening");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
+        let server = Broker::builder()
+            .config(config)
+            .handler(handler)
+            .bind()
+            .await;
+        if let (Ok(server), Some(path)) = (&server, args.config.clone()) {
+            reload_on_sighup(server.broker().clone(), path);
         }
-        let shutdown = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                // Without a signal handler the broker runs until killed.
-                std::future::pending::<()>().await;
-            }
-            tracing::info!("shutting down");
-        };
-        match server.run_until(shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "broker failed");
-                ExitCode::FAILURE
-            }
-        }
+        serve(server).await
     })
+}
+
+/// Logs loudly when a listener is reachable from other hosts and anyone may connect.
+fn warn_if_open(config: &Config, security: Option<&SecurityConfig>) {
+    let authenticated = security.is_some_and(|s| !s.allow_anonymous);
+    if authenticated {
+        return;
+    }
+    let addrs: Vec<SocketAddr> = if config.listeners.is_empty() {
+        vec![config.bind]
+    } else {
+        config.listeners.iter().map(|l| l.bind).collect()
+    };
+    for addr in addrs.iter().filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            %addr,
+            "THIS LISTENER IS REACHABLE FROM OTHER HOSTS AND ACCEPTS ANONYMOUS CLIENTS: set \
+             `allow_anonymous = false` and a `password_file` in the [security] table of the \
+             configuration (see docs/security.md)"
+        );
+    }
+}
+
+/// On SIGHUP, reads the configuration file again and applies its `[security]` table
+/// (passwords, ACLs, limits) without dropping connections; a broken file keeps the old rules.
+fn reload_on_sighup(broker: Broker<Security>, path: PathBuf) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("no SIGHUP handler: reload by restarting");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let loaded = read_config(&path).and_then(|(_, security)| {
+                broker
+                    .handler()
+                    .reload(security.unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            });
+            match loaded {
+                Ok(()) => tracing::info!(path = %path.display(), "security configuration reloaded"),
+                Err(e) => tracing::error!("reload failed, the previous rules stay: {e}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (broker, path);
+}
+
+/// Runs a bound broker until Ctrl-C.
+async fn serve<H: Handler>(server: std::io::Result<Server<H>>) -> ExitCode {
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.local_addrs() {
+        Ok(addrs) => {
+            for (kind, addr) in addrs {
+                tracing::info!(%addr, listener = kind.as_str(), "mqttx broker listening");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
+    }
+    let shutdown = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Without a signal handler the broker runs until killed.
+            std::future::pending::<()>().await;
+        }
+        tracing::info!("shutting down");
+    };
+    match server.run_until(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "broker failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
@@ -272,9 +352,10 @@ mod tests {
 
     #[test]
     fn config_file_sets_fields_and_keeps_defaults() {
-        let config =
+        let (config, security) =
             parse_config("bind = \"0.0.0.0:1883\"\nconnect_timeout = 5\nmax_queued_messages = 7\n")
                 .expect("valid TOML");
+        assert_eq!(security, None);
         assert_eq!(config.bind, SocketAddr::from(([0, 0, 0, 0], 1883)));
         assert_eq!(config.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.max_queued_messages, 7);
@@ -306,7 +387,9 @@ mod tests {
             "/ws",
         ])
         .expect("parses");
-        let Commands::Broker(args) = cli.command;
+        let Commands::Broker(args) = cli.command else {
+            panic!("a broker command")
+        };
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         assert_eq!(
             args.listeners(),
@@ -337,7 +420,7 @@ mod tests {
 
     #[test]
     fn config_file_listeners() {
-        let config = parse_config(
+        let (config, _) = parse_config(
             "[[listeners]]\nkind = \"tcp\"\nbind = \"127.0.0.1:1883\"\n\
              [[listeners]]\nkind = \"wss\"\nbind = \"127.0.0.1:8084\"\ncert = \"s.pem\"\n\
              key = \"s.key\"\npath = \"/ws\"\n",
@@ -362,5 +445,28 @@ mod tests {
     fn config_file_refuses_unknown_fields() {
         assert!(parse_config("max_packet_sise = 10\n").is_err());
         assert!(parse_config("max_packet_size = \"big\"\n").is_err());
+        assert!(parse_config("[security]\nallow_anonymus = false\n").is_err());
+    }
+
+    #[test]
+    fn config_file_security_table() {
+        let (config, security) = parse_config(
+            "max_queued_messages = 7\n\
+             [security]\nallow_anonymous = false\npassword_file = \"/etc/mqttx/passwd\"\n\
+             message_rate = 100\n\
+             [[security.acl]]\npermission = \"deny\"\naccess = \"subscribe\"\ntopic = \"secret/#\"\n\
+             reason_code = 0x80\n",
+        )
+        .expect("valid TOML");
+        assert_eq!(config.max_queued_messages, 7);
+        let security = security.expect("a [security] table");
+        assert!(!security.allow_anonymous);
+        assert_eq!(
+            security.password_file,
+            Some(PathBuf::from("/etc/mqttx/passwd"))
+        );
+        assert_eq!(security.message_rate, Some(100));
+        assert_eq!(security.acl.len(), 1);
+        assert_eq!(security.acl[0].reason_code, Some(0x80));
     }
 }

@@ -374,6 +374,10 @@ pub struct ConnectRequest {
     /// mutual-TLS listener (`tls` or `wss` with a client CA); `None` otherwise. Set by the
     /// shell (`Broker::serve_with_identity`), never by the session core.
     pub peer_identity: Option<crate::PeerIdentity>,
+    /// The client's address as the listener saw it (TCP source address), when the
+    /// connection came through [`Server`](crate::Server) or `Broker::serve_from`; set by the
+    /// shell, never by the session core.
+    pub peer_addr: Option<std::net::SocketAddr>,
     /// A client identifier the handler assigned (see [`ConnectRequest::assign_client_id`]).
     handler_client_id: std::sync::OnceLock<String>,
 }
@@ -1756,6 +1760,7 @@ impl State {
             authentication_method: self.auth_method.clone(),
             properties: c.properties.clone().into_owned(),
             peer_identity: None,
+            peer_addr: None,
             handler_client_id: std::sync::OnceLock::new(),
         };
         match &self.auth_method {
