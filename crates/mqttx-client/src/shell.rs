@@ -399,9 +399,20 @@ impl Events {
         self.rx.try_recv().ok()
     }
 
-    /// The underlying receiver, e.g. for `tokio_stream::wrappers::ReceiverStream`.
+    /// The underlying receiver.
     pub fn into_inner(self) -> mpsc::Receiver<Event> {
         self.rx
+    }
+}
+
+/// `Events` is a [`Stream`](futures_core::Stream) of [`Event`]s, for `StreamExt` combinators
+/// (`next`, `filter_map`…) from futures or tokio-stream; it ends when the driver stopped and
+/// every event was read.
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -1354,6 +1365,20 @@ mod tests {
                 "{attempt}: {d}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn events_are_a_stream() {
+        use futures_core::Stream;
+
+        let (tx, rx) = mpsc::channel(2);
+        let mut events = Events { rx };
+        tx.send(Event::Stopped(ReasonCode::BANNED)).await.unwrap();
+        drop(tx);
+        let first = std::future::poll_fn(|cx| Pin::new(&mut events).poll_next(cx)).await;
+        assert_eq!(first, Some(Event::Stopped(ReasonCode::BANNED)));
+        let end = std::future::poll_fn(|cx| Pin::new(&mut events).poll_next(cx)).await;
+        assert_eq!(end, None, "ends with the driver");
     }
 
     #[test]

@@ -47,3 +47,22 @@ async fn mosquitto_file_store_survives_a_client_restart() {
     let mut b = TestBroker::mosquitto("store").await;
     common::file_store_survives_a_restart(&mut b, "mosquitto").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_flow_control_with_a_small_receive_maximum() {
+    // Mosquitto advertises `max_inflight_messages` as its Receive Maximum.
+    let b = TestBroker::mosquitto_with("window", "max_inflight_messages 2\n").await;
+    common::flow_control_with_a_small_receive_maximum(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_in_flight_qos1_survives_a_broker_restart() {
+    let mut b = TestBroker::mosquitto("inflight").await;
+    common::in_flight_qos1_survives_a_broker_restart(&mut b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_keepalive_timeout_against_a_broker_that_stops_answering() {
+    let mut b = TestBroker::mosquitto("sleepy").await;
+    common::keepalive_timeout_against_a_stopped_broker(&mut b).await;
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mqttx_client::codec::{ProtocolVersion, ReasonCode};
+use mqttx_client::codec::{ProtocolVersion, QoS, ReasonCode};
 use mqttx_client::{Client, ConnectOptions, Error, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -270,4 +270,46 @@ async fn connect_without_waiting_for_connack_retries_in_the_background() {
         .await
         .expect("in time")
         .expect("the server saw DISCONNECT 0x04");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_publishes_wait_when_the_server_stops_reading() {
+    // QoS 0 has no acknowledgement to bound it: `publish` waits once 256 KiB are unwritten,
+    // so a server that stops reading bounds what the client holds (TCP buffers included).
+    let (l, port) = listener().await;
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        answer(&mut s, &connack(0x00)).await;
+        // Never reads again; keeps the socket open until the test ends.
+        let _ = hold_rx.await;
+        drop(s);
+    });
+    let (client, _events) = timeout(WAIT, Client::connect(options(port, 0)))
+        .await
+        .expect("in time")
+        .expect("connects");
+    let payload = vec![0x5Au8; 64 * 1024];
+    let mut accepted = 0usize;
+    let blocked = loop {
+        // 1 000 × 64 KiB is far more than loopback buffers hold.
+        if accepted == 1_000 {
+            break false;
+        }
+        let publish = client.publish("q0", payload.clone(), QoS::AtMostOnce, false);
+        match timeout(Duration::from_millis(500), publish).await {
+            Ok(r) => {
+                r.expect("queued");
+                accepted += 1;
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        blocked,
+        "publish never waited ({accepted} × 64 KiB accepted)"
+    );
+    assert!(accepted > 4, "some went out first ({accepted})");
+    let _ = hold_tx.send(());
+    server.await.expect("server task");
 }

@@ -51,12 +51,17 @@ impl TestBroker {
 
     /// Debian's mosquitto on a free loopback port; fails the test if it is not installed.
     pub async fn mosquitto(name: &str) -> Self {
+        Self::mosquitto_with(name, "").await
+    }
+
+    /// Mosquitto with `extra` lines in its configuration file.
+    pub async fn mosquitto_with(name: &str, extra: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("mqttx-client-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(
             dir.join("mosquitto.conf"),
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"),
         )
         .expect("config file");
         let mut b = Self::Mosquitto {
@@ -66,6 +71,19 @@ impl TestBroker {
         };
         b.start().await;
         b
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the Mosquitto process, by its pid.
+    pub fn signal(&self, signal: &str) {
+        let Self::Mosquitto { child: Some(c), .. } = self else {
+            panic!("only a running mosquitto takes signals");
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
     }
 
     pub fn port(&self) -> u16 {
@@ -546,4 +564,136 @@ pub async fn file_store_survives_a_restart(broker: &mut TestBroker, name: &str) 
         assert_eq!((m.topic.as_ref(), m.payload.as_ref()), ("ps/x", &[i][..]));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Flow control: with the broker's Receive Maximum at 2, 100 QoS 1 and 2 publishes in a burst
+/// all complete and the broker never disconnects us (both brokers disconnect a client that
+/// sends more than Receive Maximum unacknowledged PUBLISH packets, [MQTT-3.3.4-9]).
+pub async fn flow_control_with_a_small_receive_maximum(broker: &TestBroker) {
+    let o = options(broker.port(), "window", ProtocolVersion::V5);
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    let mut handles = Vec::new();
+    for i in 0..100u32 {
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        handles.push(
+            client
+                .publish("fc", i.to_be_bytes().to_vec(), qos, false)
+                .await
+                .expect("queued"),
+        );
+    }
+    for h in handles {
+        let code = timeout(WAIT, h)
+            .await
+            .expect("in time")
+            .expect("acknowledged");
+        assert!(!code.is_error(), "{code}");
+    }
+    let mut seen = Vec::new();
+    while let Some(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "the broker never disconnected us: {seen:?}"
+    );
+}
+
+/// The broker dies while QoS 1 messages are in flight and comes back empty (no session):
+/// every publish still completes, and every message not acknowledged before the connection
+/// dropped arrives on the restored subscription afterwards.
+pub async fn in_flight_qos1_survives_a_broker_restart(broker: &mut TestBroker) {
+    const N: u32 = 300;
+    let o = options(broker.port(), "inflight", ProtocolVersion::V5);
+    let (client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    client
+        .subscribe("if/#", QoS::AtLeastOnce)
+        .await
+        .expect("sent")
+        .expect("granted");
+    let mut handles = Vec::new();
+    for i in 0..N {
+        let h = client
+            .publish("if/x", i.to_be_bytes().to_vec(), QoS::AtLeastOnce, false)
+            .await
+            .expect("queued");
+        handles.push(h);
+    }
+    // At once: most of the burst is still unacknowledged (in flight or queued).
+    broker.stop().await;
+    wait_for(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    // No acknowledgement can arrive now: what is unresolved is exactly what the broker
+    // may not have. (A zero timeout polls a handle once.)
+    let mut open = Vec::new();
+    let mut done = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let mut h = Box::pin(h);
+        match timeout(Duration::ZERO, h.as_mut()).await {
+            Ok(r) => {
+                assert_eq!(r.expect("acked"), ReasonCode::SUCCESS);
+                done.push(i as u32);
+            }
+            Err(_) => open.push((i as u32, h)),
+        }
+    }
+    broker.start().await;
+    wait_for(&mut events, "Connected", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let expected: Vec<u32> = open.iter().map(|(i, _)| *i).collect();
+    for (_, h) in open {
+        assert_eq!(
+            timeout(WAIT, h).await.expect("in time").expect("acked"),
+            ReasonCode::SUCCESS
+        );
+    }
+    // Every message that was open arrives, in order (messages received before the restart
+    // may still be in the event channel, and are skipped).
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let m = next_message(&mut events).await;
+        let i = u32::from_be_bytes(m.payload.as_ref().try_into().expect("four bytes"));
+        if expected.contains(&i) {
+            got.push(i);
+        }
+    }
+    assert_eq!(got, expected, "{} done before the restart", done.len());
+}
+
+/// Keep alive against a broker that stops answering (the process is stopped with SIGSTOP):
+/// one PINGREQ after the Keep Alive, no PINGRESP within another, the connection is given up.
+pub async fn keepalive_timeout_against_a_stopped_broker(broker: &mut TestBroker) {
+    let mut o = options(broker.port(), "sleepy", ProtocolVersion::V5);
+    o.session.keep_alive = Duration::from_secs(1);
+    o.reconnect = false;
+    let (_client, mut events) = timeout(WAIT, Client::connect(o))
+        .await
+        .expect("in time")
+        .expect("connects");
+    broker.signal("STOP");
+    let e = wait_for(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    broker.signal("CONT");
+    assert_eq!(
+        e,
+        Event::Disconnected {
+            reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT
+        }
+    );
 }
