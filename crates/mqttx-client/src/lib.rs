@@ -17,8 +17,14 @@
 //! - [`Client`], [`Events`], [`PublishHandle`]: the tokio shell (`shell.rs`).
 //! - [`ConnectOptions`], [`Backoff`], [`Connector`], [`TcpConnector`]: how to connect.
 //! - [`SessionStore`], [`MemoryStore`], [`FileStore`]: the session state across restarts.
+//! - [`payload`]: typed payloads (features `json` and `protobuf`).
 //! - [`proto`]: the session core, usable without any runtime.
 //! - [`codec`]: the re-exported wire types (`Publish`, `QoS`, `ReasonCode`…).
+//!
+//! The crate's `examples/` directory has runnable programs for a loopback broker: `pubsub`
+//! (subscribe, publish, await the PUBACK), `echo` (publishing from inside event handling),
+//! `request` (MQTT 5.0 request/response) and `session` (a persistent session with a
+//! [`FileStore`]).
 //!
 //! # Getting started
 //!
@@ -63,32 +69,45 @@
 //!
 //! # Channels and deadlock freedom
 //!
-//! The handle sends commands to the driver over a bounded channel (capacity 256) and the
-//! driver never waits on anything but its `select!`: it always takes commands, so
-//! `publish`, `subscribe` and `unsubscribe` return as soon as the driver has queued the
-//! packet, whether or not anyone reads events, also when called from the task that reads
-//! them. Events go to a bounded channel ([`ConnectOptions::event_capacity`], default 1 024)
+//! `publish` puts the message straight into the session, which the handles and the driver
+//! share behind a lock held only for short synchronous sections (never across an `.await`),
+//! and wakes the driver: a burst of publishes costs no channel round trip each and goes out
+//! in one write. The other calls (`subscribe`, `unsubscribe`, `request`, `ack`,
+//! `disconnect`) send commands over a bounded channel (capacity 256), and the driver never
+//! waits on anything but its `select!`: it always takes commands and writes what the session
+//! queued. So every call returns as soon as its packet is queued, whether or not anyone reads
+//! events, also when called from the task that reads them. The one wait: a QoS 0 `publish`
+//! while 256 KiB are still unwritten waits for the transport to take them (QoS 1 and 2 are
+//! bounded by [`SessionOptions::max_queued`](proto::SessionOptions::max_queued) instead).
+//!
+//! Events go to a bounded channel ([`ConnectOptions::event_capacity`], default 1 024)
 //! plus an internal buffer of the same size; when both are full the driver stops reading
 //! the socket (backpressure to the broker) until events are read again, and keeps serving
 //! commands. Awaiting a [`PublishHandle`] or a subscribe result needs the socket to be read,
 //! so do not await them while holding thousands of unread events. Dropping [`Events`]
-//! discards further events.
+//! discards further events. [`Events`] is also a `futures_core::Stream`.
 //!
 //! # Cancel safety
 //!
 //! Every async method of [`Client`] is cancel safe in the sense that dropping its future
-//! leaves the client usable. A `publish` dropped before it returned may or may not have
-//! queued the message; once it returned, dropping the [`PublishHandle`] does not cancel the
-//! publish. [`Events::recv`] is cancel safe (a `tokio::sync::mpsc` receive).
+//! leaves the client usable. A `publish` dropped before it returned did not queue the
+//! message (it queues in one synchronous step at its end); once it returned, dropping the
+//! [`PublishHandle`] does not cancel the publish. [`Events::recv`] is cancel safe (a `tokio::sync::mpsc` receive).
 //!
 //! # Crate features
 //!
 //! Both off by default:
 //!
-//! - `json`: [`Client::publish_json`] and [`payload::PayloadExt::decode_json`], with serde
-//!   and serde_json, the Rust ecosystem's standard for JSON.
-//! - `protobuf`: [`Client::publish_protobuf`] and [`payload::PayloadExt::decode_protobuf`],
-//!   with prost, the protobuf implementation of the tokio project.
+//! - `json`: `Client::publish_json` and `payload::PayloadExt::decode_json`, with serde and
+//!   serde_json, the Rust ecosystem's standard for JSON.
+//! - `protobuf`: `Client::publish_protobuf` and `payload::PayloadExt::decode_protobuf`, with
+//!   prost, the protobuf implementation of the tokio project.
+//!
+//! # Dependencies
+//!
+//! tokio (the runtime the shell runs on), mqttx-codec and mqttx-transport-tcp, and
+//! futures-core for the `Stream` trait that [`Events`] implements (the trait the async
+//! ecosystem shares; no code beyond it). The features above add their libraries.
 
 pub mod payload;
 pub mod proto;

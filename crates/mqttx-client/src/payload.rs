@@ -1,9 +1,9 @@
 //! Typed payloads (features `json` and `protobuf`): publish a value, decode a message.
 //!
-//! With `json`, [`Client::publish_json`] serializes any `serde::Serialize` value with
-//! serde_json and [`PayloadExt::decode_json`] deserializes a received payload. With
-//! `protobuf`, [`Client::publish_protobuf`] encodes any `prost::Message` and
-//! [`PayloadExt::decode_protobuf`] decodes one. Over MQTT 5.0 the PUBLISH also says what it
+//! With `json`, `Client::publish_json` serializes any `serde::Serialize` value with
+//! serde_json and `PayloadExt::decode_json` deserializes a received payload. With
+//! `protobuf`, `Client::publish_protobuf` encodes any `prost::Message` and
+//! `PayloadExt::decode_protobuf` decodes one. Over MQTT 5.0 the PUBLISH also says what it
 //! carries: Content Type `application/json` with Payload Format Indicator 1 (UTF-8) for
 //! JSON, Content Type `application/x-protobuf` for protobuf (MQTT 5.0 §3.3.2.3.2, §3.3.2.3.9).
 //! MQTT 3.1.1 has no properties: the payload alone goes out.
@@ -16,9 +16,9 @@ use mqttx_codec::{Publish, QoS};
 #[cfg(any(feature = "json", feature = "protobuf"))]
 use crate::{Client, Error, PublishHandle};
 
-/// The Content Type of [`Client::publish_json`] (MQTT 5.0).
+/// The Content Type of `Client::publish_json` (MQTT 5.0).
 pub const JSON_CONTENT_TYPE: &str = "application/json";
-/// The Content Type of [`Client::publish_protobuf`] (MQTT 5.0).
+/// The Content Type of `Client::publish_protobuf` (MQTT 5.0).
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 
 /// A payload that did not encode or decode. The cause is in [`source`](std::error::Error::source);
@@ -51,7 +51,7 @@ impl std::error::Error for PayloadError {
     }
 }
 
-/// Decoding helpers on a received [`Publish`](mqttx_codec::Publish).
+/// Decoding helpers on a received [`Publish`].
 ///
 /// ```
 /// # #[cfg(feature = "json")] {
