@@ -81,8 +81,9 @@ pub struct SecurityConfig {
     /// New connections per second in all (the listener's limit; default: no limit).
     pub total_connection_rate: Option<u32>,
     /// PUBLISH packets per second per client (default: no limit): QoS 0 over it is dropped
-    /// and counted, QoS 1 and 2 get 0x96 (MQTT 5.0), and MQTT 3.1.x clients are disconnected
-    /// rather than told a false success.
+    /// and counted, QoS 1 and 2 get PUBACK/PUBREC 0x97 Quota exceeded (MQTT 5.0; 0x96 Message
+    /// rate too high is a DISCONNECT code only, Table 2-6), and MQTT 3.1.x clients are
+    /// disconnected (0x96) rather than told a false success.
     pub message_rate: Option<u32>,
     /// Payload bytes per second per client (default: no limit), with the same consequences.
     pub byte_rate: Option<u32>,
@@ -587,8 +588,10 @@ impl<H: Handler> Handler for Security<H> {
         if over(&session.messages, 1) || over(&session.bytes, message.payload.len() as u64) {
             bump(&self.counters.rate_limited_publishes);
             return match (message.qos, client.protocol) {
+                // 0x96 Message rate too high is a DISCONNECT code only (MQTT 5.0 Table 2-6);
+                // a PUBACK or PUBREC says 0x97 Quota exceeded.
                 (QoS::AtMostOnce, _) | (_, ProtocolVersion::V5) => {
-                    PublishDecision::Refuse(ReasonCode::MESSAGE_RATE_TOO_HIGH)
+                    PublishDecision::Refuse(ReasonCode::QUOTA_EXCEEDED)
                 }
                 // MQTT 3.1.x has no way to refuse a QoS 1/2 PUBLISH: disconnect rather than
                 // acknowledge a message that was dropped.

@@ -4,6 +4,9 @@
 //! stopped by the rate limit while existing clients keep working, and reload without
 //! disconnects.
 
+#[path = "../../mqttx-transport-tls/tests/support/pki.rs"]
+mod pki;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -54,6 +57,10 @@ fn passwords() -> TempFile {
 async fn start(security: SecurityConfig) -> (SocketAddr, Broker<Security>) {
     let mut config = Config::default();
     config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    start_with(config, security).await
+}
+
+async fn start_with(config: Config, security: SecurityConfig) -> (SocketAddr, Broker<Security>) {
     let server = Broker::builder()
         .config(config)
         .handler(Security::new(security).expect("security config"))
@@ -430,4 +437,176 @@ async fn reload_applies_new_rules_without_disconnecting() {
     broken.acl_file = Some("/nonexistent/mqttx/acl".into());
     assert!(broker.handler().reload(broken).is_err());
     assert_eq!(publish("rooms/b").await, ReasonCode::NOT_AUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_rate_subscription_and_retained_quotas() {
+    let mut config = SecurityConfig::default();
+    // Three PUBLISH per second (and as a burst), two subscriptions, 8-byte retained payloads.
+    config.message_rate = Some(3);
+    config.max_subscriptions = 2;
+    config.max_retained_size = Some(8);
+    let (addr, broker) = start(config).await;
+
+    // MQTT 5.0: over the rate, QoS 1 gets PUBACK 0x97 Quota exceeded (0x96 Message rate too
+    // high may only be a DISCONNECT's code, Table 2-6).
+    let (v5, _) = connect(options(addr, "fast5", V5, None))
+        .await
+        .expect("connect");
+    let mut codes = Vec::new();
+    for i in 0..10 {
+        let handle = v5
+            .publish("rate/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await
+            .expect("queued");
+        codes.push(handle.await.expect("PUBACK"));
+    }
+    let limited = codes
+        .iter()
+        .filter(|&&c| c == ReasonCode::QUOTA_EXCEEDED)
+        .count();
+    assert!(limited >= 5, "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|&c| c == ReasonCode::SUCCESS || c == ReasonCode::QUOTA_EXCEEDED)
+    );
+
+    // MQTT 3.1.1 cannot say so: the client is disconnected instead of told a false success.
+    let (v3, mut events) = connect(options(addr, "fast3", V311, None))
+        .await
+        .expect("connect");
+    let mut disconnected = false;
+    for i in 0..10 {
+        let Ok(handle) = v3
+            .publish("rate/t", format!("{i}"), QoS::AtLeastOnce, false)
+            .await
+        else {
+            break;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), handle).await;
+        while let Some(event) = events.try_recv() {
+            disconnected |= matches!(event, Event::Disconnected { .. } | Event::Stopped(_));
+        }
+        if disconnected {
+            break;
+        }
+    }
+    if !disconnected {
+        disconnected = tokio::time::timeout(WAIT, async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, Event::Disconnected { .. } | Event::Stopped(_)) {
+                    return true;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+    }
+    assert!(
+        disconnected,
+        "the 3.1.1 client over the rate is disconnected"
+    );
+    assert!(broker.handler().stats().rate_limited_publishes >= 6);
+
+    // Subscriptions: two distinct filters, the third gets 0x97; re-subscribing is no new one.
+    let (c, _) = connect(options(addr, "subs", V5, None))
+        .await
+        .expect("connect");
+    for filter in ["a/#", "b/#", "a/#"] {
+        c.subscribe(filter, QoS::AtMostOnce)
+            .await
+            .expect("SUBACK")
+            .expect("granted");
+    }
+    assert_eq!(
+        c.subscribe("c/#", QoS::AtMostOnce).await.expect("SUBACK"),
+        Err(ReasonCode::QUOTA_EXCEEDED)
+    );
+    c.unsubscribe(vec!["b/#".into()]).await.expect("UNSUBACK");
+    c.subscribe("c/#", QoS::AtMostOnce)
+        .await
+        .expect("SUBACK")
+        .expect("room again");
+
+    // A retained payload over 8 bytes: 0x97, and nothing retained.
+    let (r, _) = connect(options(addr, "retain", V5, None))
+        .await
+        .expect("connect");
+    let big = r
+        .publish("ret/big", "123456789", QoS::AtLeastOnce, true)
+        .await
+        .expect("queued");
+    assert_eq!(big.await.expect("PUBACK"), ReasonCode::QUOTA_EXCEEDED);
+    let small = r
+        .publish("ret/small", "12345678", QoS::AtLeastOnce, true)
+        .await
+        .expect("queued");
+    assert_eq!(small.await.expect("PUBACK"), ReasonCode::SUCCESS);
+    assert_eq!(broker.retained_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_identity_as_username() {
+    // `use_identity_as_username`: the verified client certificate (CN device-1) is the user
+    // the ACL's %u names; no user name or password is needed, anonymous clients are refused.
+    let pki = pki::make();
+    let mut config = Config::default();
+    config.listeners = vec![
+        mqttx_broker::Listener::tls(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &pki.server_cert,
+            &pki.server_key,
+        )
+        .with_client_ca(&pki.ca),
+    ];
+    let mut security = SecurityConfig::default();
+    security.allow_anonymous = false;
+    security.use_identity_as_username = true;
+    security.acl = vec![AclRule::new(
+        Permission::Allow,
+        Access::Both,
+        "devices/%u/#",
+    )];
+    let (addr, broker) = start_with(config, security).await;
+    let tls = |with_cert: bool| {
+        let mut o = mqttx_transport_tls::ClientOptions::default().with_ca_file(&pki.ca);
+        if with_cert {
+            o = o.with_client_cert(&pki.client_cert, &pki.client_key);
+        }
+        let tls = mqttx_transport_tls::TlsConnector::new(&o).expect("tls");
+        move || {
+            let tls = tls.clone();
+            async move {
+                tls.connect("localhost", tokio::net::TcpStream::connect(addr).await?)
+                    .await
+            }
+        }
+    };
+    let connect_tls = |id: &str, with_cert: bool| {
+        let o = options(addr, id, V5, None);
+        let connector = tls(with_cert);
+        async move {
+            tokio::time::timeout(WAIT, Client::connect_with(o, connector))
+                .await
+                .expect("in time")
+        }
+    };
+    let (device, _) = connect_tls("dev", true)
+        .await
+        .expect("the certificate is the identity");
+    device
+        .subscribe("devices/device-1/#", QoS::AtLeastOnce)
+        .await
+        .expect("SUBACK")
+        .expect("its own topics");
+    assert_eq!(
+        device
+            .subscribe("devices/device-2/#", QoS::AtLeastOnce)
+            .await
+            .expect("SUBACK"),
+        Err(ReasonCode::NOT_AUTHORIZED)
+    );
+    let _ = broker;
 }
