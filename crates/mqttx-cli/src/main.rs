@@ -1,8 +1,14 @@
-//! `mqttx`, the command-line tool of the mqttx toolkit. Today it has one subcommand:
-//! `mqttx broker`, a standards-conformant MQTT 3.1.1 / 5.0 broker (the `mqttx-broker` crate with
-//! its allow-all handler) listening on 127.0.0.1:1883 by default. Ctrl-C shuts it down
-//! gracefully: clients get DISCONNECT 0x8B (MQTT 5.0) and the process exits when every
-//! connection is closed.
+//! `mqttx`, the command-line tool of the mqttx toolkit. `mqttx broker` is a
+//! standards-conformant MQTT 3.1.1 / 5.0 broker (the `mqttx-broker` crate with its allow-all
+//! handler, or `mqttx-auth`'s `Security` handler when the configuration has a `[security]`
+//! table) listening on 127.0.0.1:1883 by default. Ctrl-C shuts it down gracefully: clients
+//! get DISCONNECT 0x8B (MQTT 5.0) and the process exits when every connection is closed.
+//! SIGHUP re-reads the `[security]` table (passwords, ACLs, limits) without dropping anyone.
+//! `mqttx passwd FILE USER` adds, changes (`--scram` for a SCRAM-SHA-256 verifier) or deletes
+//! (`-D`) users in a Mosquitto-format password file (see docs/security.md).
+//!
+//! `rpassword` reads passwords from the terminal without echo: the portable way to turn
+//! echo off, which std does not offer.
 //!
 //! `--config FILE` reads the broker's `Config` from TOML (every field optional, unknown fields
 //! refused, durations in seconds, `[[listeners]]` tables for TCP, TLS, WebSocket and secure
@@ -446,6 +452,23 @@ mod tests {
         assert!(parse_config("max_packet_sise = 10\n").is_err());
         assert!(parse_config("max_packet_size = \"big\"\n").is_err());
         assert!(parse_config("[security]\nallow_anonymus = false\n").is_err());
+    }
+
+    #[test]
+    fn security_guide_example_config_parses() {
+        // docs/security.md's complete configuration is what the broker reads.
+        let guide = include_str!("../../../docs/security.md");
+        let start = guide
+            .find("`/etc/mqttx/mqttx.toml`:\n\n```toml\n")
+            .expect("the guide has the example");
+        let body = &guide[start..];
+        let body = &body[body.find("```toml\n").expect("block") + 8..];
+        let toml = &body[..body.find("```").expect("end of block")];
+        let (config, security) = parse_config(toml).expect("the example is valid");
+        assert_eq!(config.listeners.len(), 2);
+        let security = security.expect("a [security] table");
+        assert!(!security.allow_anonymous && security.use_identity_as_username);
+        assert_eq!(security.acl.len(), 5);
     }
 
     #[test]
