@@ -1,5 +1,5 @@
 //! Client benchmark: QoS 1 publish throughput of mqttx-client and of rumqttc, in one run,
-//! against the same local Eclipse Mosquitto.
+//! against the same local Eclipse Mosquitto, then against mqttx-broker in this process.
 //!
 //! Run with `cargo bench -p mqttx-benches --bench client`. The bench writes a Mosquitto
 //! configuration file to a temporary directory, starts `/usr/sbin/mosquitto` (or the one on
@@ -17,6 +17,10 @@
 //! - rumqttc: `MqttOptions::set_inflight(WINDOW)` (3.1.1) or
 //!   `set_outgoing_inflight_upper_limit(WINDOW)` (5.0), a request channel of [`WINDOW`], one
 //!   task publishing and the event loop counting PUBACKs, as rumqttc's own examples do.
+//!
+//! Each table also gives CPU time per message: the client's (the thread that runs the
+//! current-thread runtime, so the client and the application) and the broker's (Mosquitto's
+//! process, or the broker's thread).
 //!
 //! Mosquitto advertises a Receive Maximum of `max_inflight_messages` to MQTT 5.0 clients
 //! (20 by default), so the configuration sets it to [`WINDOW`].
@@ -60,31 +64,72 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
 
-    let broker = Mosquitto::start();
-    let port = broker.port;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let mosquitto = Mosquitto::start();
+    table(&rt, &Broker::Mosquitto(&mosquitto), messages, rounds, only);
+    drop(mosquitto);
+    let ours = OurBroker::start();
+    table(&rt, &Broker::Ours(&ours), messages, rounds, only);
+    drop(ours);
+}
 
+/// The broker of one table.
+enum Broker<'a> {
+    Mosquitto(&'a Mosquitto),
+    Ours(&'a OurBroker),
+}
+
+impl Broker<'_> {
+    fn port(&self) -> u16 {
+        match self {
+            Self::Mosquitto(m) => m.port,
+            Self::Ours(o) => o.port,
+        }
+    }
+
+    /// CPU time the broker used so far.
+    fn cpu(&self) -> Duration {
+        match self {
+            Self::Mosquitto(m) => cpu_time(&format!("/proc/{}/stat", m.child.id())),
+            Self::Ours(_) => thread_cpu_time(OurBroker::THREAD),
+        }
+    }
+}
+
+fn table(
+    rt: &tokio::runtime::Runtime,
+    broker: &Broker<'_>,
+    messages: usize,
+    rounds: usize,
+    only: Option<&str>,
+) {
+    let port = broker.port();
+    let name = match broker {
+        Broker::Mosquitto(_) => "Mosquitto (child process)",
+        Broker::Ours(_) => "mqttx-broker (in this process, on its own thread)",
+    };
+    println!();
     println!(
-        "QoS 1 publish throughput against Mosquitto on 127.0.0.1:{port}: {messages} messages of \
+        "QoS 1 publish throughput against {name} on 127.0.0.1:{port}: {messages} messages of \
          {PAYLOAD} B per round, window {WINDOW}, {rounds} rounds per client, median round"
     );
     println!();
     println!(
         "| protocol | mqttx-client | rumqttc 0.25 | ratio | client CPU per message, mqttx / rumqttc \
-         | Mosquitto CPU per message, with mqttx / rumqttc |"
+         | broker CPU per message, with mqttx / rumqttc |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
         let mut ours = Vec::new();
         let mut peer = Vec::new();
         for round in 0..rounds {
-            let o = measure(&broker, only != Some("rumqttc"), || {
+            let o = measure(broker, only != Some("rumqttc"), || {
                 rt.block_on(run_mqttx(port, version, messages, round))
             });
-            let p = measure(&broker, only != Some("mqttx"), || {
+            let p = measure(broker, only != Some("mqttx"), || {
                 rt.block_on(run_rumqttc(port, version, messages, round))
             });
             eprintln!(
@@ -108,7 +153,6 @@ fn main() {
             p.broker_cpu_per_message(messages),
         );
     }
-    drop(broker);
 }
 
 /// One timed round: wall time from the first publish to the last PUBACK, and the CPU time
@@ -134,7 +178,7 @@ impl Round {
     }
 }
 
-fn measure(broker: &Mosquitto, run: bool, f: impl FnOnce() -> Duration) -> Round {
+fn measure(broker: &Broker<'_>, run: bool, f: impl FnOnce() -> Duration) -> Round {
     if !run {
         // Left out (`--only`): a placeholder that keeps the table printable.
         return Round {
@@ -143,19 +187,20 @@ fn measure(broker: &Mosquitto, run: bool, f: impl FnOnce() -> Duration) -> Round
             broker_cpu: Duration::ZERO,
         };
     }
-    let (cpu0, broker0) = (cpu_time("self"), cpu_time(&broker.child.id().to_string()));
+    // The client (either one) runs on this thread: the current-thread runtime.
+    let (cpu0, broker0) = (cpu_time("/proc/thread-self/stat"), broker.cpu());
     let elapsed = f();
     Round {
         elapsed,
-        cpu: cpu_time("self").saturating_sub(cpu0),
-        broker_cpu: cpu_time(&broker.child.id().to_string()).saturating_sub(broker0),
+        cpu: cpu_time("/proc/thread-self/stat").saturating_sub(cpu0),
+        broker_cpu: broker.cpu().saturating_sub(broker0),
     }
 }
 
-/// User plus system CPU time of a process, from `/proc/{pid}/stat` (zero where there is no
-/// `/proc`). Clock ticks are taken as 100 Hz, Linux's `USER_HZ`.
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// User plus system CPU time from a `/proc/…/stat` file of a process or thread (zero where
+/// there is no `/proc`). Clock ticks are taken as 100 Hz, Linux's `USER_HZ`.
+fn cpu_time(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The command name (field 2) may hold spaces; the fields after it are plain.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<u64> = rest
@@ -165,6 +210,77 @@ fn cpu_time(pid: &str) -> Duration {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of this process's thread named `name`.
+fn thread_cpu_time(name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            return cpu_time(&task.path().join("stat").to_string_lossy());
+        }
+    }
+    Duration::ZERO
+}
+
+/// mqttx-broker with its default configuration on 127.0.0.1:0, on a thread of its own
+/// running a current-thread runtime (so its CPU time is that thread's).
+struct OurBroker {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OurBroker {
+    const THREAD: &'static str = "bench-broker";
+
+    fn start() -> Self {
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(Self::THREAD.into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("broker runtime");
+                rt.block_on(async move {
+                    let mut config = mqttx_broker::Config::default();
+                    config.bind = "127.0.0.1:0".parse().expect("address");
+                    let server = mqttx_broker::Broker::bind(config)
+                        .await
+                        .expect("broker binds");
+                    let port = server.local_addr().expect("bound").port();
+                    port_tx.send(port).expect("bench waits");
+                    let _ = server
+                        .run_until(async move {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                });
+            })
+            .expect("broker thread");
+        let port = port_rx.recv().expect("broker started");
+        Self {
+            port,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for OurBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The round with the median throughput.
