@@ -50,6 +50,32 @@
 //! # }
 //! ```
 //!
+//! Request/response (MQTT 5.0) and a persistent session whose state survives a restart of
+//! the process, in the broker (Clean Start 0 and a Session Expiry Interval) and on our side
+//! (a [`FileStore`]):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use mqttx_client::codec::QoS;
+//! use mqttx_client::{Client, ConnectOptions, FileStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mqttx_client::Error> {
+//! let mut options = ConnectOptions::new("127.0.0.1", 1883, "gateway-7");
+//! options.session.clean_start = false;
+//! options.session.session_expiry_interval = 3600;
+//! options.store = Some(Arc::new(FileStore::new("/var/lib/gateway-7/mqtt")));
+//! let (client, _events) = Client::connect(options).await?;
+//! // Unacknowledged and queued messages and the subscriptions are saved before each call
+//! // returns, and resent or restored by the next process with the same client identifier.
+//! client.subscribe("gateway-7/commands/#", QoS::AtLeastOnce).await?;
+//! let answer = client.request("services/time", "now?", Duration::from_secs(5)).await?;
+//! println!("{}", String::from_utf8_lossy(&answer.payload));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The session core without a runtime, bytes in and bytes out:
 //!
 //! ```
