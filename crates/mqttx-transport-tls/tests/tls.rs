@@ -192,3 +192,70 @@ fn loading_errors_name_the_file() {
         .expect_err("no certificate");
     assert!(err.to_string().contains("no PEM certificate"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_1_3_by_default_and_1_2_when_the_client_asks() {
+    use mqttx_transport_tls::rustls;
+    let pki = pki::make();
+    let acceptor =
+        TlsAcceptor::new(&ServerOptions::new(&pki.server_cert, &pki.server_key)).expect("acceptor");
+    let default =
+        TlsConnector::new(&ClientOptions::default().with_ca_file(&pki.ca)).expect("connector");
+    let (addr, task) = server(acceptor.clone()).await;
+    let tls = client(&default, "localhost", addr).await.expect("TLS 1.3");
+    assert_eq!(
+        tls.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    task.await.expect("task").expect("server side");
+
+    // A client that offers only TLS 1.2 (rustls offers nothing older).
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in mqttx_transport_tls::load_certificates(&pki.ca).expect("CA") {
+        roots.add(cert).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls12 = TlsConnector::from_config(std::sync::Arc::new(config));
+    let (addr, task) = server(acceptor).await;
+    let tls = client(&tls12, "localhost", addr).await.expect("TLS 1.2");
+    assert_eq!(
+        tls.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let accepted = task.await.expect("task").expect("server side");
+    assert_eq!(
+        accepted.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+}
+
+#[tokio::test]
+async fn a_tls_1_1_client_hello_is_refused() {
+    let pki = pki::make();
+    let acceptor =
+        TlsAcceptor::new(&ServerOptions::new(&pki.server_cert, &pki.server_key)).expect("acceptor");
+    let (addr, task) = server(acceptor).await;
+    // A TLS 1.1 ClientHello (RFC 4346 §7.4.1.2) without extensions, offering
+    // TLS_RSA_WITH_AES_128_CBC_SHA: legacy version 0x0302 and no supported_versions.
+    let mut hello = vec![0x03, 0x02];
+    hello.extend([0x11; 32]); // random
+    hello.extend([0x00, 0x00, 0x02, 0x00, 0x2F, 0x01, 0x00]); // session id, suites, compression
+    let mut handshake = vec![0x01, 0x00, 0x00, hello.len() as u8];
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+    record.extend(handshake);
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(&record).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("closed");
+    // An alert record, never a ServerHello.
+    assert_eq!(answer.first(), Some(&0x15), "{answer:02x?}");
+    assert!(task.await.expect("task").is_err());
+}

@@ -62,6 +62,7 @@
 //!
 //! None.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -85,6 +86,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1024 * 1024 + 64 * 1024;
 /// The subprotocol of MQTT over WebSocket (MQTT 5.0 §6, [MQTT-6.0.0-3]).
 pub const SUBPROTOCOL: &str = "mqtt";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutting a [`WsStream`] down waits for the closing handshake.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// tungstenite's read buffer, allocated per connection.
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -320,8 +323,7 @@ fn io_error(e: tungstenite::Error) -> io::Error {
 ///
 /// Reading ends (`Ok(0)`) at a Close from the peer; a text message is an `InvalidData`
 /// error; pings are answered with pongs by the WebSocket layer. Shutting the stream down
-/// sends a Close and waits for the peer's (discarding data still in flight); bound it with a
-/// timeout when the peer may not answer.
+/// sends a Close and waits for the peer's (discarding data still in flight), for at most 2 s.
 #[derive(Debug)]
 pub struct WsStream<S> {
     inner: WebSocketStream<S>,
@@ -330,6 +332,8 @@ pub struct WsStream<S> {
     eof: bool,
     /// Whether `poll_shutdown` sent the Close frame.
     close_sent: bool,
+    /// When `poll_shutdown` stops waiting for the peer's Close.
+    close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     max_write: usize,
     /// Bytes accepted by the last `poll_write` whose flush has not finished.
     unflushed: Option<usize>,
@@ -342,6 +346,7 @@ impl<S> WsStream<S> {
             read: Bytes::new(),
             eof: false,
             close_sent: false,
+            close_deadline: None,
             max_write: max_write.max(1),
             unflushed: None,
         }
@@ -432,6 +437,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The closing handshake is bounded: a peer that never answers (or never reads) does
+        // not keep the caller waiting longer than CLOSE_WAIT.
+        let deadline = self
+            .close_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_WAIT)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.eof = true;
+            return Poll::Ready(Ok(()));
+        }
         if !self.close_sent {
             ready!(Pin::new(&mut self.inner).poll_close(cx)).map_err(io_error)?;
             self.close_sent = true;

@@ -233,3 +233,30 @@ fn urls() {
         assert!(WsConnector::new(bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_close_reply_but_not_forever() {
+    // In memory, with tokio's paused clock: the peer upgrades and then never reads again.
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move { accept(a, &ServerOptions::default()).await });
+    let mut request = "ws://localhost/mqtt"
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
+    let (_silent_peer, _) = tokio_tungstenite::client_async(request, b)
+        .await
+        .expect("upgrade");
+    let mut ws = server.await.expect("task").expect("accepted");
+    let start = tokio::time::Instant::now();
+    tokio::time::timeout(WAIT, ws.shutdown())
+        .await
+        .expect("bounded")
+        .expect("ok");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
