@@ -5,12 +5,15 @@
 //! cargo xtask tidy                    layering checks (also run as a #[test])
 //! cargo xtask fuzz [TARGET] [--secs N]  build the fuzz targets, run each (or TARGET) for N s (default 10)
 //! cargo xtask bench                   run the criterion benches
+//! cargo xtask bench-broker [--runs N] [--mqtt 3|5] [--only TEXT]
+//!                                     Mosquitto and `mqttx broker` side by side (`mqttx bench`)
 //! ```
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod bench_broker;
 mod tidy;
 
 fn main() -> ExitCode {
@@ -20,8 +23,9 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::run(&root()).map_err(|problems| problems.join("\n")),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => run(cargo().args(["bench", "--package", "mqttx-benches"])),
+        Some("bench-broker") => bench_broker::run(&root(), cargo(), &args[1..]),
         _ => Err(String::from(
-            "usage: cargo xtask <ci | tidy | fuzz [TARGET] [--secs N] | bench>",
+            "usage: cargo xtask <ci | tidy | fuzz [TARGET] [--secs N] | bench | bench-broker [--runs N] [--mqtt 3|5] [--only TEXT]>",
         )),
     };
     match result {

@@ -16,7 +16,9 @@
 //! repeatable) replace the file's listeners; `--cert`/`--key` (and `--client-ca` for mutual
 //! TLS) serve the `tls` and `wss` ones, `--ws-path` the `ws` and `wss` ones.
 //!
-//! It is not a library; `pub`, `sub` and `bench` subcommands come with later issues.
+//! `mqttx bench` (module `bench`) is a load generator for any MQTT broker.
+//!
+//! It is not a library; `pub` and `sub` subcommands come with a later issue.
 //!
 //! Command-line parsing uses `clap` with its derive macros: a hand-written parser would cost
 //! more code than the whole tool for help texts, error messages and value validation that
@@ -44,6 +46,8 @@ use mqttx_broker::{Broker, Config, Handler, Listener, ListenerKind, Server};
 
 mod passwd;
 
+mod bench;
+
 /// The mqttx MQTT toolkit.
 #[derive(Debug, Parser)]
 #[command(name = "mqttx", version, about)]
@@ -58,6 +62,8 @@ enum Commands {
     Broker(BrokerArgs),
     /// Add, change or delete a user in a password file (Mosquitto's format).
     Passwd(passwd::PasswdArgs),
+    /// Load-test a broker: connections, publish/subscribe throughput, fan-in, fan-out, latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
     match cli.command {
         Commands::Broker(args) => broker(args),
         Commands::Passwd(args) => passwd::run(&args),
+        Commands::Bench(args) => bench::run(args),
     }
 }
 

@@ -1,0 +1,418 @@
+//! `cargo xtask bench-broker`: Mosquitto and `mqttx broker` side by side, same machine, same
+//! run, same load generator (`mqttx bench`).
+//!
+//! Each run starts a fresh broker on a free loopback port, pinned to CPU 0 with `taskset`,
+//! runs one `mqttx bench` scenario pinned to CPU 1 with `--json`, and stops the broker. The
+//! brokers alternate run by run, so a slow phase of a shared machine hits both. The medians
+//! per scenario and the ratio mqttx/Mosquitto are printed as a Markdown table.
+//!
+//! Settings are equivalent on both sides: no persistence, no per-client queue limit that
+//! would drop messages, no in-flight limit beyond the client's own, TCP_NODELAY.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// One scenario: a label, the `mqttx bench` arguments, and what its table row shows.
+struct Scenario {
+    label: &'static str,
+    args: &'static [&'static str],
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Deliveries per second (higher is better).
+    Throughput,
+    /// Latency percentiles in microseconds (lower is better).
+    Latency,
+    /// Connections per second and the broker's memory per connection.
+    Connections,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        label: "fan-in QoS 0, 4 → 1",
+        args: &["fanin", "-q", "0", "-P", "4", "-c", "5000000", "-d", "3"],
+        kind: Kind::Throughput,
+    },
+    Scenario {
+        label: "fan-in QoS 1, window 64, 4 → 1",
+        args: &[
+            "fanin", "-q", "1", "-w", "64", "-P", "4", "-c", "5000000", "-d", "3",
+        ],
+        kind: Kind::Throughput,
+    },
+    Scenario {
+        label: "fan-out QoS 0, 1 → 100",
+        args: &["fanout", "-q", "0", "-S", "100", "-c", "1000000", "-d", "3"],
+        kind: Kind::Throughput,
+    },
+    Scenario {
+        label: "latency QoS 0, 10 000 msg/s",
+        args: &["latency", "-q", "0", "-r", "10000", "-d", "5"],
+        kind: Kind::Latency,
+    },
+    Scenario {
+        label: "latency QoS 1, 10 000 msg/s",
+        args: &["latency", "-q", "1", "-r", "10000", "-d", "5"],
+        kind: Kind::Latency,
+    },
+    Scenario {
+        label: "10 000 idle connections",
+        args: &["conn", "-n", "10000", "-d", "1"],
+        kind: Kind::Connections,
+    },
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Mosquitto,
+    Mqttx,
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mosquitto => "Mosquitto",
+            Self::Mqttx => "mqttx",
+        }
+    }
+}
+
+/// The numbers of one run, read from `mqttx bench --json`.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rate: f64,
+    lost: f64,
+    duplicated: f64,
+    errors: f64,
+    p50: f64,
+    p99: f64,
+    rss_max: f64,
+    rss_per_conn: f64,
+    broker_cpu: f64,
+    bench_cpu: f64,
+}
+
+/// Runs the comparison. Arguments: `--runs N` (default 3), `--mqtt 3|5` (default 3),
+/// `--only TEXT` (scenarios whose label contains TEXT).
+pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), String> {
+    let mut runs = 3usize;
+    let mut mqtt = String::from("3");
+    let mut only: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--runs" => {
+                runs = value("--runs")?
+                    .parse()
+                    .map_err(|_| "--runs: not a number")?;
+            }
+            "--mqtt" => mqtt = value("--mqtt")?,
+            "--only" => only = Some(value("--only")?),
+            other => return Err(format!("unexpected argument {other}")),
+        }
+    }
+    if !Path::new(MOSQUITTO).exists() {
+        return Err(format!(
+            "Mosquitto not found at {MOSQUITTO}: install Debian's `mosquitto` package \
+             (sudo apt-get install mosquitto); xtask installs nothing itself"
+        ));
+    }
+    let pin = Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !pin {
+        eprintln!("xtask: taskset not found (util-linux); brokers and bench will not be pinned");
+    }
+    let mut build = cargo;
+    build.args(["build", "--release", "--package", "mqttx-cli"]);
+    crate::run(&mut build)?;
+    let mqttx = root.join("target").join("release").join("mqttx");
+    let dir = root.join("target").join("bench-broker");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+
+    let mut rows: Vec<(&Scenario, [Vec<Sample>; 2])> = Vec::new();
+    for scenario in SCENARIOS {
+        if only
+            .as_ref()
+            .is_some_and(|o| !scenario.label.contains(o.as_str()))
+        {
+            continue;
+        }
+        let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..runs {
+            for (i, broker) in [Broker::Mosquitto, Broker::Mqttx].into_iter().enumerate() {
+                let sample = run_once(&dir, &mqttx, broker, scenario, &mqtt, pin)?;
+                eprintln!(
+                    "xtask: {:<32} {:<9} run {}: {}",
+                    scenario.label,
+                    broker.name(),
+                    round + 1,
+                    describe(scenario.kind, &sample)
+                );
+                samples[i].push(sample);
+            }
+        }
+        rows.push((scenario, samples));
+    }
+    print_table(&rows, runs, &mqtt);
+    Ok(())
+}
+
+fn describe(kind: Kind, s: &Sample) -> String {
+    let common = format!(
+        "lost {} dup {} errors {}, broker RSS max {:.1} MB, CPU broker {:.2} bench {:.2}",
+        s.lost,
+        s.duplicated,
+        s.errors,
+        s.rss_max / 1e6,
+        s.broker_cpu,
+        s.bench_cpu
+    );
+    match kind {
+        Kind::Throughput => format!("{:.0} msg/s, {common}", s.rate),
+        Kind::Latency => format!("p50 {:.0} µs p99 {:.0} µs, {common}", s.p50, s.p99),
+        Kind::Connections => format!(
+            "{:.0} conn/s, {:.0} B/conn, {common}",
+            s.rate, s.rss_per_conn
+        ),
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+fn pinned(pin: bool, cpu: &str, program: &Path) -> Command {
+    if pin {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", cpu]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Starts `broker` on `port` and waits until it accepts connections.
+fn start(dir: &Path, mqttx: &Path, broker: Broker, port: u16, pin: bool) -> Result<Child, String> {
+    let mut cmd = match broker {
+        Broker::Mosquitto => {
+            let conf = dir.join("mosquitto.conf");
+            let text = format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n\
+                 log_type error\n"
+            );
+            std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+            let mut cmd = pinned(pin, "0", Path::new(MOSQUITTO));
+            cmd.arg("-c").arg(conf);
+            cmd
+        }
+        Broker::Mqttx => {
+            let conf = dir.join("mqttx.toml");
+            let text = format!(
+                "bind = \"127.0.0.1:{port}\"\nmax_queued_messages = 100000000\n\
+                 max_queued_bytes = 17179869184\nmax_inflight = 65535\nreceive_maximum = 65535\n"
+            );
+            std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+            let mut cmd = pinned(pin, "0", mqttx);
+            cmd.args(["broker", "--log-level", "error", "--config"])
+                .arg(conf);
+            cmd
+        }
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", broker.name()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{} exited at start: {status}", broker.name()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!("{} did not listen on port {port}", broker.name()))
+}
+
+/// Runs `scenario` once against a fresh `broker`. The bench reads the broker's CPU and memory
+/// by its pid, which is the child's: `taskset` execs the broker.
+fn run_once(
+    dir: &Path,
+    mqttx: &Path,
+    broker: Broker,
+    scenario: &Scenario,
+    mqtt: &str,
+    pin: bool,
+) -> Result<Sample, String> {
+    let port = free_port()?;
+    let mut child = start(dir, mqttx, broker, port, pin)?;
+    let output = pinned(pin, "1", mqttx)
+        .arg("bench")
+        .args(scenario.args)
+        .args(["--mqtt", mqtt, "--json", "--host"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--broker-pid")
+        .arg(child.id().to_string())
+        .stderr(Stdio::inherit())
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let output = output.map_err(|e| format!("cannot run mqttx bench: {e}"))?;
+    let json = String::from_utf8_lossy(&output.stdout);
+    if json.trim().is_empty() {
+        return Err(format!(
+            "mqttx bench against {} printed nothing ({})",
+            broker.name(),
+            output.status
+        ));
+    }
+    let num = |key: &str| field(&json, key).unwrap_or(f64::NAN);
+    Ok(Sample {
+        rate: num("rate"),
+        lost: num("lost"),
+        duplicated: num("duplicated"),
+        errors: num("errors"),
+        p50: num("p50"),
+        p99: num("p99"),
+        rss_max: num("broker_rss_max"),
+        rss_per_conn: num("broker_rss_per_conn"),
+        broker_cpu: num("broker_cpu"),
+        bench_cpu: num("bench_cpu"),
+    })
+}
+
+/// The number after `"key":` in a flat JSON text (keys are unique in `mqttx bench`'s output).
+fn field(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = json.get(at..)?;
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest.get(..end)?.trim().parse().ok()
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn human(v: f64) -> String {
+    if v.is_nan() {
+        String::from("–")
+    } else if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0} k", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn print_table(rows: &[(&Scenario, [Vec<Sample>; 2])], runs: usize, mqtt: &str) {
+    println!(
+        "\nMedians of {runs} runs, MQTT {}, 64 B payloads, broker on CPU 0, bench on CPU 1.\n",
+        if mqtt == "5" { "5.0" } else { "3.1.1" }
+    );
+    println!(
+        "| scenario | metric | Mosquitto | mqttx | mqttx/Mosquitto | lost/dup (all runs) | broker RSS max (Mosquitto / mqttx) |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | --- | --- |");
+    for (scenario, [mosq, ours]) in rows {
+        let m = |s: &[Sample], f: fn(&Sample) -> f64| median(s.iter().map(f));
+        let losses: f64 = mosq
+            .iter()
+            .chain(ours.iter())
+            .map(|s| s.lost + s.duplicated)
+            .sum();
+        let losses = format!(
+            "{} / {}",
+            human(mosq.iter().map(|s| s.lost + s.duplicated).sum()),
+            human(ours.iter().map(|s| s.lost + s.duplicated).sum())
+        ) + if losses > 0.0 { " ⚠" } else { "" };
+        let rss = format!(
+            "{:.1} / {:.1} MB",
+            m(mosq, |s| s.rss_max) / 1e6,
+            m(ours, |s| s.rss_max) / 1e6
+        );
+        let line = |metric: &str, a: f64, b: f64, ratio: f64| {
+            println!(
+                "| {} | {metric} | {} | {} | **{:.2}×** | {losses} | {rss} |",
+                scenario.label,
+                human(a),
+                human(b),
+                ratio
+            );
+        };
+        match scenario.kind {
+            Kind::Throughput => {
+                let (a, b) = (m(mosq, |s| s.rate), m(ours, |s| s.rate));
+                line("deliveries/s", a, b, b / a);
+            }
+            Kind::Latency => {
+                let (a, b) = (m(mosq, |s| s.p50), m(ours, |s| s.p50));
+                line("p50 µs (lower is better)", a, b, a / b);
+                let (a, b) = (m(mosq, |s| s.p99), m(ours, |s| s.p99));
+                line("p99 µs (lower is better)", a, b, a / b);
+            }
+            Kind::Connections => {
+                let (a, b) = (m(mosq, |s| s.rate), m(ours, |s| s.rate));
+                line("connections/s", a, b, b / a);
+                let (a, b) = (m(mosq, |s| s.rss_per_conn), m(ours, |s| s.rss_per_conn));
+                line("RSS bytes/connection (lower is better)", a, b, a / b);
+            }
+        }
+    }
+    println!(
+        "\nLatency and memory ratios are Mosquitto/mqttx, so above 1× means mqttx is better everywhere."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fields_of_the_bench_json() {
+        let json = r#"{"scenario":"latency","rate":9999.5,"lost":0,"latency_us":{"p50":140.2,"p99":3574.0},"broker_rss_per_conn":null}"#;
+        assert_eq!(field(json, "rate"), Some(9999.5));
+        assert_eq!(field(json, "lost"), Some(0.0));
+        assert_eq!(field(json, "p99"), Some(3574.0));
+        assert_eq!(field(json, "broker_rss_per_conn"), None);
+        assert_eq!(field(json, "absent"), None);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert!(median([f64::NAN].into_iter()).is_nan());
+    }
+}
