@@ -325,7 +325,11 @@ pub(crate) async fn publisher(
 /// ready), answers PUBREC with PUBREL, and frees window slots.
 async fn read_acks(conn: &mut Conn, inflight: &mut u64, block: bool) -> io::Result<()> {
     if block {
-        conn.fill().await?;
+        // PUBRELs still waiting would leave the broker without a reason to answer.
+        conn.flush_acks().await?;
+        tokio::time::timeout(HANDSHAKE, conn.fill())
+            .await
+            .map_err(|_| other("no acknowledgement from the broker"))??;
     } else {
         let room = conn.decoder.read_buf(READ_SIZE);
         match conn.rd.try_read(room) {
