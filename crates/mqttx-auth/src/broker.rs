@@ -92,6 +92,22 @@ pub struct SecurityConfig {
     /// The largest retained payload (default: no limit beyond the packet size); a larger
     /// retained PUBLISH gets 0x97 Quota exceeded and is neither retained nor delivered.
     pub max_retained_size: Option<usize>,
+    /// Settings per named listener: anonymous access and a connection rate of its own.
+    pub listeners: Vec<ListenerSecurity>,
+}
+
+impl SecurityConfig {
+    /// Whether anonymous clients may connect through the listener named `listener`.
+    pub fn allows_anonymous_on(&self, listener: Option<&str>) -> bool {
+        self.listener(listener)
+            .and_then(|l| l.allow_anonymous)
+            .unwrap_or(self.allow_anonymous)
+    }
+
+    fn listener(&self, name: Option<&str>) -> Option<&ListenerSecurity> {
+        let name = name?;
+        self.listeners.iter().find(|l| l.name == name)
+    }
 }
 
 impl Default for SecurityConfig {
@@ -110,6 +126,48 @@ impl Default for SecurityConfig {
             byte_rate: None,
             max_subscriptions: 10_000,
             max_retained_size: None,
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// Settings for one named listener (`[[security.listeners]]`; the broker's `[[listeners]]`
+/// table names it with `name = "..."`). What it leaves out comes from [`SecurityConfig`].
+///
+/// ```toml
+/// [[security.listeners]]
+/// name = "public"
+/// allow_anonymous = false
+/// connection_rate = 50          # new connections per second on this listener, all addresses
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct ListenerSecurity {
+    /// The listener's name.
+    pub name: String,
+    /// Overrides [`SecurityConfig::allow_anonymous`] on this listener.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub allow_anonymous: Option<bool>,
+    /// New connections per second accepted on this listener, from all addresses together
+    /// (default: no limit); over it, CONNACK 0x9F (MQTT 5.0) or a close (3.1.x).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub connection_rate: Option<u32>,
+    /// How many new connections may arrive at once before `connection_rate` applies
+    /// (default: the rate).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub connection_burst: Option<u32>,
+}
+
+impl ListenerSecurity {
+    /// Settings for the listener `name`, all inherited.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            allow_anonymous: None,
+            connection_rate: None,
+            connection_burst: None,
         }
     }
 }
@@ -235,6 +293,7 @@ const SCRAM_TIMEOUT: Duration = Duration::from_secs(60);
 struct ConnectionLimits {
     per_address: RateTable<Option<std::net::IpAddr>>,
     total: Option<TokenBucket>,
+    per_listener: HashMap<String, TokenBucket>,
     open: HashMap<Option<std::net::IpAddr>, u32>,
 }
 
@@ -304,6 +363,15 @@ fn limits_for(config: &SecurityConfig, now: Instant) -> ConnectionLimits {
         total: config
             .total_connection_rate
             .map(|r| TokenBucket::new(r, r.max(1), now)),
+        per_listener: config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let rate = l.connection_rate?;
+                let burst = l.connection_burst.unwrap_or(rate).max(1);
+                Some((l.name.clone(), TokenBucket::new(rate, burst, now)))
+            })
+            .collect(),
         open: HashMap::new(),
     }
 }
@@ -337,6 +405,7 @@ impl<H: Handler> Security<H> {
             old.config.connection_rate != rules.config.connection_rate
                 || old.config.connection_burst != rules.config.connection_burst
                 || old.config.total_connection_rate != rules.config.total_connection_rate
+                || old.config.listeners != rules.config.listeners
         };
         if rate_changed {
             if let Ok(mut limits) = self.limits.lock() {
@@ -385,7 +454,12 @@ impl<H: Handler> Security<H> {
     }
 
     /// Admits a new connection from `address` under the connection limits; counts it open.
-    fn admit(&self, rules: &Rules, address: Option<std::net::IpAddr>) -> bool {
+    fn admit(
+        &self,
+        rules: &Rules,
+        address: Option<std::net::IpAddr>,
+        listener: Option<&str>,
+    ) -> bool {
         let Ok(mut limits) = self.limits.lock() else {
             return false;
         };
@@ -397,6 +471,11 @@ impl<H: Handler> Security<H> {
         }
         if let Some(total) = &mut limits.total {
             if !total.try_take(now, 1) {
+                return false;
+            }
+        }
+        if let Some(bucket) = listener.and_then(|name| limits.per_listener.get_mut(name)) {
+            if !bucket.try_take(now, 1) {
                 return false;
             }
         }
@@ -471,7 +550,7 @@ impl<H: Handler> Handler for Security<H> {
         };
         if scram_user.is_none() && identity_user.is_none() {
             match &req.username {
-                None if !rules.config.allow_anonymous => {
+                None if !rules.config.allows_anonymous_on(req.listener.as_deref()) => {
                     return Err(self.refuse(ReasonCode::NOT_AUTHORIZED));
                 }
                 Some(name) if !Self::check_password(&rules, name, req.password.as_ref()).await => {
@@ -480,7 +559,7 @@ impl<H: Handler> Handler for Security<H> {
                 _ => {}
             }
         }
-        if !self.admit(&rules, address) {
+        if !self.admit(&rules, address, req.listener.as_deref()) {
             bump(&self.counters.rate_limited_connects);
             return Err(ConnectRefusal::new(ReasonCode::CONNECTION_RATE_EXCEEDED));
         }

@@ -32,7 +32,9 @@ pub mod password;
 pub mod scram;
 
 #[cfg(feature = "broker")]
-pub use broker::{Security, SecurityConfig, SecurityError, SecuritySession, SecurityStats};
+pub use broker::{
+    ListenerSecurity, Security, SecurityConfig, SecurityError, SecuritySession, SecurityStats,
+};
 #[cfg(feature = "client")]
 pub use client::ScramAuthenticator;
 pub use password::{PasswordError, PasswordFile, PasswordHash};

@@ -610,3 +610,69 @@ async fn tls_identity_as_username() {
     );
     let _ = broker;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_per_listener() {
+    // Two named TCP listeners: "local" inherits (anonymous allowed, no rate), "public"
+    // refuses anonymous clients and accepts one new connection per second (two at once).
+    let file = passwords();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = Config::default();
+    config.listeners = vec![
+        mqttx_broker::Listener::tcp(any).with_name("local"),
+        mqttx_broker::Listener::tcp(any).with_name("public"),
+    ];
+    let mut security = SecurityConfig::default();
+    security.password_file = Some(file.0.clone());
+    let mut public = mqttx_auth::ListenerSecurity::new("public");
+    public.allow_anonymous = Some(false);
+    public.connection_rate = Some(1);
+    public.connection_burst = Some(2);
+    security.listeners = vec![public];
+    let server = Broker::builder()
+        .config(config)
+        .handler(Security::new(security).expect("security config"))
+        .bind()
+        .await
+        .expect("bind");
+    let addrs: Vec<SocketAddr> = server
+        .local_addrs()
+        .expect("addresses")
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    tokio::spawn(server.run());
+    let (local, public) = (addrs[0], addrs[1]);
+
+    for i in 0..3 {
+        connect(options(local, &format!("anon-local-{i}"), V5, None))
+            .await
+            .expect("anonymous on the local listener");
+    }
+    let anonymous = connect(options(public, "anon-public", V5, None)).await;
+    assert_eq!(refused(anonymous), ReasonCode::NOT_AUTHORIZED);
+    let mut accepted = 0;
+    let mut limited = 0;
+    for i in 0..6 {
+        match connect(options(
+            public,
+            &format!("bob-{i}"),
+            V5,
+            Some(("bob", "builder")),
+        ))
+        .await
+        {
+            Ok(_) => accepted += 1,
+            Err(Error::Refused(ReasonCode::CONNECTION_RATE_EXCEEDED)) => limited += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        accepted >= 2 && limited >= 3,
+        "{accepted} accepted, {limited} limited"
+    );
+    // The local listener is not limited by the public one's rate.
+    connect(options(local, "anon-local-after", V5, None))
+        .await
+        .expect("the local listener still accepts");
+}

@@ -232,6 +232,11 @@ pub struct Listener {
     /// `ws`, `wss`: the HTTP path upgraded (default `/mqtt`).
     #[cfg_attr(feature = "serde", serde(default))]
     pub path: Option<String>,
+    /// A name for the handler: `Handler::on_connect` finds it in
+    /// [`ConnectRequest::listener`](crate::ConnectRequest::listener), e.g. for settings per
+    /// listener (anonymous access, connection rates).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub name: Option<String>,
 }
 
 impl Listener {
@@ -243,7 +248,15 @@ impl Listener {
             key: None,
             client_ca: None,
             path: None,
+            name: None,
         }
+    }
+
+    /// Names the listener (see [`name`](Self::name)).
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// A TCP listener.

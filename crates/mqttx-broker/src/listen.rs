@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mqttx_transport_tcp::{TcpListener, TcpOptions};
 use mqttx_transport_tls::{ServerOptions as TlsOptions, TlsAcceptor};
@@ -17,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::config::{Listener, ListenerKind};
 use crate::handler::{AllowAll, Handler};
 use crate::shell::Broker;
+use crate::shell::Origin;
 
 /// How many accepted connections may wait for the accept loop.
 const ACCEPT_QUEUE: usize = 64;
@@ -35,6 +37,7 @@ struct Bound {
     kind: ListenerKind,
     tcp: TcpListener,
     layers: Layers,
+    name: Option<Arc<str>>,
 }
 
 /// A broker with its listeners bound. Run it with [`Server::run`] or [`Server::run_until`].
@@ -69,6 +72,7 @@ impl<H: Handler> Server<H> {
                 kind: listener.kind,
                 tcp,
                 layers,
+                name: listener.name.as_deref().map(Arc::from),
             });
         }
         Ok(Self { broker, listeners })
@@ -114,7 +118,7 @@ impl<H: Handler> Server<H> {
         let mut accepting = JoinSet::new();
         let mut layers = Vec::with_capacity(self.listeners.len());
         for (index, bound) in self.listeners.into_iter().enumerate() {
-            layers.push((bound.kind, bound.layers));
+            layers.push((bound.kind, bound.layers, bound.name));
             let tx = tx.clone();
             accepting.spawn(async move {
                 loop {
@@ -144,16 +148,21 @@ impl<H: Handler> Server<H> {
                         drop(stream);
                     }
                     Some((index, stream, peer)) => {
-                        let Some((kind, layers)) = layers.get(index) else { continue };
+                        let Some((kind, layers, name)) = layers.get(index) else { continue };
+                        let origin = Origin {
+                            peer: Some(peer),
+                            identity: None,
+                            listener: name.clone(),
+                        };
                         tracing::debug!(%peer, listener = kind.as_str(), "accepted");
                         let broker = self.broker.clone();
                         match layers.clone() {
                             // Plain TCP: the broker reads the socket directly.
                             Layers::Tcp => {
-                                tasks.spawn(broker.serve_from(stream, peer));
+                                tasks.spawn(broker.serve_connection(stream, origin));
                             }
                             layers => {
-                                tasks.spawn(serve_layered(broker, layers, stream, peer));
+                                tasks.spawn(serve_layered(broker, layers, stream, origin));
                             }
                         }
                     }
@@ -213,7 +222,7 @@ async fn serve_layered<H: Handler>(
     broker: Broker<H>,
     layers: Layers,
     stream: TcpStream,
-    peer: SocketAddr,
+    mut origin: Origin,
 ) {
     let result: io::Result<(Box<dyn Stream>, _)> = async {
         Ok(match layers {
@@ -238,9 +247,10 @@ async fn serve_layered<H: Handler>(
     .await;
     match result {
         Ok((stream, identity)) => {
-            broker.serve_connection(stream, Some(peer), identity).await;
+            origin.identity = identity;
+            broker.serve_connection(stream, origin).await;
         }
-        Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
+        Err(error) => tracing::debug!(peer = ?origin.peer, %error, "handshake failed"),
     }
 }
 

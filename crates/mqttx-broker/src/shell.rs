@@ -161,6 +161,17 @@ struct ClientEntry {
     in_channel: Arc<AtomicUsize>,
 }
 
+/// Where a connection came from, as far as the listener knows.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Origin {
+    /// The client's address.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The verified TLS client certificate.
+    pub(crate) identity: Option<PeerIdentity>,
+    /// The listener's name.
+    pub(crate) listener: Option<Arc<str>>,
+}
+
 /// What other tasks ask of a connection's driver.
 #[derive(Debug)]
 enum Command {
@@ -409,7 +420,7 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_connection(stream, None, None)
+        self.serve_connection(stream, Origin::default())
     }
 
     /// Like [`serve`](Self::serve), for a connection from `peer`: `Handler::on_connect`
@@ -423,7 +434,13 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_connection(stream, Some(peer), None)
+        self.serve_connection(
+            stream,
+            Origin {
+                peer: Some(peer),
+                ..Origin::default()
+            },
+        )
     }
 
     /// Like [`serve`](Self::serve), for a client the transport already authenticated (a
@@ -437,15 +454,20 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_connection(stream, None, identity)
+        self.serve_connection(
+            stream,
+            Origin {
+                identity,
+                ..Origin::default()
+            },
+        )
     }
 
     /// [`serve`](Self::serve) with what the listener knows of the peer.
     pub(crate) fn serve_connection<S>(
         &self,
         stream: S,
-        peer: Option<SocketAddr>,
-        identity: Option<PeerIdentity>,
+        origin: Origin,
     ) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -454,8 +476,7 @@ impl<H: Handler> Broker<H> {
         async move {
             inner.start_housekeeping();
             let mut driver = Driver::new(inner);
-            driver.peer_identity = identity;
-            driver.peer_addr = peer;
+            driver.origin = origin;
             driver.run(stream).await;
         }
     }
@@ -778,8 +799,7 @@ struct Driver<H: Handler> {
     client: Option<ClientInfo>,
     close_reason: Option<CloseReason>,
     /// The transport's verified identity of the client, handed to `on_connect`.
-    peer_identity: Option<PeerIdentity>,
-    peer_addr: Option<SocketAddr>,
+    origin: Origin,
 }
 
 impl<H: Handler> Driver<H> {
@@ -799,8 +819,7 @@ impl<H: Handler> Driver<H> {
             app: None,
             client: None,
             close_reason: None,
-            peer_identity: None,
-            peer_addr: None,
+            origin: Origin::default(),
         }
     }
 
@@ -922,8 +941,9 @@ impl<H: Handler> Driver<H> {
     async fn handle_event(&mut self, event: Event) {
         match event {
             Event::Connect(mut req) => {
-                req.peer_identity.clone_from(&self.peer_identity);
-                req.peer_addr = self.peer_addr;
+                req.peer_identity.clone_from(&self.origin.identity);
+                req.peer_addr = self.origin.peer;
+                req.listener = self.origin.listener.as_deref().map(str::to_owned);
                 match self.inner.handler.on_connect(&req).await {
                     Ok(app) => {
                         if let Some(id) = req.handler_client_id().map(str::to_owned) {

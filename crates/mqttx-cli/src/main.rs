@@ -241,22 +241,41 @@ fn broker(args: BrokerArgs) -> ExitCode {
 
 /// Logs loudly when a listener is reachable from other hosts and anyone may connect.
 fn warn_if_open(config: &Config, security: Option<&SecurityConfig>) {
-    let authenticated = security.is_some_and(|s| !s.allow_anonymous);
-    if authenticated {
-        return;
-    }
-    let addrs: Vec<SocketAddr> = if config.listeners.is_empty() {
-        vec![config.bind]
+    let listeners: Vec<(SocketAddr, Option<&str>)> = if config.listeners.is_empty() {
+        vec![(config.bind, None)]
     } else {
-        config.listeners.iter().map(|l| l.bind).collect()
+        config
+            .listeners
+            .iter()
+            .map(|l| (l.bind, l.name.as_deref()))
+            .collect()
     };
-    for addr in addrs.iter().filter(|a| !a.ip().is_loopback()) {
-        tracing::warn!(
-            %addr,
-            "THIS LISTENER IS REACHABLE FROM OTHER HOSTS AND ACCEPTS ANONYMOUS CLIENTS: set \
-             `allow_anonymous = false` and a `password_file` in the [security] table of the \
-             configuration (see docs/security.md)"
-        );
+    for (addr, name) in listeners {
+        let anonymous = security.is_none_or(|s| s.allows_anonymous_on(name));
+        if anonymous && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "THIS LISTENER IS REACHABLE FROM OTHER HOSTS AND ACCEPTS ANONYMOUS CLIENTS: set \
+                 `allow_anonymous = false` and a `password_file` in the [security] table of \
+                 the configuration (see docs/security.md)"
+            );
+        }
+    }
+    if let Some(security) = security {
+        for l in &security.listeners {
+            if !config
+                .listeners
+                .iter()
+                .any(|c| c.name.as_deref() == Some(&l.name))
+            {
+                tracing::warn!(
+                    name = %l.name,
+                    "[[security.listeners]] names no listener: give a [[listeners]] table \
+                     `name = \"{}\"`",
+                    l.name
+                );
+            }
+        }
     }
 }
 
@@ -476,6 +495,9 @@ mod tests {
         let security = security.expect("a [security] table");
         assert!(!security.allow_anonymous && security.use_identity_as_username);
         assert_eq!(security.acl.len(), 5);
+        assert!(security.allows_anonymous_on(Some("local")));
+        assert!(!security.allows_anonymous_on(Some("public")));
+        assert_eq!(config.listeners[0].name.as_deref(), Some("public"));
     }
 
     #[test]

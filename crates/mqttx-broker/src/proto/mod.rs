@@ -319,7 +319,7 @@ fn push_varint(mut value: usize, out: &mut Vec<u8>) {
 #[non_exhaustive]
 pub enum Event {
     /// A CONNECT arrived: accept or refuse it.
-    Connect(ConnectRequest),
+    Connect(Box<ConnectRequest>),
     /// A step of MQTT 5.0 enhanced authentication (§4.12), at CONNECT or for
     /// re-authentication: answer with [`Session::continue_auth`], [`Session::auth_success`] or
     /// [`Session::auth_failure`]. At CONNECT, [`Event::Connect`] follows a success.
@@ -378,6 +378,11 @@ pub struct ConnectRequest {
     /// connection came through [`Server`](crate::Server) or `Broker::serve_from`; set by the
     /// shell, never by the session core.
     pub peer_addr: Option<std::net::SocketAddr>,
+    /// The name of the listener that accepted the connection ([`Listener::name`]), if it
+    /// has one; set by the shell.
+    ///
+    /// [`Listener::name`]: crate::Listener::name
+    pub listener: Option<String>,
     /// A client identifier the handler assigned (see [`ConnectRequest::assign_client_id`]).
     handler_client_id: std::sync::OnceLock<String>,
 }
@@ -788,7 +793,7 @@ struct State {
     /// A Session Expiry Interval the shell granted in place of the client's.
     session_expiry_granted: Option<u32>,
     /// The CONNECT request, held back while its authentication exchange runs.
-    held_connect: Option<ConnectRequest>,
+    held_connect: Option<Box<ConnectRequest>>,
     /// A re-authentication exchange is under way.
     reauthenticating: bool,
     /// The client identifier was assigned.
@@ -1761,6 +1766,7 @@ impl State {
             properties: c.properties.clone().into_owned(),
             peer_identity: None,
             peer_addr: None,
+            listener: None,
             handler_client_id: std::sync::OnceLock::new(),
         };
         match &self.auth_method {
@@ -1779,11 +1785,11 @@ impl State {
                         .map(|d| Bytes::copy_from_slice(d)),
                     reauthenticate: false,
                 }));
-                self.held_connect = Some(request);
+                self.held_connect = Some(Box::new(request));
             }
             None => {
                 self.pending = Some(Pending::Connect);
-                self.events.push_back(Event::Connect(request));
+                self.events.push_back(Event::Connect(Box::new(request)));
             }
         }
         self.session_expiry_requested =
