@@ -275,15 +275,24 @@ async fn connect_without_waiting_for_connack_retries_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos0_publishes_wait_when_the_server_stops_reading() {
     // QoS 0 has no acknowledgement to bound it: `publish` waits once 256 KiB are unwritten,
-    // so a server that stops reading bounds what the client holds (TCP buffers included).
+    // so a server that stops reading bounds what the client holds (TCP buffers included),
+    // and the waiting publish goes through once the server reads again.
     let (l, port) = listener().await;
-    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.expect("accept");
         answer(&mut s, &connack(0x00)).await;
-        // Never reads again; keeps the socket open until the test ends.
-        let _ = hold_rx.await;
-        drop(s);
+        // Reads nothing until told to, then everything until the client closes.
+        let _ = go_rx.await;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
     });
     let (client, _events) = timeout(WAIT, Client::connect(options(port, 0)))
         .await
@@ -291,25 +300,34 @@ async fn qos0_publishes_wait_when_the_server_stops_reading() {
         .expect("connects");
     let payload = vec![0x5Au8; 64 * 1024];
     let mut accepted = 0usize;
-    let blocked = loop {
+    let waiting = loop {
         // 1 000 × 64 KiB is far more than loopback buffers hold.
-        if accepted == 1_000 {
-            break false;
-        }
-        let publish = client.publish("q0", payload.clone(), QoS::AtMostOnce, false);
-        match timeout(Duration::from_millis(500), publish).await {
+        assert!(accepted < 1_000, "publish never waited");
+        let mut publish = Box::pin(client.publish("q0", payload.clone(), QoS::AtMostOnce, false));
+        match timeout(Duration::from_millis(500), publish.as_mut()).await {
             Ok(r) => {
                 r.expect("queued");
                 accepted += 1;
             }
-            Err(_) => break true,
+            Err(_) => break publish,
         }
     };
+    let _ = go_tx.send(());
+    timeout(WAIT, waiting)
+        .await
+        .expect("the waiting publish goes through once the server reads")
+        .expect("queued");
+    timeout(WAIT, client.disconnect())
+        .await
+        .expect("in time")
+        .expect("disconnects");
+    let total = timeout(WAIT, server)
+        .await
+        .expect("in time")
+        .expect("server task");
     assert!(
-        blocked,
-        "publish never waited ({accepted} × 64 KiB accepted)"
+        total > (accepted + 1) * 64 * 1024,
+        "every accepted message was sent: {total} bytes for {} messages",
+        accepted + 1
     );
-    assert!(accepted > 4, "some went out first ({accepted})");
-    let _ = hold_tx.send(());
-    server.await.expect("server task");
 }
