@@ -102,6 +102,29 @@ fn refused(result: Result<(Client, Events), Error>) -> ReasonCode {
     }
 }
 
+/// Subscribes at QoS 1; the per-filter result of the SUBACK.
+async fn suback(client: &Client, filter: &str) -> Result<QoS, ReasonCode> {
+    client
+        .subscribe(filter, QoS::AtLeastOnce)
+        .await
+        .expect("SUBACK")
+}
+
+/// Publishes at QoS 1; the PUBACK's reason code.
+async fn puback(
+    client: &Client,
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+    retain: bool,
+) -> ReasonCode {
+    client
+        .publish(topic, payload, QoS::AtLeastOnce, retain)
+        .await
+        .expect("queued")
+        .await
+        .expect("PUBACK")
+}
+
 /// The next application message, within the wait.
 async fn message(events: &mut Events) -> (String, Vec<u8>) {
     loop {
@@ -197,10 +220,7 @@ async fn acl_matrix_with_exact_reason_codes() {
             ))
             .await
             .expect("connect");
-            let got = client
-                .subscribe(*filter, QoS::AtLeastOnce)
-                .await
-                .expect("SUBACK");
+            let got = suback(&client, filter).await;
             // MQTT 3.1.1 has one failure code, 0x80 [MQTT-3.9.3].
             let expected = match (version, expected) {
                 (V311, Err(_)) => Err(ReasonCode::UNSPECIFIED_ERROR),
@@ -217,11 +237,7 @@ async fn acl_matrix_with_exact_reason_codes() {
         .await
         .expect("connect");
     for filter in ["home/#", "news/#"] {
-        watcher
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("SUBACK")
-            .expect("granted");
+        suback(&watcher, filter).await.expect("granted");
     }
     // (user, topic, PUBACK code in MQTT 5.0): the vault rule names 0x80.
     let publications = [
@@ -244,12 +260,7 @@ async fn acl_matrix_with_exact_reason_codes() {
             .await
             .expect("connect");
             let payload = format!("{version:?} {user}");
-            let ack = client
-                .publish(topic, payload.clone(), QoS::AtLeastOnce, false)
-                .await
-                .expect("queued")
-                .await
-                .expect("PUBACK");
+            let ack = puback(&client, topic, payload.clone(), false).await;
             // MQTT 3.1.1 cannot refuse a PUBLISH: a plain PUBACK, and the message dropped.
             let expected = if version == V311 {
                 ReasonCode::SUCCESS
@@ -272,12 +283,7 @@ async fn acl_matrix_with_exact_reason_codes() {
     let (marker, _) = connect(options(addr, "m", V5, Some(("alice", "-"))))
         .await
         .expect("connect");
-    marker
-        .publish("home/alice/marker", "m", QoS::AtLeastOnce, false)
-        .await
-        .expect("queued")
-        .await
-        .expect("PUBACK");
+    puback(&marker, "home/alice/marker", "m", false).await;
     assert_eq!(message(&mut seen).await.0, "home/alice/marker");
     let stats = broker.handler().stats();
     assert_eq!(stats.denied_publishes, denied);
@@ -298,16 +304,9 @@ async fn scram_sha_256_at_connect_and_reauthentication() {
     scram.apply(&mut o);
     let (client, mut events) = connect(o).await.expect("SCRAM succeeds");
     // The connection's user is carol, as the ACL's %u shows.
-    client
-        .subscribe("home/carol/#", QoS::AtLeastOnce)
-        .await
-        .expect("SUBACK")
-        .expect("granted");
+    suback(&client, "home/carol/#").await.expect("granted");
     assert_eq!(
-        client
-            .subscribe("home/bob/#", QoS::AtLeastOnce)
-            .await
-            .expect("SUBACK"),
+        suback(&client, "home/bob/#").await,
         Err(ReasonCode::NOT_AUTHORIZED)
     );
     // Re-authentication (AUTH 0x19) with a fresh exchange keeps the connection.
@@ -318,12 +317,7 @@ async fn scram_sha_256_at_connect_and_reauthentication() {
     .await
     .expect("in time")
     .expect("re-authenticated");
-    client
-        .publish("home/carol/x", "still here", QoS::AtLeastOnce, false)
-        .await
-        .expect("queued")
-        .await
-        .expect("PUBACK");
+    puback(&client, "home/carol/x", "still here", false).await;
     assert_eq!(message(&mut events).await.1, b"still here");
 
     // A wrong password: CONNACK 0x86.
@@ -357,11 +351,7 @@ async fn connection_flood_is_limited_and_existing_clients_keep_working() {
     let (existing, mut inbox) = connect(options(addr, "existing", V5, None))
         .await
         .expect("connect");
-    existing
-        .subscribe("flood/ok", QoS::AtLeastOnce)
-        .await
-        .expect("SUBACK")
-        .expect("granted");
+    suback(&existing, "flood/ok").await.expect("granted");
 
     let mut accepted = Vec::new();
     let mut rate_limited = 0;
@@ -385,12 +375,7 @@ async fn connection_flood_is_limited_and_existing_clients_keep_working() {
     assert!(rate_limited >= 20, "only {rate_limited} refused");
     assert!(accepted.len() <= 10, "{} accepted", accepted.len());
     assert_eq!(broker.handler().stats().rate_limited_connects, rate_limited);
-    existing
-        .publish("flood/ok", "alive", QoS::AtLeastOnce, false)
-        .await
-        .expect("queued")
-        .await
-        .expect("PUBACK");
+    puback(&existing, "flood/ok", "alive", false).await;
     assert_eq!(message(&mut inbox).await.1, b"alive");
 }
 
@@ -402,21 +387,10 @@ async fn reload_applies_new_rules_without_disconnecting() {
     let (client, mut events) = connect(options(addr, "stays", V5, None))
         .await
         .expect("connect");
-    client
-        .subscribe("rooms/#", QoS::AtLeastOnce)
-        .await
-        .expect("SUBACK")
-        .expect("granted");
+    suback(&client, "rooms/#").await.expect("granted");
     let publish = |topic: &'static str| {
         let client = client.clone();
-        async move {
-            client
-                .publish(topic, "x", QoS::AtLeastOnce, false)
-                .await
-                .expect("queued")
-                .await
-                .expect("PUBACK")
-        }
+        async move { puback(&client, topic, "x", false).await }
     };
     assert_eq!(publish("rooms/a").await, ReasonCode::SUCCESS);
     assert_eq!(message(&mut events).await.0, "rooms/a");
@@ -596,16 +570,11 @@ async fn tls_identity_as_username() {
     let (device, _) = connect_tls("dev", true)
         .await
         .expect("the certificate is the identity");
-    device
-        .subscribe("devices/device-1/#", QoS::AtLeastOnce)
+    suback(&device, "devices/device-1/#")
         .await
-        .expect("SUBACK")
         .expect("its own topics");
     assert_eq!(
-        device
-            .subscribe("devices/device-2/#", QoS::AtLeastOnce)
-            .await
-            .expect("SUBACK"),
+        suback(&device, "devices/device-2/#").await,
         Err(ReasonCode::NOT_AUTHORIZED)
     );
     let _ = broker;

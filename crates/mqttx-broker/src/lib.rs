@@ -145,7 +145,7 @@ pub use listen::Server;
 /// [`ConnectRequest::peer_identity`]).
 pub use mqttx_transport_tls::PeerIdentity;
 pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message, ServerDisconnect};
-pub use shell::{Broker, Builder};
+pub use shell::{Broker, Builder, ConnectionInfo};
 pub use store::{MemoryStore, QueueLimits, SessionStore, StoreFuture, StoredSession};
 
 /// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::config::{Listener, ListenerKind};
 use crate::handler::{AllowAll, Handler};
 use crate::shell::Broker;
-use crate::shell::Origin;
+use crate::shell::ConnectionInfo;
 
 /// How many accepted connections may wait for the accept loop.
 const ACCEPT_QUEUE: usize = 64;
@@ -149,17 +149,14 @@ impl<H: Handler> Server<H> {
                     }
                     Some((index, stream, peer)) => {
                         let Some((kind, layers, name)) = layers.get(index) else { continue };
-                        let origin = Origin {
-                            peer: Some(peer),
-                            identity: None,
-                            listener: name.clone(),
-                        };
+                        let mut origin = ConnectionInfo::from_peer(peer);
+                        origin.listener.clone_from(name);
                         tracing::debug!(%peer, listener = kind.as_str(), "accepted");
                         let broker = self.broker.clone();
                         match layers.clone() {
                             // Plain TCP: the broker reads the socket directly.
                             Layers::Tcp => {
-                                tasks.spawn(broker.serve_connection(stream, origin));
+                                tasks.spawn(broker.serve_with(stream, origin));
                             }
                             layers => {
                                 tasks.spawn(serve_layered(broker, layers, stream, origin));
@@ -222,7 +219,7 @@ async fn serve_layered<H: Handler>(
     broker: Broker<H>,
     layers: Layers,
     stream: TcpStream,
-    mut origin: Origin,
+    mut origin: ConnectionInfo,
 ) {
     let result: io::Result<(Box<dyn Stream>, _)> = async {
         Ok(match layers {
@@ -248,7 +245,7 @@ async fn serve_layered<H: Handler>(
     match result {
         Ok((stream, identity)) => {
             origin.identity = identity;
-            broker.serve_connection(stream, origin).await;
+            broker.serve_with(stream, origin).await;
         }
         Err(error) => tracing::debug!(peer = ?origin.peer, %error, "handshake failed"),
     }

@@ -161,15 +161,34 @@ struct ClientEntry {
     in_channel: Arc<AtomicUsize>,
 }
 
-/// Where a connection came from, as far as the listener knows.
+/// Where a connection came from, as far as its transport knows, for
+/// [`Broker::serve_with`].
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Origin {
+#[non_exhaustive]
+pub struct ConnectionInfo {
     /// The client's address.
-    pub(crate) peer: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
     /// The verified TLS client certificate.
-    pub(crate) identity: Option<PeerIdentity>,
-    /// The listener's name.
-    pub(crate) listener: Option<Arc<str>>,
+    pub identity: Option<PeerIdentity>,
+    /// The name of the listener that accepted it.
+    pub listener: Option<Arc<str>>,
+}
+
+impl ConnectionInfo {
+    /// A connection from `peer`.
+    pub fn from_peer(peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..Self::default()
+        }
+    }
+
+    /// With a verified TLS client identity.
+    #[must_use]
+    pub fn with_identity(mut self, identity: Option<PeerIdentity>) -> Self {
+        self.identity = identity;
+        self
+    }
 }
 
 /// What other tasks ask of a connection's driver.
@@ -420,54 +439,17 @@ impl<H: Handler> Broker<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_connection(stream, Origin::default())
+        self.serve_with(stream, ConnectionInfo::default())
     }
 
-    /// Like [`serve`](Self::serve), for a connection from `peer`: `Handler::on_connect`
-    /// finds it in [`ConnectRequest::peer_addr`](crate::ConnectRequest::peer_addr) (for
-    /// limits per source address).
-    pub fn serve_from<S>(
+    /// Like [`serve`](Self::serve), with what the transport knows of the client: its
+    /// address, a verified TLS identity, the listener's name. `Handler::on_connect` finds
+    /// them in [`ConnectRequest`](crate::ConnectRequest) (`peer_addr`, `peer_identity`,
+    /// `listener`).
+    pub fn serve_with<S>(
         &self,
         stream: S,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + Send + 'static
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        self.serve_connection(
-            stream,
-            Origin {
-                peer: Some(peer),
-                ..Origin::default()
-            },
-        )
-    }
-
-    /// Like [`serve`](Self::serve), for a client the transport already authenticated (a
-    /// verified TLS client certificate): `Handler::on_connect` finds `identity` in
-    /// [`ConnectRequest::peer_identity`](crate::ConnectRequest::peer_identity).
-    pub fn serve_with_identity<S>(
-        &self,
-        stream: S,
-        identity: Option<PeerIdentity>,
-    ) -> impl Future<Output = ()> + Send + 'static
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        self.serve_connection(
-            stream,
-            Origin {
-                identity,
-                ..Origin::default()
-            },
-        )
-    }
-
-    /// [`serve`](Self::serve) with what the listener knows of the peer.
-    pub(crate) fn serve_connection<S>(
-        &self,
-        stream: S,
-        origin: Origin,
+        origin: ConnectionInfo,
     ) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -799,7 +781,7 @@ struct Driver<H: Handler> {
     client: Option<ClientInfo>,
     close_reason: Option<CloseReason>,
     /// The transport's verified identity of the client, handed to `on_connect`.
-    origin: Origin,
+    origin: ConnectionInfo,
 }
 
 impl<H: Handler> Driver<H> {
@@ -819,7 +801,7 @@ impl<H: Handler> Driver<H> {
             app: None,
             client: None,
             close_reason: None,
-            origin: Origin::default(),
+            origin: ConnectionInfo::default(),
         }
     }
 

@@ -372,10 +372,10 @@ pub struct ConnectRequest {
     pub properties: Props<'static>,
     /// Who the transport authenticated the client as: the verified client certificate of a
     /// mutual-TLS listener (`tls` or `wss` with a client CA); `None` otherwise. Set by the
-    /// shell (`Broker::serve_with_identity`), never by the session core.
+    /// shell (`Broker::serve_with`), never by the session core.
     pub peer_identity: Option<crate::PeerIdentity>,
     /// The client's address as the listener saw it (TCP source address), when the
-    /// connection came through [`Server`](crate::Server) or `Broker::serve_from`; set by the
+    /// connection came through [`Server`](crate::Server) or `Broker::serve_with`; set by the
     /// shell, never by the session core.
     pub peer_addr: Option<std::net::SocketAddr>,
     /// The name of the listener that accepted the connection ([`Listener::name`]), if it
