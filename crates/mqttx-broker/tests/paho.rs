@@ -78,25 +78,9 @@ async fn python_with_paho() -> &'static str {
 async fn round_trip(version: &str) {
     let b = start().await;
     let python = python_with_paho().await;
-    let child = Command::new(python)
-        .args(["-c", ROUND_TRIP, &b.addr.port().to_string(), version])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn python");
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the paho client finishes in time")
-        .expect("wait for python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho client failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", ROUND_TRIP, &b.addr.port().to_string(), version]);
+    let lines = common::run_client(cmd, "the paho client").await;
     assert_eq!(
         lines,
         [

@@ -12,7 +12,6 @@ mod pki;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::{RawClient, WAIT, loopback_config, run};
 use futures_util::SinkExt;
@@ -249,25 +248,9 @@ for c in (pub, sub):
 
 async fn paho_ws(port: u16, version: &str, ca: Option<&std::path::Path>) {
     let ca = ca.map_or("-".to_owned(), |p| p.display().to_string());
-    let child = Command::new("/usr/bin/python3")
-        .args(["-c", PAHO_WS, &port.to_string(), version, &ca])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn /usr/bin/python3 (Debian's python3-paho-mqtt; .ci/run installs it)");
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the paho client finishes in time")
-        .expect("wait for python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho client failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", PAHO_WS, &port.to_string(), version, &ca]);
+    let lines = common::run_client(cmd, "the paho client (Debian's python3-paho-mqtt)").await;
     assert_eq!(
         lines,
         [
@@ -440,26 +423,10 @@ fn mqtt_js_modules() -> std::path::PathBuf {
 
 async fn mqtt_js(url: &str, version: &str, ca: Option<&std::path::Path>) {
     let ca = ca.map_or("-".to_owned(), |p| p.display().to_string());
-    let child = Command::new("node")
-        .args(["-e", MQTT_JS, url, version, &ca])
-        .env("NODE_PATH", mqtt_js_modules())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node (Node.js 18 or later on PATH)");
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the MQTT.js client finishes in time")
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "MQTT.js client failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let mut cmd = Command::new("node");
+    cmd.args(["-e", MQTT_JS, url, version, &ca])
+        .env("NODE_PATH", mqtt_js_modules());
+    let lines = common::run_client(cmd, "the MQTT.js client (Node.js 18 or later)").await;
     assert_eq!(
         lines,
         [

@@ -107,3 +107,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         out
     }
 }
+
+/// Runs a third-party client program to its end (30 s at most), asserts that it succeeded,
+/// and returns what it printed, line by line. `what` names it in failures.
+pub async fn run_client(mut cmd: tokio::process::Command, what: &str) -> Vec<String> {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} finishes in time"))
+        .unwrap_or_else(|e| panic!("wait for {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
