@@ -140,7 +140,7 @@ pub use handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,
     PublishDecision, SubscribeDecision,
 };
-pub use listen::Server;
+pub use listen::{CertificateReloader, Server};
 /// The identity of a client authenticated by its TLS certificate (see
 /// [`ConnectRequest::peer_identity`]).
 pub use mqttx_transport_tls::PeerIdentity;

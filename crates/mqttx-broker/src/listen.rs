@@ -99,6 +99,23 @@ impl<H: Handler> Server<H> {
         &self.broker
     }
 
+    /// A handle that reloads the certificate files of the `tls` and `wss` listeners while
+    /// the server runs (e.g. on SIGHUP, as `mqttx broker` does).
+    pub fn certificate_reloader(&self) -> CertificateReloader {
+        let acceptors = self
+            .listeners
+            .iter()
+            .filter_map(|l| match &l.layers {
+                Layers::Tls(tls) | Layers::Wss(tls, _) => {
+                    let addr = l.tcp.local_addr().ok()?;
+                    Some((l.kind, addr, tls.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        CertificateReloader { acceptors }
+    }
+
     /// Accepts connections until [`Broker::shutdown`] is called, then shuts down gracefully.
     pub async fn run(self) -> io::Result<()> {
         let stopped = self.broker.stopped();
@@ -172,6 +189,46 @@ impl<H: Handler> Server<H> {
         self.broker.shutdown();
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Reloads the certificate, key and client CA files of a [`Server`]'s TLS listeners: new
+/// handshakes use the new files, open connections keep theirs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CertificateReloader {
+    acceptors: Vec<(ListenerKind, SocketAddr, TlsAcceptor)>,
+}
+
+impl CertificateReloader {
+    /// How many listeners use TLS (`tls` and `wss`).
+    pub fn len(&self) -> usize {
+        self.acceptors.len()
+    }
+
+    /// Whether no listener uses TLS.
+    pub fn is_empty(&self) -> bool {
+        self.acceptors.is_empty()
+    }
+
+    /// Reads every TLS listener's files again. A listener whose files cannot be loaded keeps
+    /// its previous certificate; the error names each such listener.
+    pub fn reload(&self) -> io::Result<()> {
+        let failures: Vec<String> = self
+            .acceptors
+            .iter()
+            .filter_map(|(kind, addr, tls)| {
+                let error = tls.reload().err()?;
+                Some(format!("{} listener on {addr}: {error}", kind.as_str()))
+            })
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                failures.join("; "),
+            ))
+        }
     }
 }
 

@@ -452,3 +452,52 @@ async fn websocket_and_secure_websocket_with_mqtt_js() {
     let wss = format!("wss://localhost:{}/mqtt", addrs[1].port());
     mqtt_js(&wss, "5", Some(&pki.ca)).await;
 }
+
+#[tokio::test]
+async fn certificates_reload_without_a_restart() {
+    use mqttx_transport_tls::{ClientOptions, TlsConnector};
+    let pki = pki::make();
+    let live = pki.dir.join("live");
+    std::fs::create_dir_all(&live).expect("dir");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    std::fs::copy(&pki.expired_cert, &cert).expect("copy");
+    std::fs::copy(&pki.expired_key, &key).expect("copy");
+    let mut config: Config = loopback_config();
+    config.listeners = vec![
+        Listener::tls(any_port(), &cert, &key),
+        Listener::tcp(any_port()),
+    ];
+    let server = Broker::bind(config).await.expect("bind");
+    let reloader = server.certificate_reloader();
+    assert_eq!(reloader.len(), 1);
+    let tls_addr = server.local_addrs().expect("addrs")[0].1;
+    let _b = run(server);
+    let connector =
+        TlsConnector::new(&ClientOptions::default().with_ca_file(&pki.ca)).expect("connector");
+    let handshake = || async {
+        let tcp = TcpStream::connect(tls_addr).await.expect("tcp");
+        connector.connect("localhost", tcp).await
+    };
+    let err = handshake().await.expect_err("expired");
+    assert!(err.to_string().contains("expired"), "{err}");
+    // A half-written renewal is refused and names the listener; the old certificate stays.
+    std::fs::write(&key, "").expect("truncate");
+    let err = reloader.reload().expect_err("no key");
+    assert!(
+        err.to_string()
+            .contains(&format!("tls listener on {tls_addr}")),
+        "{err}"
+    );
+    std::fs::copy(&pki.server_cert, &cert).expect("copy");
+    std::fs::copy(&pki.server_key, &key).expect("copy");
+    reloader.reload().expect("reload");
+    let tls = handshake().await.expect("the renewed certificate");
+    let mut client = RawClient::new(tls, ProtocolVersion::V5);
+    client
+        .send(&Packet::Connect(Connect::new(
+            ProtocolVersion::V5,
+            "renewed",
+        )))
+        .await;
+    assert!(matches!(client.recv().await, Some(OwnedPacket::ConnAck(_))));
+}

@@ -3,7 +3,8 @@
 //! handler, or `mqttx-auth`'s `Security` handler when the configuration has a `[security]`
 //! table) listening on 127.0.0.1:1883 by default. Ctrl-C shuts it down gracefully: clients
 //! get DISCONNECT 0x8B (MQTT 5.0) and the process exits when every connection is closed.
-//! SIGHUP re-reads the `[security]` table (passwords, ACLs, limits) without dropping anyone.
+//! SIGHUP re-reads the `[security]` table (passwords, ACLs, limits) and the TLS listeners'
+//! certificate files without dropping anyone.
 //! `mqttx passwd FILE USER` adds, changes (`--scram` for a SCRAM-SHA-256 verifier) or deletes
 //! (`-D`) users in a Mosquitto-format password file (see docs/security.md).
 //!
@@ -42,7 +43,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mqttx_auth::{Security, SecurityConfig};
-use mqttx_broker::{Broker, Config, Handler, Listener, ListenerKind, Server};
+use mqttx_broker::{Broker, CertificateReloader, Config, Handler, Listener, ListenerKind, Server};
 
 mod passwd;
 
@@ -306,6 +307,32 @@ fn reload_on_sighup(broker: Broker<Security>, path: PathBuf) {
     let _ = (broker, path);
 }
 
+/// On SIGHUP, reads the certificate files of the TLS listeners again: renewed certificates
+/// are used from the next handshake on; a broken file keeps the previous certificate.
+fn reload_certificates_on_sighup(reloader: CertificateReloader) {
+    if reloader.is_empty() {
+        return;
+    }
+    // The handler is installed here, before the broker says it listens, so that a SIGHUP
+    // sent right after never meets the default action (termination).
+    #[cfg(unix)]
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: renew certificates by restarting");
+        return;
+    };
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => tracing::info!(listeners = reloader.len(), "TLS certificates reloaded"),
+                Err(e) => tracing::error!("certificate reload failed, the previous ones stay: {e}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
+}
+
 /// Runs a bound broker until Ctrl-C.
 async fn serve<H: Handler>(server: std::io::Result<Server<H>>) -> ExitCode {
     let server = match server {
@@ -315,6 +342,7 @@ async fn serve<H: Handler>(server: std::io::Result<Server<H>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    reload_certificates_on_sighup(server.certificate_reloader());
     match server.local_addrs() {
         Ok(addrs) => {
             for (kind, addr) in addrs {

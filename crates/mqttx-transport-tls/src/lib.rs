@@ -19,7 +19,8 @@
 //! # Layout
 //!
 //! - [`ServerOptions`] and [`TlsAcceptor`]: the server side; [`TlsAcceptor::accept`] gives a
-//!   [`TlsStream`] whose [`TlsStream::peer_identity`] is the verified client identity.
+//!   [`TlsStream`] whose [`TlsStream::peer_identity`] is the verified client identity, and
+//!   [`TlsAcceptor::reload`] takes renewed certificate files without a restart.
 //! - [`ClientOptions`] and [`TlsConnector`]: the client side, with readable handshake errors
 //!   (unknown issuer, name mismatch, expired certificate).
 //! - [`PeerIdentity`]: who a verified certificate names.
@@ -32,7 +33,7 @@
 //! the files come from your CA; `docs/transports.md` shows how to make a test CA):
 //!
 //! ```
-//! use std::sync::Arc;
+//! use std::sync::{Arc, RwLock};
 //! use mqttx_transport_tls::{TlsAcceptor, TlsConnector, rustls};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
@@ -83,7 +84,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -132,6 +133,8 @@ pub enum Error {
     Tls(rustls::Error),
     /// The client-certificate verifier could not be built from the CA file.
     ClientVerifier(String),
+    /// [`TlsAcceptor::reload`] on an acceptor made from a configuration, not from files.
+    NotReloadable,
 }
 
 impl fmt::Display for Error {
@@ -147,6 +150,7 @@ impl fmt::Display for Error {
             Self::NoRootCertificates => f.write_str("no root certificate to verify peers with"),
             Self::Tls(e) => write!(f, "TLS configuration refused: {e}"),
             Self::ClientVerifier(e) => write!(f, "client certificate verifier: {e}"),
+            Self::NotReloadable => f.write_str("this acceptor was not made from files"),
         }
     }
 }
@@ -278,10 +282,13 @@ impl ServerOptions {
     }
 }
 
-/// The server side: turns accepted streams into [`TlsStream`]s. Cheap to clone.
+/// The server side: turns accepted streams into [`TlsStream`]s. Cheap to clone; clones share
+/// the configuration, so [`reload`](Self::reload) on one reaches them all.
 #[derive(Clone)]
 pub struct TlsAcceptor {
-    inner: tokio_rustls::TlsAcceptor,
+    config: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    /// The files to read again on [`reload`](Self::reload); `None` for [`from_config`](Self::from_config).
+    options: Option<Arc<ServerOptions>>,
     timeout: Duration,
 }
 
@@ -296,6 +303,27 @@ impl fmt::Debug for TlsAcceptor {
 impl TlsAcceptor {
     /// Loads the files of `opts` and builds the acceptor (TLS 1.3 and 1.2, `ring`).
     pub fn new(opts: &ServerOptions) -> Result<Self, Error> {
+        Ok(Self {
+            config: Arc::new(RwLock::new(Self::load(opts)?)),
+            options: Some(Arc::new(opts.clone())),
+            timeout: opts.handshake_timeout,
+        })
+    }
+
+    /// Reads the certificate, key and client CA files again and uses them for the
+    /// handshakes that start from now on; connections already open keep theirs. On an error
+    /// (a missing file, a key that does not match) nothing changes.
+    ///
+    /// Errors with [`Error::NotReloadable`] for an acceptor made by
+    /// [`from_config`](Self::from_config).
+    pub fn reload(&self) -> Result<(), Error> {
+        let options = self.options.as_ref().ok_or(Error::NotReloadable)?;
+        let config = Self::load(options)?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    fn load(opts: &ServerOptions) -> Result<Arc<rustls::ServerConfig>, Error> {
         let chain = load_certificates(&opts.cert_chain)?;
         let key = load_private_key(&opts.private_key)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -317,17 +345,14 @@ impl TlsAcceptor {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder.with_single_cert(chain, key)?;
-        Ok(Self {
-            inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            timeout: opts.handshake_timeout,
-        })
+        Ok(Arc::new(builder.with_single_cert(chain, key)?))
     }
 
     /// An acceptor from a rustls configuration built by the caller (10 s handshake timeout).
     pub fn from_config(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
-            inner: tokio_rustls::TlsAcceptor::from(config),
+            config: Arc::new(RwLock::new(config)),
+            options: None,
             timeout: HANDSHAKE_TIMEOUT,
         }
     }
@@ -340,7 +365,9 @@ impl TlsAcceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let accepted = tokio::time::timeout(self.timeout, self.inner.accept(stream))
+        let config = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let accepted = tokio::time::timeout(self.timeout, acceptor.accept(stream))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?;
         Ok(TlsStream::new(tokio_rustls::TlsStream::Server(accepted?)))

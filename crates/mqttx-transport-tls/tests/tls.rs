@@ -259,3 +259,36 @@ async fn a_tls_1_1_client_hello_is_refused() {
     assert_eq!(answer.first(), Some(&0x15), "{answer:02x?}");
     assert!(task.await.expect("task").is_err());
 }
+
+#[tokio::test]
+async fn reload_takes_new_files_for_new_handshakes() {
+    let pki = pki::make();
+    let live = pki.dir.join("live");
+    std::fs::create_dir_all(&live).expect("dir");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    // Start with the expired certificate.
+    std::fs::copy(&pki.expired_cert, &cert).expect("copy");
+    std::fs::copy(&pki.expired_key, &key).expect("copy");
+    let acceptor = TlsAcceptor::new(&ServerOptions::new(&cert, &key)).expect("acceptor");
+    let connector =
+        TlsConnector::new(&ClientOptions::default().with_ca_file(&pki.ca)).expect("connector");
+    let (addr, task) = server(acceptor.clone()).await;
+    let err = client(&connector, "localhost", addr)
+        .await
+        .expect_err("expired");
+    assert!(err.to_string().contains("expired"), "{err}");
+    let _ = task.await;
+
+    // A broken file is refused and the old certificate stays.
+    std::fs::write(&key, "not a key").expect("write");
+    assert!(acceptor.reload().is_err());
+    // Renewed files: a clone of the acceptor sees them too.
+    std::fs::copy(&pki.server_cert, &cert).expect("copy");
+    std::fs::copy(&pki.server_key, &key).expect("copy");
+    acceptor.clone().reload().expect("reload");
+    let (addr, task) = server(acceptor).await;
+    client(&connector, "localhost", addr)
+        .await
+        .expect("renewed certificate");
+    task.await.expect("task").expect("server side");
+}
