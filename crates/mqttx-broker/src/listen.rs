@@ -55,7 +55,7 @@ impl<H: Handler> Server<H> {
         let config = broker.config();
         let mut listeners = Vec::new();
         for listener in config.effective_listeners() {
-            let layers = layers(&listener, config.connect_timeout)?;
+            let layers = layers(&listener, config)?;
             let tcp = TcpListener::bind(listener.bind, TcpOptions::default())
                 .await
                 .map_err(|e| {
@@ -233,7 +233,8 @@ impl CertificateReloader {
 }
 
 /// The TLS and WebSocket settings of one listener.
-fn layers(listener: &Listener, timeout: std::time::Duration) -> io::Result<Layers> {
+fn layers(listener: &Listener, config: &crate::Config) -> io::Result<Layers> {
+    let timeout = config.connect_timeout;
     let name = format!("{} listener on {}", listener.kind.as_str(), listener.bind);
     let tls = || -> io::Result<TlsAcceptor> {
         let (Some(cert), Some(key)) = (&listener.cert, &listener.key) else {
@@ -250,7 +251,12 @@ fn layers(listener: &Listener, timeout: std::time::Duration) -> io::Result<Layer
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: {e}")))
     };
     let ws = || {
-        let mut opts = WsOptions::default();
+        // WebSocket frames and messages may be as large as the largest MQTT packet accepted,
+        // plus 64 KiB of headroom (packets may also span frames).
+        let cap = usize::try_from(config.max_packet_size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024);
+        let mut opts = WsOptions::default().with_max_message_size(cap, cap);
         opts.handshake_timeout = timeout;
         if let Some(path) = &listener.path {
             opts.path.clone_from(path);
