@@ -501,3 +501,50 @@ async fn certificates_reload_without_a_restart() {
         .await;
     assert!(matches!(client.recv().await, Some(OwnedPacket::ConnAck(_))));
 }
+
+#[tokio::test]
+async fn websocket_caps_follow_max_packet_size() {
+    use futures_util::StreamExt;
+    // max_packet_size 8 KiB: frames up to 8 KiB + 64 KiB pass, larger ones end the connection.
+    let mut config: Config = loopback_config();
+    config.max_packet_size = 8 * 1024;
+    config.listeners = vec![Listener::ws(any_port())];
+    let server = Broker::bind(config).await.expect("bind");
+    let ws = server.local_addrs().expect("addrs")[0].1;
+    let _b = run(server);
+    // One frame: a CONNECT (3.1.1, client id "big") followed by PINGREQs.
+    let frame = |pings: usize| {
+        let mut bytes = b"\x10\x0f\x00\x04MQTT\x04\x02\x00\x3c\x00\x03big".to_vec();
+        for _ in 0..pings {
+            bytes.extend([0xC0, 0x00]);
+        }
+        Message::binary(bytes)
+    };
+    for (pings, passes) in [(35 * 1024, true), (40 * 1024, false)] {
+        let mut request = format!("ws://{ws}/mqtt")
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("value"));
+        let tcp = TcpStream::connect(ws).await.expect("tcp");
+        let (mut peer, _) = tokio_tungstenite::client_async(request, tcp)
+            .await
+            .expect("upgrade");
+        let _ = peer.send(frame(pings)).await;
+        // The CONNACK (4 bytes) and a PINGRESP (2 bytes) arrive only if the frame was taken.
+        let mut got = 0usize;
+        let answered = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(message)) = peer.next().await {
+                got += message.len();
+                if got >= 6 {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .expect("in time");
+        assert_eq!(answered, passes, "{} KiB frame", pings * 2 / 1024);
+    }
+}
