@@ -223,4 +223,32 @@ mod tests {
         assert_eq!(common_name(&name).as_deref(), Some("dev-1"));
         assert_eq!(common_name(&name[..12]), None);
     }
+
+    #[test]
+    fn reads_a_real_certificate_and_survives_every_mutation_of_it() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["a.example".into(), "192.0.2.7".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "device-7");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let id = PeerIdentity::from_der(&der);
+        assert_eq!(id.common_name.as_deref(), Some("device-7"));
+        assert_eq!(id.subject_alt_names, ["DNS:a.example", "IP:192.0.2.7"]);
+        // Every truncation, and pseudo-random byte flips (xorshift, fixed seed): no panic.
+        for len in 0..der.len() {
+            let _ = PeerIdentity::from_der(&der[..len]);
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = der.clone();
+            let at = (state as usize) % bytes.len();
+            bytes[at] = (state >> 32) as u8;
+            let _ = PeerIdentity::from_der(&bytes);
+        }
+    }
 }
