@@ -260,3 +260,28 @@ async fn shutdown_waits_for_the_close_reply_but_not_forever() {
         "{waited:?}"
     );
 }
+
+#[tokio::test]
+async fn streams_upgraded_elsewhere_carry_bytes_both_ways() {
+    // As after an HTTP server's own upgrade: both sides wrap a raw stream.
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let mut server = WsStream::from_upgraded(a, true, 1024).await;
+    let mut client = WsStream::from_upgraded(b, false, 1024).await;
+    client.write_all(&[0x10; 3000]).await.expect("write"); // three frames of at most 1 KiB
+    let mut buf = vec![0u8; 3000];
+    tokio::time::timeout(WAIT, server.read_exact(&mut buf))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(buf, [0x10; 3000]);
+    server
+        .write_all(&[0x20, 0x02, 0x00, 0x00])
+        .await
+        .expect("write");
+    let mut ack = [0u8; 4];
+    tokio::time::timeout(WAIT, client.read_exact(&mut ack))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00]);
+}
