@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
 use mqttx_router::{
     Deliveries, RetainHandling, RetainedStore, Router, SubscribeOutcome, SubscriberId,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -25,15 +25,17 @@ use crate::handler::{
 };
 use crate::listen::Server;
 use crate::proto::{
-    CloseReason, DeliverOutcome, Event, Message, Outbound, PublishOutcome, ServerDisconnect,
-    Session, SubscribeRequest, UnsubscribeRequest,
+    CloseReason, DeliverOutcome, Delivered, Event, Message, Outbound, PublishOutcome,
+    ServerDisconnect, Session, SubscribeRequest, UnsubscribeRequest,
 };
 use crate::store::{MemoryStore, QueueLimits, SessionStore, StoredSession};
 
 /// How long a closing connection may take to write its last bytes (DISCONNECT, CONNACK).
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
-/// Bytes read from a stream per call.
-const READ_BUFFER: usize = 16 * 1024;
+/// Bytes read from a stream per call, into the worker thread's buffer.
+const READ_BUFFER: usize = 64 * 1024;
+/// A connection with nothing to write keeps its write buffer only up to this capacity.
+const IDLE_WRITE_BUFFER: usize = 16 * 1024;
 /// Reading pauses while more control-packet bytes than this wait to be written: a client that
 /// sends without reading its acknowledgements meets TCP backpressure instead of growing memory.
 const READ_GATE: usize = 256 * 1024;
@@ -151,14 +153,110 @@ impl Retained {
 
 #[derive(Debug)]
 struct ClientEntry {
-    tx: mpsc::UnboundedSender<Command>,
+    mailbox: Arc<Mailbox>,
     version: ProtocolVersion,
-    /// Becomes `true` once the connection's task has left the shared state (for takeover of
-    /// a persistent session, which must wait for it).
-    done: watch::Receiver<bool>,
-    /// Deliveries sent into `tx` and not yet taken by the driver. The channel itself is
-    /// unbounded; this count bounds it to `max_queued_messages`.
-    in_channel: Arc<AtomicUsize>,
+}
+
+/// A connection's inbox: what other tasks ask of its driver. Senders push under a short lock
+/// and wake the driver only when the inbox turns non-empty; the driver takes everything
+/// waiting in one go. An idle connection's inbox holds no allocation (an unbounded channel
+/// would keep a block of 32 slots per connection).
+#[derive(Debug, Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    /// Wakes the driver (a stored permit when it is busy, so no wake-up is lost).
+    wake: tokio::sync::Notify,
+    /// Wakes tasks waiting for the connection to leave the shared state (takeover).
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    commands: Vec<Command>,
+    /// `Command::Deliver`s in `commands`, bounded by `max_queued_messages`.
+    deliveries: usize,
+    /// The connection has left the shared state: its session is stored (when persistent)
+    /// and nothing sent from now on is taken.
+    done: bool,
+}
+
+/// What [`Mailbox::deliver`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Posted {
+    Sent,
+    /// `max` deliveries already wait: dropped.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, MailboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, mut state: MutexGuard<'_, MailboxState>, command: Command) {
+        let was_empty = state.commands.is_empty();
+        state.commands.push(command);
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sends a command; `false` when the connection is gone.
+    fn send(&self, command: Command) -> bool {
+        let state = self.lock();
+        if state.done {
+            return false;
+        }
+        self.push(state, command);
+        true
+    }
+
+    /// Sends a delivery unless `max` deliveries already wait.
+    fn deliver(&self, message: Outbound, max: usize) -> Posted {
+        let mut state = self.lock();
+        if state.done {
+            return Posted::Closed;
+        }
+        if state.deliveries >= max {
+            return Posted::Full;
+        }
+        state.deliveries += 1;
+        self.push(state, Command::Deliver(message));
+        Posted::Sent
+    }
+
+    /// Everything waiting, in the order it was sent.
+    fn take(&self) -> Vec<Command> {
+        let mut state = self.lock();
+        state.deliveries = 0;
+        std::mem::take(&mut state.commands)
+    }
+
+    /// The connection has left the shared state.
+    fn finish(&self) {
+        let mut state = self.lock();
+        state.done = true;
+        state.deliveries = 0;
+        state.commands = Vec::new();
+        drop(state);
+        self.finished.notify_waiters();
+    }
+
+    /// Waits until [`finish`](Self::finish) was called.
+    async fn finished(&self) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().done {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Where a connection came from, as far as its transport knows, for
@@ -389,7 +487,7 @@ impl<H: Handler> Broker<H> {
         shared
             .clients
             .get(id)
-            .is_some_and(|c| c.tx.send(command).is_ok())
+            .is_some_and(|c| c.mailbox.send(command))
     }
 
     /// Sends an application message to one client, as the broker itself, at the message's QoS
@@ -408,12 +506,8 @@ impl<H: Handler> Broker<H> {
             else {
                 return false;
             };
-            if client.in_channel.load(Ordering::Relaxed) >= max {
+            if client.mailbox.deliver(encoded, max) == Posted::Full {
                 shared.dropped += 1;
-                return true;
-            }
-            if client.tx.send(Command::Deliver(encoded)).is_ok() {
-                client.in_channel.fetch_add(1, Ordering::Relaxed);
             }
             return true;
         }
@@ -730,12 +824,6 @@ impl Shared {
                 }
                 continue;
             };
-            if client.in_channel.load(Ordering::Relaxed) >= config.max_queued_messages {
-                // The driver is not keeping up (a slow hook); its session queue has the
-                // same limit, so this message would be dropped there too.
-                self.dropped += 1;
-                continue;
-            }
             // MQTT 5.0 §3.8.4: the delivered QoS is the minimum of the published QoS and the
             // granted maximum.
             let qos = message.qos.min(to_codec_qos(delivery.qos()));
@@ -751,9 +839,11 @@ impl Shared {
                 cache.get(message, client.version, qos, retain)
             };
             if let Some(encoded) = encoded {
-                // A closed receiver means the connection is ending; its cleanup removes it.
-                if client.tx.send(Command::Deliver(encoded)).is_ok() {
-                    client.in_channel.fetch_add(1, Ordering::Relaxed);
+                // Full: the driver is not keeping up (a slow hook); its session queue has the
+                // same limit, so the message would be dropped there too. Closed: the
+                // connection is ending; its cleanup removes it.
+                if client.mailbox.deliver(encoded, config.max_queued_messages) == Posted::Full {
+                    self.dropped += 1;
                 }
             }
         }
@@ -773,10 +863,7 @@ struct Driver<H: Handler> {
     inner: Arc<Inner<H>>,
     id: SubscriberId,
     session: Session,
-    tx: mpsc::UnboundedSender<Command>,
-    rx: mpsc::UnboundedReceiver<Command>,
-    in_channel: Arc<AtomicUsize>,
-    done: watch::Sender<bool>,
+    mailbox: Arc<Mailbox>,
     app: Option<H::Session>,
     client: Option<ClientInfo>,
     close_reason: Option<CloseReason>,
@@ -789,15 +876,11 @@ impl<H: Handler> Driver<H> {
         let n = inner.next_connection.fetch_add(1, Ordering::Relaxed);
         let assigned = format!("mqttx-{:016x}-{n}", inner.nonce);
         let session = Session::new(Instant::now().into_std(), &inner.config, assigned);
-        let (tx, rx) = mpsc::unbounded_channel();
         Self {
             inner,
             id: SubscriberId::new(n),
             session,
-            tx,
-            rx,
-            in_channel: Arc::default(),
-            done: watch::channel(false).0,
+            mailbox: Arc::default(),
             app: None,
             client: None,
             close_reason: None,
@@ -810,19 +893,32 @@ impl<H: Handler> Driver<H> {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let (mut rd, mut wr) = tokio::io::split(stream);
-        let mut rbuf = vec![0u8; READ_BUFFER];
         let mut wbuf: Vec<u8> = Vec::new();
         let mut written = 0usize;
         let mut stop = self.inner.shutdown.subscribe();
         let mut stopping = false;
         loop {
             while let Some(event) = self.session.poll_event() {
-                self.handle_event(event).await;
+                match event {
+                    // The per-message events run inline; the others (connect, subscribe,
+                    // authentication…) in a box of their own, so that their larger state does
+                    // not make every connection's task larger while it is idle.
+                    Event::Publish(message) => {
+                        let outcome = self.authorize_and_publish(&message).await;
+                        self.session
+                            .complete_publish(Instant::now().into_std(), outcome);
+                    }
+                    Event::Delivered(delivered) => self.delivered(&delivered).await,
+                    event => Box::pin(self.handle_event(event)).await,
+                }
             }
             if written == wbuf.len() {
                 wbuf.clear();
                 written = 0;
-                self.session.poll_transmit(&mut wbuf);
+                if !self.session.poll_transmit(&mut wbuf) && wbuf.capacity() > IDLE_WRITE_BUFFER {
+                    // Nothing to send: an idle connection keeps no large buffer.
+                    wbuf = Vec::new();
+                }
             }
             if self.session.is_closed() {
                 while self.session.poll_transmit(&mut wbuf) {}
@@ -836,27 +932,22 @@ impl<H: Handler> Driver<H> {
             }
             let deadline = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                read = rd.read(&mut rbuf), if self.session.transmit_backlog() < READ_GATE => match read {
-                    Ok(0) | Err(_) => self.session.handle_closed(),
-                    Ok(n) => {
-                        let now = Instant::now().into_std();
-                        self.session.handle_bytes(now, rbuf.get(..n).unwrap_or_default());
+                read = read_into(&mut rd, &mut self.session), if self.session.transmit_backlog() < READ_GATE => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        self.session.handle_closed();
                     }
-                },
+                }
                 w = wr.write(wbuf.get(written..).unwrap_or_default()), if written < wbuf.len() => {
                     match w {
                         Ok(0) | Err(_) => self.session.handle_closed(),
                         Ok(n) => written += n,
                     }
                 }
-                Some(command) = self.rx.recv() => {
-                    self.command(command).await;
-                    // Take what else is waiting, bounded so reading is not starved.
-                    for _ in 0..256 {
-                        match self.rx.try_recv() {
-                            Ok(command) => self.command(command).await,
-                            Err(_) => break,
-                        }
+                () = self.mailbox.wake.notified() => {
+                    // Everything waiting, in one lock: deliveries are bounded by
+                    // `max_queued_messages`.
+                    for command in self.mailbox.take() {
+                        self.command(command).await;
                     }
                 }
                 () = sleep_until(deadline) => {
@@ -878,7 +969,6 @@ impl<H: Handler> Driver<H> {
     async fn command(&mut self, command: Command) {
         match command {
             Command::Deliver(message) => {
-                self.in_channel.fetch_sub(1, Ordering::Relaxed);
                 match self.session.deliver(Instant::now().into_std(), message) {
                     DeliverOutcome::QueueFull | DeliverOutcome::TooLarge => {
                         self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -887,7 +977,7 @@ impl<H: Handler> Driver<H> {
                 }
             }
             Command::Disconnect(disconnect) => self.session.disconnect_with(&disconnect),
-            Command::App(message) => self.app_message(message).await,
+            Command::App(message) => Box::pin(self.app_message(message)).await,
         }
     }
 
@@ -951,14 +1041,14 @@ impl<H: Handler> Driver<H> {
                                 .get(&req.client_id)
                                 .and_then(|old| shared.clients.get(old))
                                 .map(|entry| {
-                                    let _ = entry.tx.send(Command::taken_over());
-                                    entry.done.clone()
+                                    entry.mailbox.send(Command::taken_over());
+                                    Arc::clone(&entry.mailbox)
                                 })
                         };
-                        if let Some(mut done) = old_done {
+                        if let Some(old) = old_done {
                             let _ = tokio::time::timeout(
                                 FINAL_FLUSH + Duration::from_secs(1),
-                                done.wait_for(|&d| d),
+                                old.finished(),
                             )
                             .await;
                         }
@@ -1011,10 +1101,8 @@ impl<H: Handler> Driver<H> {
                             shared.clients.insert(
                                 self.id,
                                 ClientEntry {
-                                    tx: self.tx.clone(),
+                                    mailbox: Arc::clone(&self.mailbox),
                                     version: req.protocol,
-                                    done: self.done.subscribe(),
-                                    in_channel: Arc::clone(&self.in_channel),
                                 },
                             );
                             resumed
@@ -1086,15 +1174,17 @@ impl<H: Handler> Driver<H> {
             }
             Event::Subscribe(req) => self.subscribe(req).await,
             Event::Unsubscribe(req) => self.unsubscribe(req).await,
-            Event::Delivered(delivered) => {
-                if let (Some(app), Some(client)) = (&self.app, &self.client) {
-                    self.inner
-                        .handler
-                        .on_delivered(app, client, &delivered)
-                        .await;
-                }
-            }
+            Event::Delivered(delivered) => self.delivered(&delivered).await,
             Event::Closed(reason) => self.close_reason = Some(reason),
+        }
+    }
+
+    async fn delivered(&self, delivered: &Delivered) {
+        if let (Some(app), Some(client)) = (&self.app, &self.client) {
+            self.inner
+                .handler
+                .on_delivered(app, client, delivered)
+                .await;
         }
     }
 
@@ -1212,7 +1302,7 @@ impl<H: Handler> Driver<H> {
             if shared
                 .clients
                 .get(&self.id)
-                .is_some_and(|c| c.tx.same_channel(&self.tx))
+                .is_some_and(|c| Arc::ptr_eq(&c.mailbox, &self.mailbox))
             {
                 shared.clients.remove(&self.id);
             }
@@ -1255,13 +1345,59 @@ impl<H: Handler> Driver<H> {
                 shared.router.unsubscribe_all(self.id);
             }
         }
-        self.done.send_replace(true);
+        self.mailbox.finish();
         let reason = self.close_reason.unwrap_or(CloseReason::ConnectionLost);
         if let (Some(app), Some(client)) = (self.app.take(), &self.client) {
             tracing::debug!(client_id = %client.client_id, ?reason, "closed");
             self.inner.handler.on_disconnect(app, client, reason).await;
         }
     }
+}
+
+thread_local! {
+    /// One read buffer per worker thread: a read lands in it and goes into the session's
+    /// decoder within the same poll, so no connection keeps a read buffer of its own (the
+    /// decoder keeps only the bytes of incomplete packets, and as much room as the largest
+    /// read it was fed).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads once from `rd` and feeds the bytes to `session` before returning their number (0 at
+/// the end of the stream).
+fn read_into<'a, R>(
+    rd: &'a mut R,
+    session: &'a mut Session,
+) -> impl Future<Output = io::Result<usize>> + 'a
+where
+    R: AsyncRead + Unpin,
+{
+    std::future::poll_fn(move |cx| {
+        READ_BUF.with(|cell| {
+            let mut own = Vec::new();
+            let mut shared = cell.try_borrow_mut();
+            // Never nested in practice (a stream's read does not poll another connection);
+            // if it ever were, a buffer of its own keeps this correct.
+            let buf = match &mut shared {
+                Ok(buf) => &mut **buf,
+                Err(_) => &mut own,
+            };
+            if buf.len() < READ_BUFFER {
+                buf.resize(READ_BUFFER, 0);
+            }
+            let mut read = tokio::io::ReadBuf::new(buf);
+            match std::pin::Pin::new(&mut *rd).poll_read(cx, &mut read) {
+                std::task::Poll::Ready(Ok(())) => {
+                    let bytes = read.filled();
+                    if !bytes.is_empty() {
+                        session.handle_bytes(Instant::now().into_std(), bytes);
+                    }
+                    std::task::Poll::Ready(Ok(bytes.len()))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1807,6 +1807,11 @@ impl State {
     }
 
     fn accept_connect(&mut self, now: Instant) {
+        if self.events.is_empty() {
+            // The CONNECT request made room for a few events (large ones); an idle
+            // connection keeps none, a busy one allocates again with its first PUBLISH.
+            self.events = VecDeque::new();
+        }
         self.phase = Phase::Connected;
         self.connect_deadline = None;
         self.last_packet = now;
