@@ -12,7 +12,7 @@ use std::time::Instant;
 use mqttx_codec::ProtocolVersion;
 use mqttx_router::{SubscribeOptions, TopicFilter};
 
-use crate::proto::{Outbound, SessionState};
+use crate::proto::{Outbound, SessionState, StateDecodeError};
 
 /// The future a [`SessionStore`] method returns: boxed, so that the trait stays usable as
 /// `Arc<dyn SessionStore>` (what `async-trait` would generate, without the macro).
@@ -49,6 +49,95 @@ impl StoredSession {
             subscriptions,
             state,
         }
+    }
+}
+
+impl StoredSession {
+    /// Appends the byte form of this session to `out`, for a store that keeps sessions
+    /// outside the process: the protocol version, the expiry as wall-clock milliseconds, the
+    /// subscriptions with their options, then [`SessionState::encode`]. `now` and
+    /// `now_unix_ms` are the same moment on the process's clock and on the wall clock.
+    pub fn encode(&self, now: Instant, now_unix_ms: u64, out: &mut Vec<u8>) {
+        out.push(match self.version {
+            ProtocolVersion::V31 => 3,
+            ProtocolVersion::V311 => 4,
+            _ => 5,
+        });
+        let expiry = self.expires_at.map_or(u64::MAX, |at| {
+            let left = at.saturating_duration_since(now).as_millis();
+            now_unix_ms.saturating_add(u64::try_from(left).unwrap_or(u64::MAX - 1))
+        });
+        out.extend_from_slice(&expiry.to_be_bytes());
+        let n = u32::try_from(self.subscriptions.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&n.to_be_bytes());
+        for (filter, options) in self.subscriptions.iter().take(n as usize) {
+            let text = filter.as_str().as_bytes();
+            // A topic filter is at most 65 535 bytes (MQTT 5.0 §1.5.4).
+            let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(text.get(..usize::from(len)).unwrap_or(text));
+            out.push(options.qos as u8);
+            out.push(u8::from(options.no_local) | (u8::from(options.retain_as_published) << 1));
+            out.push(options.retain_handling as u8);
+            let id = options.subscription_id.map_or(0, |id| id.get());
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        self.state.encode(now, now_unix_ms, out);
+    }
+
+    /// Reads a session written by [`encode`](Self::encode); a session whose expiry passed
+    /// while it was stored comes back with `expires_at` at `now`.
+    pub fn decode(bytes: &[u8], now: Instant, now_unix_ms: u64) -> Result<Self, StateDecodeError> {
+        use mqttx_router::{QoS as RouterQoS, RetainHandling, SubscriptionId};
+        let corrupt = StateDecodeError::Corrupt;
+        let (&version, rest) = bytes.split_first().ok_or(corrupt)?;
+        let version = match version {
+            3 => ProtocolVersion::V31,
+            4 => ProtocolVersion::V311,
+            5 => ProtocolVersion::V5,
+            _ => return Err(StateDecodeError::Format),
+        };
+        let (expiry, mut rest) = rest.split_first_chunk::<8>().ok_or(corrupt)?;
+        let expiry = u64::from_be_bytes(*expiry);
+        let expires_at = (expiry != u64::MAX)
+            .then(|| now + std::time::Duration::from_millis(expiry.saturating_sub(now_unix_ms)));
+        let (n, tail) = rest.split_first_chunk::<4>().ok_or(corrupt)?;
+        rest = tail;
+        let n = u32::from_be_bytes(*n) as usize;
+        if n.saturating_mul(9) > rest.len() {
+            return Err(corrupt);
+        }
+        let mut subscriptions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (len, tail) = rest.split_first_chunk::<2>().ok_or(corrupt)?;
+            let len = usize::from(u16::from_be_bytes(*len));
+            let (text, tail) = tail.split_at_checked(len).ok_or(corrupt)?;
+            let (fields, tail) = tail.split_first_chunk::<7>().ok_or(corrupt)?;
+            rest = tail;
+            let text = std::str::from_utf8(text).map_err(|_| corrupt)?;
+            let filter = TopicFilter::new(text).map_err(|_| corrupt)?;
+            let mut options =
+                SubscribeOptions::new(RouterQoS::try_from(fields[0]).map_err(|_| corrupt)?);
+            if fields[1] > 0b11 {
+                return Err(corrupt);
+            }
+            options.no_local = fields[1] & 1 != 0;
+            options.retain_as_published = fields[1] & 0b10 != 0;
+            options.retain_handling = RetainHandling::try_from(fields[2]).map_err(|_| corrupt)?;
+            let id = u32::from_be_bytes([fields[3], fields[4], fields[5], fields[6]]);
+            options.subscription_id = match id {
+                0 => None,
+                id => Some(SubscriptionId::new(id).map_err(|_| corrupt)?),
+            };
+            subscriptions.push((filter, options));
+        }
+        let state = SessionState::decode(rest, now, now_unix_ms)?;
+        Ok(Self {
+            version,
+            expires_at,
+            subscriptions,
+            state,
+        })
     }
 }
 
@@ -181,5 +270,69 @@ impl SessionStore for MemoryStore {
     fn remove<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, io::Result<()>> {
         self.lock().remove(client_id);
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mqttx_router::{RetainHandling, SubscriptionId};
+
+    use super::*;
+
+    #[test]
+    fn stored_session_byte_form_round_trip() {
+        let now = crate::test_epoch() + Duration::from_secs(60);
+        let mut options = SubscribeOptions::new(mqttx_router::QoS::ExactlyOnce);
+        options.no_local = true;
+        options.retain_handling = RetainHandling::DoNotSend;
+        options.subscription_id = Some(SubscriptionId::new(42).expect("id"));
+        let session = StoredSession::new(
+            ProtocolVersion::V5,
+            Some(now + Duration::from_secs(300)),
+            vec![
+                (TopicFilter::new("a/+/c").expect("filter"), options),
+                (
+                    TopicFilter::new("$share/g/x/#").expect("filter"),
+                    SubscribeOptions::new(mqttx_router::QoS::AtMostOnce),
+                ),
+            ],
+            SessionState::default(),
+        );
+        let mut bytes = Vec::new();
+        session.encode(now, 1_000_000, &mut bytes);
+        // Read back 100 s later: 200 s of the session's expiry are left.
+        let later = now + Duration::from_secs(100);
+        let back = StoredSession::decode(&bytes, later, 1_100_000).expect("decode");
+        assert_eq!(back.version, ProtocolVersion::V5);
+        assert_eq!(back.subscriptions, session.subscriptions);
+        assert_eq!(back.expires_at, Some(later + Duration::from_secs(200)));
+        // Never expiring stays so.
+        let forever = StoredSession::new(
+            ProtocolVersion::V311,
+            None,
+            Vec::new(),
+            SessionState::default(),
+        );
+        let mut bytes2 = Vec::new();
+        forever.encode(now, 5, &mut bytes2);
+        let back = StoredSession::decode(&bytes2, now, 5).expect("decode");
+        assert_eq!(
+            (back.version, back.expires_at),
+            (ProtocolVersion::V311, None)
+        );
+        // Corrupt input is an error, never a panic.
+        for cut in 0..bytes.len() {
+            assert!(
+                StoredSession::decode(&bytes[..cut], now, 0).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xA5;
+            let _ = StoredSession::decode(&b, now, 0);
+        }
     }
 }

@@ -2258,5 +2258,8 @@ impl State {
     }
 }
 
+mod persist;
 #[cfg(test)]
 mod tests;
+
+pub use persist::StateDecodeError;
