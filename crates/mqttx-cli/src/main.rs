@@ -19,7 +19,13 @@
 //!
 //! `mqttx bench` (module `bench`) is a load generator for any MQTT broker.
 //!
-//! It is not a library; `pub` and `sub` subcommands come with a later issue.
+//! `mqttx pub` and `mqttx sub` are MQTT clients with the flags of `mosquitto_pub` and
+//! `mosquitto_sub` (`-h -p -t -m -q -r -V -D …`, plus `-L` URLs for mqtt, mqtts, ws and wss),
+//! built on `mqttx-client` and the TLS and WebSocket transports; see `pubsub.rs` for the exit
+//! codes. `mqttx completions SHELL` prints a completion script (`clap_complete`, clap's own
+//! generator, so the scripts follow the argument definitions).
+//!
+//! It is not a library.
 //!
 //! Command-line parsing uses `clap` with its derive macros: a hand-written parser would cost
 //! more code than the whole tool for help texts, error messages and value validation that
@@ -46,6 +52,7 @@ use mqttx_auth::{Security, SecurityConfig};
 use mqttx_broker::{Broker, CertificateReloader, Config, Handler, Listener, ListenerKind, Server};
 
 mod passwd;
+mod pubsub;
 
 mod bench;
 
@@ -65,6 +72,15 @@ enum Commands {
     Passwd(passwd::PasswdArgs),
     /// Load-test a broker: connections, publish/subscribe throughput, fan-in, fan-out, latency.
     Bench(bench::BenchArgs),
+    /// Publish messages (the flags of mosquitto_pub).
+    Pub(pubsub::PubArgs),
+    /// Subscribe and print messages (the flags of mosquitto_sub).
+    Sub(pubsub::SubArgs),
+    /// Print a shell completion script: `mqttx completions bash > /etc/bash_completion.d/mqttx`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +145,13 @@ fn main() -> ExitCode {
         Commands::Broker(args) => broker(args),
         Commands::Passwd(args) => passwd::run(&args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Pub(args) => pubsub::run_pub(args),
+        Commands::Sub(args) => pubsub::run_sub(args),
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "mqttx", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 
