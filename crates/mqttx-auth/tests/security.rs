@@ -29,8 +29,12 @@ const MOSQUITTO_ALICE: &str = "alice:$7$101$KJj3vm6JA0xxlV8p$VZaiBTuiIuJrpfgboGX
 struct TempFile(std::path::PathBuf);
 
 impl TempFile {
+    /// A file with a name of its own: the tests run in parallel in one process.
     fn new(name: &str, text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("mqttx-auth-{}-{name}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("mqttx-auth-{}-{n}-{name}", std::process::id()));
         std::fs::write(&path, text).expect("write temp file");
         Self(path)
     }
