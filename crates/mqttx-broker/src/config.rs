@@ -114,6 +114,12 @@ pub struct Config {
     /// The most simultaneous connections a [`Server`](crate::Server) accepts (default
     /// 100 000); beyond it new connections are closed at once.
     pub max_connections: usize,
+    /// How often the broker publishes its `$SYS/broker/...` statistics (retained, Mosquitto's
+    /// names: `clients/connected`, `messages/received`, `bytes/sent`, `uptime`, `version`…;
+    /// default 10 s, whole seconds in a configuration file; `None` turns them off). `#` never
+    /// matches them [MQTT-4.7.2-1]: subscribe to `$SYS/#`.
+    #[cfg_attr(feature = "serde", serde(with = "opt_secs"))]
+    pub sys_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -137,6 +143,7 @@ impl Default for Config {
             max_connections: 100_000,
             max_stored_sessions: 100_000,
             max_session_expiry: u32::MAX,
+            sys_interval: Some(Duration::from_secs(10)),
         }
     }
 }

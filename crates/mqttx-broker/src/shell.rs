@@ -73,8 +73,46 @@ struct Inner<H> {
     dropped: AtomicU64,
     /// Where the sessions of absent clients are kept.
     store: Arc<dyn SessionStore>,
+    /// Traffic counters for `$SYS` (connections fold their local counts in, see `Traffic`).
+    stats: Stats,
     /// The store operations, until the store task takes them (see [`StoreOp`]).
     store_rx: Mutex<Option<mpsc::UnboundedReceiver<StoreOp>>>,
+}
+
+/// The broker's traffic counters, relaxed atomics: connections add their own counts in
+/// batches ([`Traffic::fold`]), so the hot path touches shared memory once per socket read or
+/// write, not once per message.
+#[derive(Debug)]
+struct Stats {
+    started: Instant,
+    clients_total: AtomicU64,
+    messages_received: AtomicU64,
+    messages_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+/// One connection's counts since they were last folded into [`Stats`].
+#[derive(Debug, Default)]
+struct Traffic {
+    messages_received: u64,
+    messages_sent: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
+}
+
+impl Traffic {
+    fn fold(&mut self, stats: &Stats) {
+        let add = |counter: &AtomicU64, n: &mut u64| {
+            if *n > 0 {
+                counter.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        };
+        add(&stats.messages_received, &mut self.messages_received);
+        add(&stats.messages_sent, &mut self.messages_sent);
+        add(&stats.bytes_received, &mut self.bytes_received);
+        add(&stats.bytes_sent, &mut self.bytes_sent);
+    }
 }
 
 /// One call of the [`SessionStore`], sent from a synchronous section (often under the
@@ -390,6 +428,14 @@ impl<H: Handler> Builder<H> {
                 housekeeping: std::sync::atomic::AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
                 store: self.store,
+                stats: Stats {
+                    started: Instant::now(),
+                    clients_total: AtomicU64::new(0),
+                    messages_received: AtomicU64::new(0),
+                    messages_sent: AtomicU64::new(0),
+                    bytes_received: AtomicU64::new(0),
+                    bytes_sent: AtomicU64::new(0),
+                },
                 store_rx: Mutex::new(Some(store_rx)),
             }),
         }
@@ -424,9 +470,12 @@ impl<H: Handler> Broker<H> {
         self.inner.lock().clients.len()
     }
 
-    /// The number of retained messages.
+    /// The number of retained messages, the broker's own `$SYS/broker/...` ones not counted.
     pub fn retained_count(&self) -> usize {
-        self.inner.lock().retained.len()
+        let shared = self.inner.lock();
+        let sys = mqttx_router::TopicFilter::new("$SYS/broker/#")
+            .map_or(0, |filter| shared.retained.matching(&filter).count());
+        shared.retained.len() - sys
     }
 
     /// The number of persistent sessions kept for absent clients.
@@ -585,6 +634,20 @@ impl<H: Handler> Inner<H> {
                 inner.sweep();
             }
         });
+        if let Some(every) = self.config.sys_interval.filter(|d| !d.is_zero()) {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    inner.publish_sys();
+                }
+            });
+        }
         let Some(mut rx) = self.store_rx.lock().ok().and_then(|mut rx| rx.take()) else {
             return;
         };
@@ -647,6 +710,37 @@ async fn run_store_op<H>(
 }
 
 impl<H: Handler> Inner<H> {
+    /// Publishes the `$SYS/broker/...` statistics, retained, with Mosquitto's topic names.
+    fn publish_sys(&self) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed).to_string();
+        let stats = &self.stats;
+        let mut shared = self.lock();
+        let values = [
+            ("version", format!("mqttx {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "uptime",
+                format!("{} seconds", stats.started.elapsed().as_secs()),
+            ),
+            ("clients/connected", shared.clients.len().to_string()),
+            ("clients/disconnected", shared.sessions.len().to_string()),
+            ("clients/total", load(&stats.clients_total)),
+            ("messages/received", load(&stats.messages_received)),
+            ("messages/sent", load(&stats.messages_sent)),
+            ("messages/dropped", load(&self.dropped)),
+            ("bytes/received", load(&stats.bytes_received)),
+            ("bytes/sent", load(&stats.bytes_sent)),
+            ("subscriptions/count", shared.router.len().to_string()),
+            ("retained messages/count", shared.retained.len().to_string()),
+        ];
+        for (name, value) in values {
+            let Ok(topic) = mqttx_router::TopicName::new(&format!("$SYS/broker/{name}")) else {
+                continue;
+            };
+            let message = Message::new(topic, value.into_bytes(), QoS::AtMostOnce, true);
+            shared.publish(&self.config, None, &message);
+        }
+    }
+
     fn sweep(self: &Arc<Self>) {
         let expired = self.lock().sweep(&self.config, Instant::now());
         self.session_expired(expired);
@@ -869,6 +963,8 @@ struct Driver<H: Handler> {
     close_reason: Option<CloseReason>,
     /// The transport's verified identity of the client, handed to `on_connect`.
     origin: ConnectionInfo,
+    /// Counts not yet folded into the broker's `Stats`.
+    traffic: Traffic,
 }
 
 impl<H: Handler> Driver<H> {
@@ -885,6 +981,7 @@ impl<H: Handler> Driver<H> {
             client: None,
             close_reason: None,
             origin: ConnectionInfo::default(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -904,6 +1001,7 @@ impl<H: Handler> Driver<H> {
                     // authentication…) in a box of their own, so that their larger state does
                     // not make every connection's task larger while it is idle.
                     Event::Publish(message) => {
+                        self.traffic.messages_received += 1;
                         let outcome = self.authorize_and_publish(&message).await;
                         self.session
                             .complete_publish(Instant::now().into_std(), outcome);
@@ -933,14 +1031,20 @@ impl<H: Handler> Driver<H> {
             let deadline = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 read = read_into(&mut rd, &mut self.session), if self.session.transmit_backlog() < READ_GATE => {
-                    if matches!(read, Ok(0) | Err(_)) {
-                        self.session.handle_closed();
+                    match read {
+                        Ok(0) | Err(_) => self.session.handle_closed(),
+                        Ok(n) => self.traffic.bytes_received += n as u64,
                     }
                 }
                 w = wr.write(wbuf.get(written..).unwrap_or_default()), if written < wbuf.len() => {
                     match w {
                         Ok(0) | Err(_) => self.session.handle_closed(),
-                        Ok(n) => written += n,
+                        Ok(n) => {
+                            written += n;
+                            self.traffic.bytes_sent += n as u64;
+                            // Once per write: what this connection received and sent since.
+                            self.traffic.fold(&self.inner.stats);
+                        }
                     }
                 }
                 () = self.mailbox.wake.notified() => {
@@ -963,6 +1067,7 @@ impl<H: Handler> Driver<H> {
                 }
             }
         }
+        self.traffic.fold(&self.inner.stats);
         self.finish().await;
     }
 
@@ -973,6 +1078,7 @@ impl<H: Handler> Driver<H> {
                     DeliverOutcome::QueueFull | DeliverOutcome::TooLarge => {
                         self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                     }
+                    DeliverOutcome::Queued => self.traffic.messages_sent += 1,
                     _ => {}
                 }
             }
@@ -1018,6 +1124,10 @@ impl<H: Handler> Driver<H> {
                 req.listener = self.origin.listener.as_deref().map(str::to_owned);
                 match self.inner.handler.on_connect(&req).await {
                     Ok(app) => {
+                        self.inner
+                            .stats
+                            .clients_total
+                            .fetch_add(1, Ordering::Relaxed);
                         if let Some(id) = req.handler_client_id().map(str::to_owned) {
                             self.session.assign_client_id(id.clone());
                             req.client_id = id;

@@ -427,3 +427,71 @@ async fn exit_codes_and_errors() {
         format!("mqttx {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics() {
+    let mut config = Config::default();
+    config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.sys_interval = Some(Duration::from_millis(50));
+    let server = Broker::builder().config(config).bind().await.expect("bind");
+    let port = server.local_addr().expect("address").port().to_string();
+    tokio::spawn(server.run());
+    // One message in (plus a CONNECT), so the counters have something to show.
+    let mut publish = mqttx();
+    publish.args(["pub", "-h", "127.0.0.1", "-p", &port, "-t", "a", "-m", "x"]);
+    let out = output(publish).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // -R skips the retained copies: the values come from the next three rounds (the last
+    // value of each counts what the first rounds sent to this subscriber).
+    let mut sub = mqttx();
+    sub.args([
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-R",
+        "-v",
+        "-C",
+        "24",
+    ]);
+    sub.args(["-t", "$SYS/broker/#"]);
+    let out = output(sub).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = text(&out.stdout);
+    let value = |name: &str| {
+        got.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("$SYS/broker/{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {got}"))
+            .to_owned()
+    };
+    assert_eq!(value("messages/received"), "1");
+    assert_eq!(value("clients/total"), "2");
+    assert_eq!(value("clients/connected"), "1");
+    assert_eq!(value("subscriptions/count"), "1");
+    assert!(value("version").starts_with("mqttx "));
+    assert!(value("uptime").ends_with(" seconds"));
+    for name in ["messages/sent", "bytes/received", "bytes/sent"] {
+        assert!(value(name).parse::<u64>().expect("a number") > 0, "{name}");
+    }
+    assert!(value("retained messages/count").parse::<u64>().is_ok());
+
+    // `#` never matches `$SYS` topics [MQTT-4.7.2-1]: nothing arrives within 5 rounds.
+    let mut sub = mqttx();
+    sub.args([
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-R",
+        "-W",
+        "1",
+        "-t",
+        "#",
+    ]);
+    let out = output(sub).await;
+    assert_eq!(out.status.code(), Some(27), "{}", text(&out.stdout));
+}
