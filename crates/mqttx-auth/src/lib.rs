@@ -9,11 +9,11 @@
 //! - [`scram`]: SCRAM-SHA-256 (RFC 5802, RFC 7677), sans-IO, server and client side, for
 //!   MQTT 5.0 enhanced authentication.
 //! - [`limits`]: token buckets with the time passed in, and a bounded table of them.
-//! - [`Security`] (feature `broker`, on by default): the [`Handler`] that puts it together in
+//! - `Security` (feature `broker`, on by default): the [`Handler`] that puts it together in
 //!   front of the application's own handler: password check, anonymous on/off, SCRAM,
 //!   TLS identity as user name, ACLs, connection limits and rates, message and byte rates,
 //!   subscription and retained-size quotas, reload without disconnecting anyone.
-//! - [`ScramAuthenticator`] (feature `client`): SCRAM-SHA-256 for `mqttx-client`.
+//! - `ScramAuthenticator` (feature `client`): SCRAM-SHA-256 for `mqttx-client`.
 //!
 //! Dependencies: the RustCrypto crates `sha2`, `hmac` and `pbkdf2` (the field's standard
 //! pure-Rust implementations of the hashes the Mosquitto and SCRAM formats fix), `base64`

@@ -152,7 +152,7 @@ impl<'a> Reader<'a> {
 }
 
 impl SessionState {
-    /// Appends the byte form of this state to `out` (see the [module](self) documentation).
+    /// Appends the byte form of this state to `out` (its layout is described in `proto/persist.rs`).
     /// `now` and `now_unix_ms` are the same moment on the session's clock and on the wall
     /// clock.
     pub fn encode(&self, now: Instant, now_unix_ms: u64, out: &mut Vec<u8>) {
