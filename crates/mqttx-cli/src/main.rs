@@ -43,6 +43,10 @@
 //! mosquitto_sub -t 'demo/#' -v &  mosquitto_pub -t demo/1 -m hello
 //! ```
 
+// The doc comments of this binary are clap's help texts (`mqtt://[user[:password]@]host`),
+// not API documentation: rustdoc's link syntax does not apply to them.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
