@@ -101,7 +101,7 @@ pub(crate) struct ConnArgs {
     /// (publish, will), will-delay-interval (will), session-expiry-interval,
     /// receive-maximum, maximum-packet-size, user-property (connect), subscription-identifier,
     /// user-property (subscribe).
-    #[arg(short = 'D', long = "property", value_name = "COMMAND NAME VALUE", num_args = 3..=4, action = ArgAction::Append, allow_hyphen_values = true)]
+    #[arg(short = 'D', long = "property", value_name = "COMMAND NAME VALUE", num_args = 3..=4, action = ArgAction::Append)]
     property: Vec<String>,
     /// Print debug messages (connection, packets) to stderr.
     #[arg(short = 'd', long)]

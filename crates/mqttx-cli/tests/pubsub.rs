@@ -237,17 +237,9 @@ async fn mqttx_pub_to_mosquitto_sub() {
         "-q",
         "1",
     ]);
-    publish.args([
-        "-D",
-        "publish",
-        "user-property",
-        "a",
-        "b",
-        "-D",
-        "publish",
-        "content-type",
-    ]);
-    publish.args(["application/json"]);
+    // A three-value -D before another -D (clap must not take the next "-D" as a value).
+    publish.args(["-D", "publish", "content-type", "application/json"]);
+    publish.args(["-D", "publish", "user-property", "a", "b"]);
     let out = output(publish).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
 
