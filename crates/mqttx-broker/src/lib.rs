@@ -130,6 +130,7 @@ mod config;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod handler;
+mod journal;
 mod listen;
 pub mod proto;
 mod shell;
@@ -140,6 +141,7 @@ pub use handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,
     PublishDecision, SubscribeDecision,
 };
+pub use journal::{Journal, JournalOp, MemoryJournal, Table, apply_ops};
 pub use listen::{CertificateReloader, Server};
 /// The identity of a client authenticated by its TLS certificate (see
 /// [`ConnectRequest::peer_identity`]).
