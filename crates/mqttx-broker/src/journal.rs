@@ -58,6 +58,12 @@ impl Table {
     }
 }
 
+/// One entry of a [`Journal`]: its table, key and value.
+pub type Entry = (Table, Vec<u8>, Vec<u8>);
+
+/// A journal's content as an ordered map of `(table, key)` to value (see [`apply_ops`]).
+pub type Tables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
 /// One change to a [`Journal`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalOp {
@@ -97,14 +103,14 @@ pub trait Journal: fmt::Debug + Send + Sync + 'static {
     fn commit(&self, ops: &[JournalOp]) -> io::Result<()>;
 
     /// Everything the journal holds: each table's entries, in key order.
-    fn load(&self) -> io::Result<Vec<(Table, Vec<u8>, Vec<u8>)>>;
+    fn load(&self) -> io::Result<Vec<Entry>>;
 }
 
 /// A [`Journal`] in memory: it survives a broker, not the process. For tests of recovery,
 /// and as the model the durable stores are checked against.
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
-    tables: Mutex<BTreeMap<(Table, Vec<u8>), Vec<u8>>>,
+    tables: Mutex<Tables>,
     commits: std::sync::atomic::AtomicU64,
 }
 
@@ -124,13 +130,13 @@ impl MemoryJournal {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Table, Vec<u8>), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// Applies `ops` to an ordered map of `(table, key) → value`: what every journal must do.
-pub fn apply_ops(map: &mut BTreeMap<(Table, Vec<u8>), Vec<u8>>, ops: &[JournalOp]) {
+pub fn apply_ops(map: &mut Tables, ops: &[JournalOp]) {
     for op in ops {
         match op {
             JournalOp::Put { table, key, value } => {
@@ -161,7 +167,7 @@ impl Journal for MemoryJournal {
         Ok(())
     }
 
-    fn load(&self) -> io::Result<Vec<(Table, Vec<u8>, Vec<u8>)>> {
+    fn load(&self) -> io::Result<Vec<Entry>> {
         Ok(self
             .lock()
             .iter()
