@@ -107,6 +107,8 @@ pub struct Outbound {
     expiry: Option<u32>,
     /// Encoded for MQTT 5.0 (so the interval is in the bytes).
     v5: bool,
+    /// The message's key in the broker's journal, for a durable session's copy.
+    id: Option<u64>,
 }
 
 impl Outbound {
@@ -149,7 +151,21 @@ impl Outbound {
             qos,
             expiry: message.properties.message_expiry_interval,
             v5: version.is_v5(),
+            id: None,
         })
+    }
+
+    /// This copy, kept under `id` in the broker's journal: the session reports what becomes
+    /// of it through [`Session::poll_journal`].
+    #[must_use]
+    pub fn with_id(mut self, id: u64) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The key of this copy in the broker's journal, if it has one.
+    pub fn id(&self) -> Option<u64> {
+        self.id
     }
 
     /// This message after waiting `waited` seconds: `None` once its Message Expiry Interval
@@ -645,6 +661,37 @@ enum Pending {
     },
 }
 
+/// What became of a durable session's journaled messages and inbound QoS 2 identifiers,
+/// for the shell to write to its journal ([`Session::poll_journal`]). Messages are named by
+/// their [`Outbound::id`]; messages without one are not reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JournalEntry {
+    /// The message was sent under `packet_id` (QoS 1 or 2), awaiting PUBACK or PUBREC.
+    Sent {
+        /// The message's journal key.
+        id: u64,
+        /// Its Packet Identifier.
+        packet_id: u16,
+    },
+    /// QoS 2: PUBREC received, PUBREL sent under `packet_id`, awaiting PUBCOMP.
+    Released {
+        /// The message's journal key.
+        id: u64,
+        /// Its Packet Identifier.
+        packet_id: u16,
+    },
+    /// The message is gone: acknowledged, expired, dropped, or refused by the client.
+    Done {
+        /// The message's journal key.
+        id: u64,
+    },
+    /// An inbound QoS 2 PUBLISH was accepted under this Packet Identifier (PUBREC sent).
+    InboundAdded(u16),
+    /// The inbound QoS 2 exchange under this Packet Identifier ended (PUBREL received).
+    InboundRemoved(u16),
+}
+
 /// Where an outbound QoS 1 or 2 message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum InFlight {
@@ -801,6 +848,13 @@ struct State {
     /// CONNACK says Session Present.
     session_present: bool,
     stats: SessionStats,
+    /// Report what becomes of journaled messages and inbound QoS 2 identifiers.
+    journaling: bool,
+    journal: Vec<JournalEntry>,
+    /// Hold the acknowledgements of inbound PUBLISH and PUBREL packets (and PUBREL packets
+    /// this side sends) until the shell says the journal has what they acknowledge.
+    park_acks: bool,
+    parked: VecDeque<(PacketType, u16, ReasonCode)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -874,6 +928,10 @@ impl Session {
                 assigned: false,
                 session_present: false,
                 stats: SessionStats::default(),
+                journaling: false,
+                journal: Vec::new(),
+                park_acks: false,
+                parked: VecDeque::new(),
             },
         }
     }
@@ -1019,15 +1077,19 @@ impl Session {
         s.incoming_qos2 = state.incoming_qos2;
         // [MQTT-3.3.2-5] / [MQTT-3.3.2-6]: messages whose Message Expiry Interval passed while
         // they waited are dropped; the others go out with the time left.
-        s.queue = state
-            .queue
-            .into_iter()
-            .filter_map(|(message, since)| {
-                message
-                    .aged(now.saturating_duration_since(since).as_secs())
-                    .map(|m| (m, now))
-            })
-            .collect();
+        let mut queue = VecDeque::with_capacity(state.queue.len());
+        for (message, since) in state.queue {
+            let id = message.id;
+            match message.aged(now.saturating_duration_since(since).as_secs()) {
+                Some(message) => queue.push_back((message, now)),
+                None => {
+                    if let Some(id) = id {
+                        s.journal(JournalEntry::Done { id });
+                    }
+                }
+            }
+        }
+        s.queue = queue;
         s.queued_bytes = s.queue.iter().map(|(m, _)| m.len()).sum();
         let mut resend = state.inflight;
         resend.sort_by_key(|f| f.seq);
@@ -1277,6 +1339,7 @@ impl Session {
         // the Client.
         if message.len() > s.client_max_packet_size as usize {
             s.stats.dropped_too_large += 1;
+            s.journal_done(&message);
             return DeliverOutcome::TooLarge;
         }
         if s.queue.len() >= s.config.max_queued_messages
@@ -1287,6 +1350,7 @@ impl Session {
             } else {
                 s.stats.dropped_qos12 += 1;
             }
+            s.journal_done(&message);
             return DeliverOutcome::QueueFull;
         }
         s.queued_bytes += message.len();
@@ -1347,12 +1411,18 @@ impl Session {
                 // not managed to start onward delivery to a matching subscriber, then it MUST
                 // delete the copy of the message for that subscriber. [MQTT-3.3.2-6] The
                 // PUBLISH sent carries the received value minus the time it waited.
+                let id = message.id;
                 match message.aged(waited) {
                     Some(aged) => {
                         s.queued_bytes += aged.len();
                         s.queue.push_front((aged, s.now));
                     }
-                    None => s.stats.dropped_expired += 1,
+                    None => {
+                        s.stats.dropped_expired += 1;
+                        if let Some(id) = id {
+                            s.journal(JournalEntry::Done { id });
+                        }
+                    }
                 }
                 continue;
             }
@@ -1384,8 +1454,16 @@ impl Session {
                 message.write(pid, out);
             }
             if let Some(pid) = pid {
+                if let Some(id) = message.id {
+                    s.journal(JournalEntry::Sent {
+                        id,
+                        packet_id: pid.get(),
+                    });
+                }
                 s.send_seq += 1;
                 s.sent.insert(pid.get(), (s.send_seq, Some(message)));
+            } else {
+                s.journal_done(&message);
             }
         }
         out.len() > before
@@ -1405,6 +1483,52 @@ impl Session {
     /// Output: the next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.state.events.pop_front()
+    }
+
+    /// Configures durability. With `journaling`, the session reports through
+    /// [`poll_journal`](Self::poll_journal) what becomes of the messages that carry an
+    /// [`Outbound::id`] and of inbound QoS 2 identifiers (for a persistent session of a
+    /// broker with a journal). With `park_acks`, the PUBACK, PUBREC and PUBCOMP packets that
+    /// answer the client and the PUBREL packets sent to it wait, in order, until
+    /// [`release_acks`](Self::release_acks): the shell releases them once its journal holds
+    /// what they acknowledge.
+    pub fn set_durability(&mut self, journaling: bool, park_acks: bool) {
+        self.state.journaling = journaling;
+        self.state.park_acks = park_acks;
+    }
+
+    /// Output: appends what became of journaled messages since the last call to `out`.
+    pub fn poll_journal(&mut self, out: &mut Vec<JournalEntry>) {
+        out.append(&mut self.state.journal);
+    }
+
+    /// The acknowledgements held back (see [`set_durability`](Self::set_durability)), in
+    /// order; the client sends no more than its Receive Maximum without them, so a shell
+    /// stops reading while this is at [`Config::receive_maximum`].
+    pub fn parked_acks(&self) -> usize {
+        self.state.parked.len()
+    }
+
+    /// Command: sends the first `n` acknowledgements held back.
+    pub fn release_acks(&mut self, n: usize) {
+        let s = &mut self.state;
+        for _ in 0..n {
+            let Some((kind, id, code)) = s.parked.pop_front() else {
+                break;
+            };
+            let Some(pid) = PacketId::new(id) else {
+                continue;
+            };
+            let mut response = PubResponse::new(pid);
+            response.reason_code = code;
+            let packet = match kind {
+                PacketType::PubAck => Packet::PubAck(response),
+                PacketType::PubRec => Packet::PubRec(response),
+                PacketType::PubRel => Packet::PubRel(response),
+                _ => Packet::PubComp(response),
+            };
+            s.send(&packet);
+        }
     }
 
     /// Decodes and handles buffered packets until a request is pending or the session ends.
@@ -1456,6 +1580,38 @@ impl State {
     fn send(&mut self, packet: &Packet<'_>) -> bool {
         let cx = self.encode_cx();
         encode(packet, &cx, &mut self.transmit).is_ok()
+    }
+
+    /// Sends a PUBACK, PUBREC, PUBREL or PUBCOMP (no properties), or holds it back while the
+    /// shell makes what it acknowledges durable.
+    fn send_ack(&mut self, kind: PacketType, packet_id: PacketId, code: ReasonCode) {
+        if self.park_acks {
+            self.parked.push_back((kind, packet_id.get(), code));
+            return;
+        }
+        let mut response = PubResponse::new(packet_id);
+        response.reason_code = code;
+        let packet = match kind {
+            PacketType::PubAck => Packet::PubAck(response),
+            PacketType::PubRec => Packet::PubRec(response),
+            PacketType::PubRel => Packet::PubRel(response),
+            _ => Packet::PubComp(response),
+        };
+        self.send(&packet);
+    }
+
+    /// Reports a journal entry when the session is journaling.
+    fn journal(&mut self, entry: JournalEntry) {
+        if self.journaling {
+            self.journal.push(entry);
+        }
+    }
+
+    /// Reports that a message with a journal key is gone.
+    fn journal_done(&mut self, message: &Outbound) {
+        if let Some(id) = message.id {
+            self.journal(JournalEntry::Done { id });
+        }
     }
 
     /// Ends the session: optionally a DISCONNECT (MQTT 5.0 only), optionally the Will.
@@ -1878,20 +2034,18 @@ impl State {
         } else {
             ReasonCode::UNSPECIFIED_ERROR
         };
-        let mut ack = PubResponse::new(packet_id);
-        ack.reason_code = code;
         if kind == PacketType::PubAck {
             // [MQTT-4.3.2-4] The receiver MUST respond with a PUBACK packet containing the
             // Packet Identifier from the incoming PUBLISH packet.
-            self.send(&Packet::PubAck(ack));
+            self.send_ack(PacketType::PubAck, packet_id, code);
         } else {
             // [MQTT-4.3.3-8] The receiver MUST respond with a PUBREC containing the Packet
             // Identifier from the incoming PUBLISH packet, having accepted ownership of the
             // Application Message. A refusal (≥ 0x80) ends the exchange: no PUBREL follows.
-            if !code.is_error() {
-                self.incoming_qos2.insert(packet_id.get());
+            if !code.is_error() && self.incoming_qos2.insert(packet_id.get()) {
+                self.journal(JournalEntry::InboundAdded(packet_id.get()));
             }
-            self.send(&Packet::PubRec(ack));
+            self.send_ack(PacketType::PubRec, packet_id, code);
         }
     }
 
@@ -1978,6 +2132,7 @@ impl State {
         let Some((_, Some(message))) = self.sent.remove(&id) else {
             return;
         };
+        self.journal_done(&message);
         if let (true, Some(packet_id)) = (delivered, PacketId::new(id)) {
             if let Some(topic) = message.topic_bytes() {
                 self.events.push_back(Event::Delivered(Delivered {
@@ -2029,11 +2184,20 @@ impl State {
                         } else {
                             // [MQTT-4.3.3-4] The sender MUST send a PUBREL packet when it
                             // receives a PUBREC packet from the receiver.
-                            self.inflight.insert(id, InFlight::Qos2Released);
+                            let first = self.inflight.insert(id, InFlight::Qos2Released)
+                                == Some(InFlight::Qos2Sent);
+                            if let (true, Some((_, Some(message)))) = (first, self.sent.get(&id)) {
+                                if let Some(message_id) = message.id {
+                                    self.journal(JournalEntry::Released {
+                                        id: message_id,
+                                        packet_id: id,
+                                    });
+                                }
+                            }
                             // [MQTT-4.3.3-5] … it MUST NOT re-send the PUBLISH once it has
                             // sent the corresponding PUBREL: the copy is kept only to report
                             // the delivery.
-                            self.send(&Packet::PubRel(PubResponse::new(r.packet_id)));
+                            self.send_ack(PacketType::PubRel, r.packet_id, ReasonCode::SUCCESS);
                         }
                     }
                     _ => {
@@ -2056,12 +2220,14 @@ impl State {
             Packet::PubRel(r) => {
                 // [MQTT-4.3.3-10] The receiver MUST respond to a PUBREL packet by sending a
                 // PUBCOMP packet containing the same Packet Identifier as the PUBREL.
-                let mut comp = PubResponse::new(r.packet_id);
-                if !self.incoming_qos2.remove(&r.packet_id.get()) && v5 {
+                let mut code = ReasonCode::SUCCESS;
+                if self.incoming_qos2.remove(&r.packet_id.get()) {
+                    self.journal(JournalEntry::InboundRemoved(r.packet_id.get()));
+                } else if v5 {
                     // MQTT 5.0 §3.7.2.1: 0x92 Packet Identifier not found.
-                    comp.reason_code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
                 }
-                self.send(&Packet::PubComp(comp));
+                self.send_ack(PacketType::PubComp, r.packet_id, code);
             }
             Packet::Subscribe(sub) => {
                 let subscription_id = sub
@@ -2180,7 +2346,7 @@ impl State {
                     // receiver MUST acknowledge any subsequent PUBLISH packet with the same
                     // Packet Identifier by sending a PUBREC. It MUST NOT cause duplicate
                     // messages to be delivered to any onward recipients in this case.
-                    self.send(&Packet::PubRec(PubResponse::new(pid)));
+                    self.send_ack(PacketType::PubRec, pid, ReasonCode::SUCCESS);
                     return;
                 }
                 if self.incoming_qos2.len() >= usize::from(self.config.receive_maximum) {
@@ -2262,4 +2428,4 @@ mod persist;
 #[cfg(test)]
 mod tests;
 
-pub use persist::StateDecodeError;
+pub use persist::{FlightState, StateDecodeError};

@@ -147,7 +147,122 @@ impl<'a> Reader<'a> {
             qos,
             expiry: (flags & 0b10 != 0).then_some(expiry),
             v5: flags & 1 != 0,
+            id: None,
         })
+    }
+}
+
+impl Outbound {
+    /// Appends the byte form of this message (as in a session state's layout, above) to
+    /// `out`, for a journal record. Its journal key is not part of it.
+    pub fn encode_record(&self, out: &mut Vec<u8>) {
+        put_outbound(out, self);
+    }
+
+    /// Reads a message written by [`encode_record`](Self::encode_record): all of `bytes`,
+    /// checked field by field.
+    pub fn decode_record(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        let mut reader = Reader { rest: bytes };
+        let message = reader.outbound()?;
+        if !reader.rest.is_empty() {
+            return Err(StateDecodeError::Corrupt);
+        }
+        Ok(message)
+    }
+}
+
+impl super::Message {
+    /// The byte form of this message for a journal record: an MQTT 5.0 PUBLISH with its QoS,
+    /// RETAIN flag and forwarded properties (and Packet Identifier 1 for QoS 1 and 2).
+    pub fn encode_record(&self) -> Result<Vec<u8>, mqttx_codec::EncodeError> {
+        let outbound = Outbound::encode(
+            self,
+            mqttx_codec::ProtocolVersion::V5,
+            self.qos,
+            self.retain,
+            &[],
+        )?;
+        Ok(outbound.bytes.to_vec())
+    }
+
+    /// Reads a message written by [`encode_record`](Self::encode_record): all of `bytes`
+    /// must be one valid MQTT 5.0 PUBLISH with a topic name.
+    pub fn decode_record(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        let cx = mqttx_codec::DecodeContext::new(mqttx_codec::ProtocolVersion::V5)
+            .with_max_packet_size(mqttx_codec::MAX_PACKET_SIZE);
+        let Ok(Some((mqttx_codec::Packet::Publish(publish), used))) =
+            mqttx_codec::decode(bytes, &cx)
+        else {
+            return Err(StateDecodeError::Corrupt);
+        };
+        if used != bytes.len() {
+            return Err(StateDecodeError::Corrupt);
+        }
+        let topic = mqttx_router::TopicName::new(&publish.topic)
+            .map_err(|_| StateDecodeError::Corrupt)?;
+        Ok(Self::from_parts(
+            topic,
+            &publish.payload,
+            publish.qos,
+            publish.retain,
+            &publish.properties,
+        ))
+    }
+}
+
+/// Where a restored message in flight stands, for [`SessionState::restore_in_flight`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlightState {
+    /// Sent (QoS 1 or 2), not yet acknowledged: resent with DUP.
+    Sent,
+    /// QoS 2, PUBREC received and PUBREL sent: the PUBREL is resent.
+    Released,
+}
+
+impl SessionState {
+    /// Adds a message that waited since `since` (for restoring a session from a journal, in
+    /// the order the messages arrived).
+    pub fn restore_queued(&mut self, message: Outbound, since: Instant) {
+        self.queued_bytes += message.len();
+        self.queue.push_back((message, since));
+    }
+
+    /// Adds a message in flight under `packet_id` (for restoring a session from a journal,
+    /// in the order the messages were sent). A second message under the same identifier, or
+    /// a QoS 0 message, is queued instead.
+    pub fn restore_in_flight(
+        &mut self,
+        packet_id: u16,
+        state: FlightState,
+        message: Outbound,
+        since: Instant,
+    ) {
+        let taken = packet_id == 0 || self.inflight.iter().any(|f| f.packet_id == packet_id);
+        let state = match (message.qos, state) {
+            (QoS::AtMostOnce, _) => None,
+            (QoS::AtLeastOnce, _) => Some(InFlight::Qos1),
+            (QoS::ExactlyOnce, FlightState::Sent) => Some(InFlight::Qos2Sent),
+            (QoS::ExactlyOnce, FlightState::Released) => Some(InFlight::Qos2Released),
+        };
+        match state {
+            Some(state) if !taken => {
+                let seq = self.inflight.len() as u64 + 1;
+                self.next_packet_id = self.next_packet_id.max(packet_id.wrapping_add(1)).max(1);
+                self.inflight.push(Flight {
+                    packet_id,
+                    state,
+                    seq,
+                    message: Some(message),
+                });
+            }
+            _ => self.restore_queued(message, since),
+        }
+    }
+
+    /// Adds an inbound QoS 2 Packet Identifier awaiting PUBREL.
+    pub fn restore_inbound(&mut self, packet_id: u16) {
+        self.incoming_qos2.insert(packet_id);
     }
 }
 
