@@ -127,6 +127,7 @@
 //!   configuration file (the `mqttx` binary reads TOML).
 
 mod config;
+mod durable;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod handler;
@@ -147,7 +148,7 @@ pub use listen::{CertificateReloader, Server};
 /// [`ConnectRequest::peer_identity`]).
 pub use mqttx_transport_tls::PeerIdentity;
 pub use proto::{AuthRequest, CloseReason, ConnectRequest, Delivered, Message, ServerDisconnect};
-pub use shell::{Broker, Builder, ConnectionInfo};
+pub use shell::{Broker, Builder, ConnectionInfo, Recovery};
 pub use store::{MemoryStore, QueueLimits, SessionStore, StoreFuture, StoredSession};
 
 /// The wire codec this broker speaks, re-exported for its types ([`codec::ReasonCode`],

@@ -19,11 +19,14 @@ use tokio::time::Instant;
 
 use crate::PeerIdentity;
 use crate::config::Config;
+use crate::durable::{self, Clock};
 use crate::handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, Handler, MessageAction, PublishDecision,
     SubscribeDecision,
 };
+use crate::journal::{Journal, JournalOp};
 use crate::listen::Server;
+use crate::proto::JournalEntry;
 use crate::proto::{
     CloseReason, DeliverOutcome, Delivered, Event, Message, Outbound, PublishOutcome,
     ServerDisconnect, Session, SubscribeRequest, UnsubscribeRequest,
@@ -77,6 +80,11 @@ struct Inner<H> {
     stats: Stats,
     /// The store operations, until the store task takes them (see [`StoreOp`]).
     store_rx: Mutex<Option<mpsc::UnboundedReceiver<StoreOp>>>,
+    /// Where what must survive a restart is written, if anywhere.
+    journal: Option<Arc<dyn Journal>>,
+    /// How many store operations the store task has carried out and (with a journal)
+    /// committed: acknowledgements wait for the count their operations reached.
+    committed: watch::Sender<u64>,
 }
 
 /// The broker's traffic counters, relaxed atomics: connections add their own counts in
@@ -125,6 +133,8 @@ enum StoreOp {
     Enqueue(String, std::time::Instant, Outbound),
     Take(String, oneshot::Sender<Option<StoredSession>>),
     Remove(String),
+    /// Changes for the journal, written in the store task's next batch.
+    Journal(Vec<JournalOp>),
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -149,6 +159,13 @@ struct Shared {
     /// Wills waiting for their Will Delay Interval, by client identifier: when, what, and the
     /// publishing session's subscriber id (for No Local).
     delayed_wills: HashMap<String, (Instant, Message, SubscriberId)>,
+    /// The broker has a journal: persistent sessions, retained messages and delayed Wills
+    /// are written to it.
+    journaling: bool,
+    /// The next journal key for a message.
+    next_message_id: u64,
+    /// Store operations sent so far (see [`Inner::committed`]).
+    store_seq: u64,
 }
 
 /// A persistent session whose client is away. Its subscriptions stay in the router under
@@ -193,6 +210,9 @@ impl Retained {
 struct ClientEntry {
     mailbox: Arc<Mailbox>,
     version: ProtocolVersion,
+    /// The client identifier of a persistent session in a broker with a journal: messages
+    /// for it are journaled before they are acknowledged to their publisher.
+    durable: Option<Arc<str>>,
 }
 
 /// A connection's inbox: what other tasks ask of its driver. Senders push under a short lock
@@ -355,6 +375,23 @@ pub struct Builder<H: Handler = AllowAll> {
     config: Config,
     handler: H,
     store: Arc<dyn SessionStore>,
+    journal: Option<(Arc<dyn Journal>, durable::Recovered)>,
+}
+
+/// What [`Builder::journal`] found in the journal and restored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Persistent sessions restored.
+    pub sessions: usize,
+    /// Their queued and in-flight messages.
+    pub messages: usize,
+    /// Retained messages restored.
+    pub retained: usize,
+    /// Delayed Wills restored.
+    pub wills: usize,
+    /// How long reading and decoding the journal took.
+    pub elapsed: Duration,
 }
 
 impl Broker<AllowAll> {
@@ -364,6 +401,7 @@ impl Broker<AllowAll> {
             config: Config::default(),
             handler: AllowAll,
             store: Arc::new(MemoryStore::new()),
+            journal: None,
         }
     }
 
@@ -394,6 +432,7 @@ impl<H: Handler> Builder<H> {
             config: self.config,
             handler,
             store: self.store,
+            journal: self.journal,
         }
     }
 
@@ -402,6 +441,32 @@ impl<H: Handler> Builder<H> {
     pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.store = store;
         self
+    }
+
+    /// Makes the broker durable: reads everything `journal` holds (persistent sessions with
+    /// their queued and in-flight messages and inbound QoS 2 identifiers, retained messages,
+    /// delayed Wills), which the broker starts from, and from then on writes to it every
+    /// change to those before acknowledging what caused it: a QoS 1 or 2 PUBLISH gets its
+    /// PUBACK or PUBREC only once the journal holds it for every persistent session it goes
+    /// to. Changes that arrive together are committed together (group commit).
+    ///
+    /// # Errors
+    /// The journal could not be read, or holds an entry that is not a valid record (the
+    /// error names it): a broker never starts empty from a store it cannot read.
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> io::Result<(Self, Recovery)> {
+        let started = std::time::Instant::now();
+        let entries = journal.load()?;
+        let recovered = durable::recover(entries, Clock::read())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let recovery = Recovery {
+            sessions: recovered.sessions.len(),
+            messages: recovered.messages,
+            retained: recovered.retained.len(),
+            wills: recovered.wills.len(),
+            elapsed: started.elapsed(),
+        };
+        self.journal = Some((journal, recovered));
+        Ok((self, recovery))
     }
 
     /// The broker, not yet listening anywhere.
@@ -413,16 +478,24 @@ impl<H: Handler> Builder<H> {
             .unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);
         let (store_tx, store_rx) = mpsc::unbounded_channel();
-        let shared = Shared {
+        let mut shared = Shared {
             store_tx: Some(store_tx),
             ..Shared::default()
+        };
+        let next_connection = AtomicU64::new(1);
+        let journal = match self.journal {
+            Some((journal, recovered)) => {
+                shared.restore(&self.config, recovered, &next_connection);
+                Some(journal)
+            }
+            None => None,
         };
         Broker {
             inner: Arc::new(Inner {
                 config: self.config,
                 handler: self.handler,
                 shared: Mutex::new(shared),
-                next_connection: AtomicU64::new(1),
+                next_connection,
                 nonce,
                 shutdown,
                 housekeeping: std::sync::atomic::AtomicBool::new(false),
@@ -437,6 +510,8 @@ impl<H: Handler> Builder<H> {
                     bytes_sent: AtomicU64::new(0),
                 },
                 store_rx: Mutex::new(Some(store_rx)),
+                journal,
+                committed: watch::channel(0).0,
             }),
         }
     }
@@ -657,23 +732,77 @@ impl<H: Handler> Inner<H> {
             self.config.max_queued_messages,
             self.config.max_offline_queued_bytes,
         );
+        let journal = self.journal.clone();
+        let committed = self.committed.clone();
         tokio::spawn(async move {
-            // Ends when the broker (which holds the sender) is gone.
-            while let Some(op) = rx.recv().await {
-                run_store_op(&*store, limits, op, &weak).await;
+            let mut ops = Vec::new();
+            let mut batch = Vec::new();
+            let mut done = 0u64;
+            // Ends when the broker (which holds the sender) is gone. Everything that arrived
+            // meanwhile is one batch: one journal commit for all of it (group commit).
+            while rx.recv_many(&mut ops, STORE_BATCH).await > 0 {
+                for op in ops.drain(..) {
+                    run_store_op(&*store, limits, op, &weak, &mut batch).await;
+                    done += 1;
+                }
+                if let (Some(journal), false) = (&journal, batch.is_empty()) {
+                    batch = commit_batch(journal, batch).await;
+                    batch.clear();
+                }
+                committed.send_replace(done);
             }
         });
     }
 }
 
-/// Makes one [`SessionStore`] call; failures are logged and lose the session or message.
+/// Operations the store task takes from its channel at most per batch.
+const STORE_BATCH: usize = 4096;
+
+/// Commits one batch to the journal on a blocking thread, retrying a failed commit a few
+/// times; returns the batch's buffer for reuse. A batch that cannot be committed is logged
+/// and dropped: the broker goes on, and what it held is lost if the process ends.
+async fn commit_batch(journal: &Arc<dyn Journal>, batch: Vec<JournalOp>) -> Vec<JournalOp> {
+    let mut batch = batch;
+    for attempt in 1..=5u32 {
+        let journal = Arc::clone(journal);
+        let (result, back) = match tokio::task::spawn_blocking(move || {
+            let result = journal.commit(&batch);
+            (result, batch)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(%error, "journal commit task failed; batch lost");
+                return Vec::new();
+            }
+        };
+        batch = back;
+        match result {
+            Ok(()) => return batch,
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, attempt, "journal commit failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, ops = batch.len(), "journal commit failed; batch lost");
+            }
+        }
+    }
+    batch
+}
+
+/// Makes one [`SessionStore`] call, or adds journal changes to `batch`; failures are logged
+/// and lose the session or message.
 async fn run_store_op<H>(
     store: &dyn SessionStore,
     limits: QueueLimits,
     op: StoreOp,
     inner: &std::sync::Weak<Inner<H>>,
+    batch: &mut Vec<JournalOp>,
 ) {
     match op {
+        StoreOp::Journal(mut ops) => batch.append(&mut ops),
         StoreOp::Save(client_id, session) => {
             if let Err(error) = store.save(&client_id, session).await {
                 tracing::warn!(%client_id, %error, "session store: save failed");
@@ -681,6 +810,12 @@ async fn run_store_op<H>(
         }
         StoreOp::Enqueue(client_id, now, message) => {
             let qos = message.qos();
+            // Journaled once the session store kept it.
+            let mut record = Vec::new();
+            if let Some(id) = message.id() {
+                let unix = Clock::read().to_unix(now);
+                durable::put_message(&client_id, id, unix, &message, &mut record);
+            }
             let kept = match store.enqueue(&client_id, now, message, limits).await {
                 Ok(kept) => kept,
                 Err(error) => {
@@ -688,7 +823,9 @@ async fn run_store_op<H>(
                     false
                 }
             };
-            if !kept && qos != QoS::AtMostOnce {
+            if kept {
+                batch.append(&mut record);
+            } else if qos != QoS::AtMostOnce {
                 if let Some(inner) = inner.upgrade() {
                     inner.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -814,12 +951,82 @@ fn retained_size(message: &Message) -> usize {
     message.topic.as_str().len() + message.payload.len()
 }
 
+/// Whether a retained message is journaled: not the broker's own `$SYS` statistics, which it
+/// publishes again.
+fn journals_retained(topic: &str) -> bool {
+    !topic.starts_with("$SYS/")
+}
+
 impl Shared {
     /// Hands `op` to the store task.
-    fn store(&self, op: StoreOp) {
+    fn store(&mut self, op: StoreOp) {
         if let Some(tx) = &self.store_tx {
+            self.store_seq += 1;
             // The task ends only with the broker, which owns `self`.
             let _ = tx.send(op);
+        }
+    }
+
+    /// Hands journal changes to the store task (nothing without a journal).
+    fn journal(&mut self, ops: Vec<JournalOp>) {
+        if self.journaling && !ops.is_empty() {
+            self.store(StoreOp::Journal(ops));
+        }
+    }
+
+    /// The next journal key for a message.
+    fn message_id(&mut self) -> u64 {
+        let id = self.next_message_id.max(1);
+        self.next_message_id = id + 1;
+        id
+    }
+
+    /// Starts from what a journal held: stored sessions (their subscriptions in the router,
+    /// their state in the session store), retained messages, delayed Wills.
+    fn restore(&mut self, config: &Config, recovered: durable::Recovered, ids: &AtomicU64) {
+        self.journaling = true;
+        self.next_message_id = recovered.next_id;
+        let mut by_client = HashMap::new();
+        for (client_id, session) in recovered.sessions {
+            let id = SubscriberId::new(ids.fetch_add(1, Ordering::Relaxed));
+            for (filter, options) in &session.subscriptions {
+                let _ = self.router.subscribe(filter, id, *options);
+            }
+            self.sessions.insert(
+                client_id.clone(),
+                Stored {
+                    id,
+                    version: session.version,
+                    expires_at: session.expires_at.map(Instant::from_std),
+                },
+            );
+            self.offline.insert(id, client_id.clone());
+            by_client.insert(client_id.clone(), id);
+            self.store(StoreOp::Save(client_id, session));
+        }
+        for (message, stored_at) in recovered.retained {
+            let size = retained_size(&message);
+            if self.retained.len() < config.max_retained_messages
+                && self.retained_bytes + size <= config.max_retained_bytes
+            {
+                self.retained_bytes += size;
+                let topic = message.topic.clone();
+                self.retained.set(
+                    &topic,
+                    Retained {
+                        message,
+                        stored_at: Instant::from_std(stored_at),
+                    },
+                );
+            }
+        }
+        for (client_id, due, will) in recovered.wills {
+            let publisher = by_client
+                .get(&client_id)
+                .copied()
+                .unwrap_or_else(|| SubscriberId::new(ids.fetch_add(1, Ordering::Relaxed)));
+            self.delayed_wills
+                .insert(client_id, (Instant::from_std(due), will, publisher));
         }
     }
 
@@ -838,6 +1045,9 @@ impl Shared {
                 // MQTT 5.0 §3.1.3.2.2: the Will is published once the Will Delay Interval has
                 // passed or the Session ends, whichever happens first.
                 self.publish(config, Some(publisher), &will);
+                let mut ops = Vec::new();
+                durable::remove_will(&client_id, &mut ops);
+                self.journal(ops);
             }
         }
         let expired: Vec<String> = self
@@ -851,6 +1061,9 @@ impl Shared {
                 self.offline.remove(&stored.id);
                 self.router.unsubscribe_all(stored.id);
                 self.store(StoreOp::Remove(client_id.clone()));
+                let mut ops = Vec::new();
+                durable::remove_session(client_id, &mut ops);
+                self.journal(ops);
             }
         }
         expired
@@ -859,6 +1072,11 @@ impl Shared {
     fn remove_retained(&mut self, topic: &mqttx_router::TopicName) {
         if let Some(old) = self.retained.remove(topic) {
             self.retained_bytes -= retained_size(&old.message);
+            if self.journaling && journals_retained(topic.as_str()) {
+                let mut ops = Vec::new();
+                durable::remove_retained(topic.as_str(), &mut ops);
+                self.journal(ops);
+            }
         }
     }
 
@@ -879,13 +1097,20 @@ impl Shared {
                 // only delivered, and the topic's older retained message is gone: a stale
                 // value is worse than none.
                 self.retained_bytes += size;
+                let stored_at = Instant::now();
                 self.retained.set(
                     &message.topic,
                     Retained {
                         message: message.clone(),
-                        stored_at: Instant::now(),
+                        stored_at,
                     },
                 );
+                if self.journaling && journals_retained(message.topic.as_str()) {
+                    let mut ops = Vec::new();
+                    let unix = Clock::read().to_unix(stored_at.into_std());
+                    durable::put_retained(message, unix, &mut ops);
+                    self.journal(ops);
+                }
             }
         }
         let mut deliveries = std::mem::take(&mut self.deliveries);
@@ -893,6 +1118,8 @@ impl Shared {
             .route(&message.topic, publisher, &mut deliveries);
         let mut cache = EncodeCache::default();
         let mut pending: Vec<(String, Outbound)> = Vec::new();
+        let mut journaled: Vec<JournalOp> = Vec::new();
+        let mut clock: Option<Clock> = None;
         for delivery in &deliveries {
             let Some(client) = self.clients.get(&delivery.subscriber()) else {
                 // A persistent session whose client is away keeps QoS 1 and 2 messages.
@@ -932,19 +1159,39 @@ impl Shared {
             } else {
                 cache.get(message, client.version, qos, retain)
             };
-            if let Some(encoded) = encoded {
+            if let Some(mut encoded) = encoded {
+                // A persistent session's QoS 1 and 2 messages are journaled before their
+                // publisher's acknowledgement.
+                let durable = match &client.durable {
+                    Some(client_id) if qos != QoS::AtMostOnce => {
+                        let id = self.next_message_id.max(1);
+                        self.next_message_id = id + 1;
+                        encoded = encoded.with_id(id);
+                        let unix = *clock.get_or_insert_with(Clock::read);
+                        let mut record = Vec::new();
+                        durable::put_message(client_id, id, unix.unix_ms, &encoded, &mut record);
+                        Some(record)
+                    }
+                    _ => None,
+                };
                 // Full: the driver is not keeping up (a slow hook); its session queue has the
                 // same limit, so the message would be dropped there too. Closed: the
                 // connection is ending; its cleanup removes it.
-                if client.mailbox.deliver(encoded, config.max_queued_messages) == Posted::Full {
-                    self.dropped += 1;
+                match client.mailbox.deliver(encoded, config.max_queued_messages) {
+                    Posted::Full => self.dropped += 1,
+                    Posted::Sent => journaled.extend(durable.into_iter().flatten()),
+                    Posted::Closed => {}
                 }
             }
         }
         self.deliveries = deliveries;
+        self.journal(journaled);
         if !pending.is_empty() {
             let now = Instant::now().into_std();
-            for (client_id, encoded) in pending {
+            for (client_id, mut encoded) in pending {
+                if self.journaling {
+                    encoded = encoded.with_id(self.message_id());
+                }
                 self.store(StoreOp::Enqueue(client_id, now, encoded));
             }
         }
@@ -965,6 +1212,15 @@ struct Driver<H: Handler> {
     origin: ConnectionInfo,
     /// Counts not yet folded into the broker's `Stats`.
     traffic: Traffic,
+    /// The client identifier, when the session is persistent and the broker has a journal.
+    durable: Option<Arc<str>>,
+    /// For each acknowledgement the session holds back, the store operation count it waits
+    /// for (see [`Inner::committed`]).
+    tickets: std::collections::VecDeque<u64>,
+    /// The store operation count that covers everything this connection caused so far.
+    need: u64,
+    /// The session's journal reports, between polls.
+    entries: Vec<JournalEntry>,
 }
 
 impl<H: Handler> Driver<H> {
@@ -982,7 +1238,91 @@ impl<H: Handler> Driver<H> {
             close_reason: None,
             origin: ConnectionInfo::default(),
             traffic: Traffic::default(),
+            durable: None,
+            tickets: std::collections::VecDeque::new(),
+            need: 0,
+            entries: Vec::new(),
         }
+    }
+
+    /// Journals what the session reported, gives each newly held-back acknowledgement the
+    /// store operation count it waits for, and releases those already `committed`.
+    fn settle(&mut self, committed: u64) {
+        if self.inner.journal.is_none() {
+            return;
+        }
+        self.session.poll_journal(&mut self.entries);
+        if !self.entries.is_empty() {
+            let mut ops = Vec::new();
+            if let Some(client_id) = &self.durable {
+                for entry in self.entries.drain(..) {
+                    match entry {
+                        JournalEntry::Sent { id, packet_id } => {
+                            durable::put_flight(client_id, id, packet_id, false, &mut ops);
+                        }
+                        JournalEntry::Released { id, packet_id } => {
+                            durable::put_flight(client_id, id, packet_id, true, &mut ops);
+                        }
+                        JournalEntry::Done { id } => {
+                            durable::remove_message(client_id, id, &mut ops);
+                        }
+                        JournalEntry::InboundAdded(pid) => {
+                            durable::put_inbound(client_id, pid, &mut ops);
+                        }
+                        JournalEntry::InboundRemoved(pid) => {
+                            durable::remove_inbound(client_id, pid, &mut ops);
+                        }
+                    }
+                }
+            }
+            self.entries.clear();
+            if !ops.is_empty() {
+                let mut shared = self.inner.lock();
+                shared.journal(ops);
+                self.need = shared.store_seq;
+            }
+        }
+        while self.tickets.len() < self.session.parked_acks() {
+            self.tickets.push_back(self.need);
+        }
+        self.release(committed);
+    }
+
+    /// Sends the held-back acknowledgements whose store operations are `committed`.
+    fn release(&mut self, committed: u64) {
+        let mut n = 0;
+        while self.tickets.front().is_some_and(|&t| t <= committed) {
+            self.tickets.pop_front();
+            n += 1;
+        }
+        if n > 0 {
+            self.session.release_acks(n);
+        }
+    }
+
+    /// Journals the session's metadata (subscriptions, expiry) when it is durable.
+    fn journal_session(&mut self) {
+        let Some(client_id) = self.durable.clone() else {
+            return;
+        };
+        let Some(client) = &self.client else {
+            return;
+        };
+        let clock = Clock::read();
+        let expiry = self.session.session_expiry();
+        let expires_at =
+            (expiry != u32::MAX).then(|| clock.now + Duration::from_secs(u64::from(expiry)));
+        let mut shared = self.inner.lock();
+        let session = StoredSession::new(
+            client.protocol,
+            expires_at,
+            shared.router.subscriptions(self.id),
+            crate::proto::SessionState::default(),
+        );
+        let mut ops = Vec::new();
+        durable::put_session(&client_id, &session, clock, &mut ops);
+        shared.journal(ops);
+        self.need = shared.store_seq;
     }
 
     async fn run<S>(&mut self, stream: S)
@@ -994,6 +1334,8 @@ impl<H: Handler> Driver<H> {
         let mut written = 0usize;
         let mut stop = self.inner.shutdown.subscribe();
         let mut stopping = false;
+        let mut committed = self.inner.committed.subscribe();
+        let ack_window = usize::from(self.inner.config.receive_maximum.max(1));
         loop {
             while let Some(event) = self.session.poll_event() {
                 match event {
@@ -1010,6 +1352,8 @@ impl<H: Handler> Driver<H> {
                     event => Box::pin(self.handle_event(event)).await,
                 }
             }
+            let done = *committed.borrow_and_update();
+            self.settle(done);
             if written == wbuf.len() {
                 wbuf.clear();
                 written = 0;
@@ -1030,7 +1374,7 @@ impl<H: Handler> Driver<H> {
             }
             let deadline = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                read = read_into(&mut rd, &mut self.session), if self.session.transmit_backlog() < READ_GATE => {
+                read = read_into(&mut rd, &mut self.session), if self.session.transmit_backlog() < READ_GATE && self.session.parked_acks() < ack_window => {
                     match read {
                         Ok(0) | Err(_) => self.session.handle_closed(),
                         Ok(n) => self.traffic.bytes_received += n as u64,
@@ -1056,6 +1400,12 @@ impl<H: Handler> Driver<H> {
                 }
                 () = sleep_until(deadline) => {
                     self.session.handle_timeout(Instant::now().into_std());
+                }
+                changed = committed.changed(), if !self.tickets.is_empty() => {
+                    // The store task ends only with the broker; if it is gone, nothing is
+                    // waited for.
+                    let done = if changed.is_ok() { *committed.borrow_and_update() } else { u64::MAX };
+                    self.release(done);
                 }
                 () = async { let _ = stop.wait_for(|&s| s).await; }, if !stopping => {
                     stopping = true;
@@ -1173,12 +1523,14 @@ impl<H: Handler> Driver<H> {
                             let mut shared = self.inner.lock();
                             let expired = shared.sweep(&self.inner.config, now);
                             self.inner.session_expired(expired);
+                            let mut ops = Vec::new();
                             // [MQTT-3.1.3-9] If a new Network Connection to this Session is
                             // made before the Will Delay Interval has passed, the Server MUST
                             // NOT send the Will Message.
                             if let Some((_, will, publisher)) =
                                 shared.delayed_wills.remove(&req.client_id)
                             {
+                                durable::remove_will(&req.client_id, &mut ops);
                                 if req.clean_start {
                                     // Clean Start ends the old session, and a Will waits at
                                     // most until its session ends (MQTT 5.0 §3.1.3.2.2).
@@ -1189,6 +1541,7 @@ impl<H: Handler> Driver<H> {
                             if let Some(stored) = &stored {
                                 shared.offline.remove(&stored.id);
                             }
+                            let had_stored = stored.is_some();
                             let resumed = match stored {
                                 // [MQTT-3.1.2-5] / MQTT 5.0 §3.1.2.4: Clean Start 0 resumes
                                 // the existing session.
@@ -1196,23 +1549,54 @@ impl<H: Handler> Driver<H> {
                                     self.id = stored.id;
                                     let (tx, rx) = oneshot::channel();
                                     shared.store(StoreOp::Take(req.client_id.clone(), tx));
-                                    Some((rx, stored.version.is_v5() == req.protocol.is_v5()))
+                                    let same_version =
+                                        stored.version.is_v5() == req.protocol.is_v5();
+                                    if !same_version {
+                                        durable::remove_messages(&req.client_id, &mut ops);
+                                    }
+                                    Some((rx, same_version))
                                 }
                                 // [MQTT-3.1.2-4] Clean Start 1: the existing session is
                                 // discarded.
                                 Some(stored) => {
                                     shared.router.unsubscribe_all(stored.id);
                                     shared.store(StoreOp::Remove(req.client_id.clone()));
+                                    durable::remove_session(&req.client_id, &mut ops);
                                     None
                                 }
                                 None => None,
                             };
+                            // A persistent session of a broker with a journal is durable: its
+                            // metadata is written now, its messages as they come.
+                            let expiry = self.session.session_expiry();
+                            let durable = shared.journaling && expiry > 0;
+                            if durable {
+                                let clock = Clock::read();
+                                let expires_at = (expiry != u32::MAX)
+                                    .then(|| clock.now + Duration::from_secs(u64::from(expiry)));
+                                let session = StoredSession::new(
+                                    req.protocol,
+                                    expires_at,
+                                    shared.router.subscriptions(self.id),
+                                    crate::proto::SessionState::default(),
+                                );
+                                durable::put_session(&req.client_id, &session, clock, &mut ops);
+                                self.durable = Some(Arc::from(req.client_id.as_str()));
+                            } else if had_stored && req.clean_start {
+                                // Removed above.
+                            } else if had_stored {
+                                durable::remove_session(&req.client_id, &mut ops);
+                            }
+                            self.session.set_durability(durable, shared.journaling);
+                            shared.journal(ops);
+                            self.need = shared.store_seq;
                             shared.by_client_id.insert(req.client_id.clone(), self.id);
                             shared.clients.insert(
                                 self.id,
                                 ClientEntry {
                                     mailbox: Arc::clone(&self.mailbox),
                                     version: req.protocol,
+                                    durable: self.durable.clone(),
                                 },
                             );
                             resumed
@@ -1271,8 +1655,14 @@ impl<H: Handler> Driver<H> {
                         };
                         if decision == PublishDecision::Accept {
                             let at = Instant::now() + Duration::from_secs(u64::from(delay));
-                            self.inner
-                                .lock()
+                            let mut shared = self.inner.lock();
+                            if shared.journaling {
+                                let mut ops = Vec::new();
+                                let due = Clock::read().to_unix(at.into_std());
+                                durable::put_will(&client.client_id, due, &message, &mut ops);
+                                shared.journal(ops);
+                            }
+                            shared
                                 .delayed_wills
                                 .insert(client.client_id.clone(), (at, message, self.id));
                         }
@@ -1304,9 +1694,12 @@ impl<H: Handler> Driver<H> {
         };
         match self.inner.handler.on_publish(app, client, message).await {
             PublishDecision::Accept => {
-                self.inner
-                    .lock()
-                    .publish(&self.inner.config, Some(self.id), message);
+                let mut shared = self.inner.lock();
+                let before = shared.store_seq;
+                shared.publish(&self.inner.config, Some(self.id), message);
+                if shared.store_seq != before {
+                    self.need = shared.store_seq;
+                }
                 PublishOutcome::Accepted
             }
             PublishDecision::Refuse(code) => PublishOutcome::Refused(code),
@@ -1383,6 +1776,7 @@ impl<H: Handler> Driver<H> {
                 }
             }
         }
+        self.journal_session();
         let now = Instant::now().into_std();
         self.session.complete_subscribe(now, &codes);
         for message in retained {
@@ -1400,15 +1794,19 @@ impl<H: Handler> Driver<H> {
             existed.push(removed.is_some());
             self.inner.handler.on_unsubscribe(app, client, filter).await;
         }
+        self.journal_session();
         self.session
             .complete_unsubscribe(Instant::now().into_std(), &existed);
     }
 
     /// Removes the connection from the shared state and tells the handler.
     async fn finish(&mut self) {
+        // What the session reported last goes to the journal before its state is stored.
+        self.settle(0);
         {
             let now = Instant::now();
             let mut shared = self.inner.lock();
+            let mut ops = Vec::new();
             if shared
                 .clients
                 .get(&self.id)
@@ -1439,12 +1837,34 @@ impl<H: Handler> Driver<H> {
                         version: client.protocol,
                         expires_at,
                     };
-                    let session = StoredSession::new(
+                    let mut state = self.session.take_state(now.into_std());
+                    // Messages still in the mailbox belong to the session too.
+                    let config = &self.inner.config;
+                    for command in self.mailbox.take() {
+                        if let Command::Deliver(message) = command {
+                            let id = message.id();
+                            if !state.enqueue(
+                                now.into_std(),
+                                message,
+                                config.max_queued_messages,
+                                config.max_offline_queued_bytes,
+                            ) {
+                                if let (Some(id), Some(client_id)) = (id, &self.durable) {
+                                    durable::remove_message(client_id, id, &mut ops);
+                                }
+                            }
+                        }
+                    }
+                    let mut session = StoredSession::new(
                         client.protocol,
                         expires_at.map(Instant::into_std),
                         shared.router.subscriptions(self.id),
-                        self.session.take_state(now.into_std()),
+                        crate::proto::SessionState::default(),
                     );
+                    if let Some(client_id) = &self.durable {
+                        durable::put_session(client_id, &session, Clock::read(), &mut ops);
+                    }
+                    session.state = state;
                     shared.store(StoreOp::Save(client.client_id.clone(), session));
                     shared.offline.insert(self.id, client.client_id.clone());
                     shared.sessions.insert(client.client_id.clone(), stored);
@@ -1453,7 +1873,17 @@ impl<H: Handler> Driver<H> {
             }
             if !kept {
                 shared.router.unsubscribe_all(self.id);
+                let newer = self.client.as_ref().is_some_and(|client| {
+                    shared
+                        .by_client_id
+                        .get(&client.client_id)
+                        .is_some_and(|id| *id != self.id)
+                });
+                if let (Some(client_id), false) = (&self.durable, newer) {
+                    durable::remove_session(client_id, &mut ops);
+                }
             }
+            shared.journal(ops);
         }
         self.mailbox.finish();
         let reason = self.close_reason.unwrap_or(CloseReason::ConnectionLost);

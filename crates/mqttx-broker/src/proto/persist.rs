@@ -198,8 +198,8 @@ impl super::Message {
         if used != bytes.len() {
             return Err(StateDecodeError::Corrupt);
         }
-        let topic = mqttx_router::TopicName::new(&publish.topic)
-            .map_err(|_| StateDecodeError::Corrupt)?;
+        let topic =
+            mqttx_router::TopicName::new(&publish.topic).map_err(|_| StateDecodeError::Corrupt)?;
         Ok(Self::from_parts(
             topic,
             &publish.payload,
@@ -258,6 +258,14 @@ impl SessionState {
             }
             _ => self.restore_queued(message, since),
         }
+    }
+
+    /// Moves `other`'s queued messages after this state's, and its inbound QoS 2
+    /// identifiers into this state.
+    pub fn append(&mut self, other: &mut SessionState) {
+        self.queued_bytes += std::mem::take(&mut other.queued_bytes);
+        self.queue.append(&mut other.queue);
+        self.incoming_qos2.extend(other.incoming_qos2.drain());
     }
 
     /// Adds an inbound QoS 2 Packet Identifier awaiting PUBREL.
