@@ -125,6 +125,12 @@
 //!
 //! - `serde` (off by default): `Deserialize` for [`Config`], so it can be read from a
 //!   configuration file (the `mqttx` binary reads TOML).
+//! - `metrics` (off by default): `Broker::record_metrics` hands the broker's counts to the
+//!   [`metrics`](https://docs.rs/metrics) facade, the Rust ecosystem's standard metrics API,
+//!   so any recorder can export them (the `mqttx` binary serves them to Prometheus). The
+//!   broker counts in its own relaxed atomics either way (they feed `$SYS/broker/...`), and
+//!   recording reads them, so the feature adds nothing per message. Names, types and labels
+//!   are listed in docs/telemetry.md.
 
 mod config;
 mod durable;
@@ -135,6 +141,7 @@ mod journal;
 mod listen;
 pub mod proto;
 mod shell;
+mod stats;
 mod store;
 
 pub use config::{Config, Listener, ListenerKind};

@@ -19,6 +19,7 @@ use crate::config::{Listener, ListenerKind};
 use crate::handler::{AllowAll, Handler};
 use crate::shell::Broker;
 use crate::shell::ConnectionInfo;
+use crate::stats::ListenerStats;
 
 /// How many accepted connections may wait for the accept loop.
 const ACCEPT_QUEUE: usize = 64;
@@ -38,6 +39,7 @@ struct Bound {
     tcp: TcpListener,
     layers: Layers,
     name: Option<Arc<str>>,
+    stats: Arc<ListenerStats>,
 }
 
 /// A broker with its listeners bound. Run it with [`Server::run`] or [`Server::run_until`].
@@ -68,11 +70,18 @@ impl<H: Handler> Server<H> {
                         ),
                     )
                 })?;
+            let label = match &listener.name {
+                Some(name) => name.clone(),
+                None => format!("{}:{}", listener.kind.as_str(), tcp.local_addr()?),
+            };
+            let stats = Arc::new(ListenerStats::new(label, listener.kind));
+            broker.add_listener(Arc::clone(&stats));
             listeners.push(Bound {
                 kind: listener.kind,
                 tcp,
                 layers,
                 name: listener.name.as_deref().map(Arc::from),
+                stats,
             });
         }
         Ok(Self { broker, listeners })
@@ -135,7 +144,7 @@ impl<H: Handler> Server<H> {
         let mut accepting = JoinSet::new();
         let mut layers = Vec::with_capacity(self.listeners.len());
         for (index, bound) in self.listeners.into_iter().enumerate() {
-            layers.push((bound.kind, bound.layers, bound.name));
+            layers.push((bound.kind, bound.layers, bound.name, bound.stats));
             let tx = tx.clone();
             accepting.spawn(async move {
                 loop {
@@ -160,14 +169,19 @@ impl<H: Handler> Server<H> {
             tokio::select! {
                 () = &mut signal => break,
                 accepted = rx.recv() => match accepted {
-                    Some((_, stream, peer)) if tasks.len() >= max_connections => {
+                    Some((index, stream, peer)) if tasks.len() >= max_connections => {
                         tracing::warn!(%peer, "connection limit reached; closing");
+                        if let Some((_, _, _, stats)) = layers.get(index) {
+                            ListenerStats::add(&stats.refused);
+                        }
                         drop(stream);
                     }
                     Some((index, stream, peer)) => {
-                        let Some((kind, layers, name)) = layers.get(index) else { continue };
+                        let Some((kind, layers, name, stats)) = layers.get(index) else { continue };
+                        ListenerStats::add(&stats.accepted);
                         let mut origin = ConnectionInfo::from_peer(peer);
                         origin.listener.clone_from(name);
+                        origin.listener_stats = Some(Arc::clone(stats));
                         tracing::debug!(%peer, listener = kind.as_str(), "accepted");
                         let broker = self.broker.clone();
                         match layers.clone() {
@@ -310,7 +324,12 @@ async fn serve_layered<H: Handler>(
             origin.identity = identity;
             broker.serve_with(stream, origin).await;
         }
-        Err(error) => tracing::debug!(peer = ?origin.peer, %error, "handshake failed"),
+        Err(error) => {
+            if let Some(stats) = &origin.listener_stats {
+                ListenerStats::add(&stats.handshake_failed);
+            }
+            tracing::debug!(peer = ?origin.peer, %error, "handshake failed");
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::proto::{
     CloseReason, DeliverOutcome, Delivered, Event, Message, Outbound, PublishOutcome,
     ServerDisconnect, Session, SubscribeRequest, UnsubscribeRequest,
 };
+use crate::stats::{DropCause, ListenerStats, SharedCounts, Snapshot, Stats, Traffic};
 use crate::store::{MemoryStore, QueueLimits, SessionStore, StoredSession};
 
 /// How long a closing connection may take to write its last bytes (DISCONNECT, CONNACK).
@@ -71,13 +72,13 @@ struct Inner<H> {
     shutdown: watch::Sender<bool>,
     /// Whether the housekeeping task runs.
     housekeeping: std::sync::atomic::AtomicBool,
-    /// Messages a connection's session dropped (queue full, too large for the client), and
-    /// messages the session store did not keep.
-    dropped: AtomicU64,
     /// Where the sessions of absent clients are kept.
     store: Arc<dyn SessionStore>,
-    /// Traffic counters for `$SYS` (connections fold their local counts in, see `Traffic`).
+    /// Counters for `$SYS` and metrics (connections fold their local counts in, see
+    /// `Traffic`), messages dropped outside the lock among them.
     stats: Stats,
+    /// The connection counts of the listeners a [`Server`] bound.
+    listeners: Mutex<Vec<Arc<ListenerStats>>>,
     /// The store operations, until the store task takes them (see [`StoreOp`]).
     store_rx: Mutex<Option<mpsc::UnboundedReceiver<StoreOp>>>,
     /// Where what must survive a restart is written, if anywhere.
@@ -85,42 +86,6 @@ struct Inner<H> {
     /// How many store operations the store task has carried out and (with a journal)
     /// committed: acknowledgements wait for the count their operations reached.
     committed: watch::Sender<u64>,
-}
-
-/// The broker's traffic counters, relaxed atomics: connections add their own counts in
-/// batches ([`Traffic::fold`]), so the hot path touches shared memory once per socket read or
-/// write, not once per message.
-#[derive(Debug)]
-struct Stats {
-    started: Instant,
-    clients_total: AtomicU64,
-    messages_received: AtomicU64,
-    messages_sent: AtomicU64,
-    bytes_received: AtomicU64,
-    bytes_sent: AtomicU64,
-}
-
-/// One connection's counts since they were last folded into [`Stats`].
-#[derive(Debug, Default)]
-struct Traffic {
-    messages_received: u64,
-    messages_sent: u64,
-    bytes_received: u64,
-    bytes_sent: u64,
-}
-
-impl Traffic {
-    fn fold(&mut self, stats: &Stats) {
-        let add = |counter: &AtomicU64, n: &mut u64| {
-            if *n > 0 {
-                counter.fetch_add(std::mem::take(n), Ordering::Relaxed);
-            }
-        };
-        add(&stats.messages_received, &mut self.messages_received);
-        add(&stats.messages_sent, &mut self.messages_sent);
-        add(&stats.bytes_received, &mut self.bytes_received);
-        add(&stats.bytes_sent, &mut self.bytes_sent);
-    }
 }
 
 /// One call of the [`SessionStore`], sent from a synchronous section (often under the
@@ -145,10 +110,13 @@ struct Shared {
     clients: HashMap<SubscriberId, ClientEntry>,
     by_client_id: HashMap<String, SubscriberId>,
     deliveries: Deliveries,
-    /// Messages dropped for full queues, over the broker's lifetime.
-    dropped: u64,
-    /// Topic and payload bytes of the retained messages.
+    /// Messages dropped under the lock, by [`DropCause`].
+    dropped: [u64; 4],
+    /// Topic and payload bytes of the retained messages, the broker's `$SYS` ones not counted.
     retained_bytes: usize,
+    /// How many retained messages are the broker's own `$SYS` statistics (outside the
+    /// retained limits).
+    sys_retained: usize,
     /// Persistent sessions whose client is away, by client identifier: what routing and
     /// expiry need; the session itself is in the [`SessionStore`].
     sessions: HashMap<String, Stored>,
@@ -183,6 +151,8 @@ struct Stored {
 struct Retained {
     message: Message,
     stored_at: Instant,
+    /// The broker's own `$SYS` statistics.
+    sys: bool,
 }
 
 impl Retained {
@@ -328,6 +298,8 @@ pub struct ConnectionInfo {
     pub identity: Option<PeerIdentity>,
     /// The name of the listener that accepted it.
     pub listener: Option<Arc<str>>,
+    /// The connection counts of the listener that accepted it.
+    pub(crate) listener_stats: Option<Arc<ListenerStats>>,
 }
 
 impl ConnectionInfo {
@@ -499,16 +471,9 @@ impl<H: Handler> Builder<H> {
                 nonce,
                 shutdown,
                 housekeeping: std::sync::atomic::AtomicBool::new(false),
-                dropped: AtomicU64::new(0),
                 store: self.store,
-                stats: Stats {
-                    started: Instant::now(),
-                    clients_total: AtomicU64::new(0),
-                    messages_received: AtomicU64::new(0),
-                    messages_sent: AtomicU64::new(0),
-                    bytes_received: AtomicU64::new(0),
-                    bytes_sent: AtomicU64::new(0),
-                },
+                stats: Stats::new(),
+                listeners: Mutex::new(Vec::new()),
                 store_rx: Mutex::new(Some(store_rx)),
                 journal,
                 committed: watch::channel(0).0,
@@ -548,9 +513,7 @@ impl<H: Handler> Broker<H> {
     /// The number of retained messages, the broker's own `$SYS/broker/...` ones not counted.
     pub fn retained_count(&self) -> usize {
         let shared = self.inner.lock();
-        let sys = mqttx_router::TopicFilter::new("$SYS/broker/#")
-            .map_or(0, |filter| shared.retained.matching(&filter).count());
-        shared.retained.len() - sys
+        shared.retained.len() - shared.sys_retained
     }
 
     /// The number of persistent sessions kept for absent clients.
@@ -565,9 +528,34 @@ impl<H: Handler> Broker<H> {
     }
 
     /// Messages dropped so far because a client's outbound queue (or a stored session's
-    /// offline queue) was full, or a message was larger than the client's Maximum Packet Size.
+    /// offline queue) was full, a message was larger than the client's Maximum Packet Size,
+    /// its Message Expiry Interval passed while it waited in a queue, or the handler refused
+    /// it with 0x96 (Message rate too high) or 0x97 (Quota exceeded).
     pub fn dropped_messages(&self) -> u64 {
-        self.inner.lock().dropped + self.inner.dropped.load(Ordering::Relaxed)
+        let dropped = self.inner.lock().dropped;
+        self.inner.stats.dropped_total(&dropped)
+    }
+
+    /// Hands the broker's counts to the [`metrics`] facade, to whatever recorder is installed
+    /// (e.g. `metrics-exporter-prometheus`): connections, sessions, messages and bytes in and
+    /// out, dropped messages by cause, retained messages, subscriptions, messages in flight,
+    /// and per-listener connection counts (docs/telemetry.md lists every name). Call it before
+    /// each scrape, or on a timer for a pushing exporter; `mqttx broker --metrics-bind` calls
+    /// it on every `GET /metrics`.
+    ///
+    /// The broker counts in its own relaxed atomics (the same ones `$SYS/broker/...` reports)
+    /// and hands them over here, counters as absolute values, so recording costs nothing per
+    /// message; with one broker per recorder, the values are the broker's totals.
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        let snapshot = self.inner.snapshot(&self.inner.lock());
+        let listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        snapshot.record(&listeners);
     }
 
     /// Publishes an application message as the broker itself: it is retained or clears the
@@ -631,7 +619,7 @@ impl<H: Handler> Broker<H> {
                 return false;
             };
             if client.mailbox.deliver(encoded, max) == Posted::Full {
-                shared.dropped += 1;
+                shared.dropped[DropCause::QueueFull as usize] += 1;
             }
             return true;
         }
@@ -645,7 +633,9 @@ impl<H: Handler> Broker<H> {
                 Instant::now().into_std(),
                 encoded,
             )),
-            Err(_) if message.qos != QoS::AtMostOnce => shared.dropped += 1,
+            Err(_) if message.qos != QoS::AtMostOnce => {
+                shared.dropped[DropCause::TooLarge as usize] += 1;
+            }
             Err(_) => {}
         }
         true
@@ -679,6 +669,15 @@ impl<H: Handler> Broker<H> {
             driver.origin = origin;
             driver.run(stream).await;
         }
+    }
+
+    /// Keeps the connection counts of a listener a [`Server`] bound.
+    pub(crate) fn add_listener(&self, listener: Arc<ListenerStats>) {
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
     }
 
     /// Resolves once [`shutdown`](Self::shutdown) was called.
@@ -827,7 +826,7 @@ async fn run_store_op<H>(
                 batch.append(&mut record);
             } else if qos != QoS::AtMostOnce {
                 if let Some(inner) = inner.upgrade() {
-                    inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    inner.stats.dropped(DropCause::QueueFull);
                 }
             }
         }
@@ -847,34 +846,52 @@ async fn run_store_op<H>(
 }
 
 impl<H: Handler> Inner<H> {
+    /// Everything the broker counts, now.
+    fn snapshot(&self, shared: &Shared) -> Snapshot {
+        self.stats.snapshot(SharedCounts {
+            clients_connected: shared.clients.len(),
+            sessions_offline: shared.sessions.len(),
+            dropped: shared.dropped,
+            retained: shared.retained.len() - shared.sys_retained,
+            retained_bytes: shared.retained_bytes,
+            subscriptions: shared.router.len(),
+        })
+    }
+
     /// Publishes the `$SYS/broker/...` statistics, retained, with Mosquitto's topic names.
+    /// They do not count against the retained-message limits.
     fn publish_sys(&self) {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed).to_string();
-        let stats = &self.stats;
         let mut shared = self.lock();
+        let s = self.snapshot(&shared);
         let values = [
             ("version", format!("mqttx {}", env!("CARGO_PKG_VERSION"))),
+            ("uptime", format!("{} seconds", s.uptime.as_secs())),
+            ("clients/connected", s.clients_connected.to_string()),
+            ("clients/disconnected", s.sessions_offline.to_string()),
+            ("clients/total", s.clients_total.to_string()),
             (
-                "uptime",
-                format!("{} seconds", stats.started.elapsed().as_secs()),
+                "messages/received",
+                s.messages_received.iter().sum::<u64>().to_string(),
             ),
-            ("clients/connected", shared.clients.len().to_string()),
-            ("clients/disconnected", shared.sessions.len().to_string()),
-            ("clients/total", load(&stats.clients_total)),
-            ("messages/received", load(&stats.messages_received)),
-            ("messages/sent", load(&stats.messages_sent)),
-            ("messages/dropped", load(&self.dropped)),
-            ("bytes/received", load(&stats.bytes_received)),
-            ("bytes/sent", load(&stats.bytes_sent)),
-            ("subscriptions/count", shared.router.len().to_string()),
-            ("retained messages/count", shared.retained.len().to_string()),
+            (
+                "messages/sent",
+                s.messages_sent.iter().sum::<u64>().to_string(),
+            ),
+            (
+                "messages/dropped",
+                s.dropped.iter().sum::<u64>().to_string(),
+            ),
+            ("bytes/received", s.bytes_received.to_string()),
+            ("bytes/sent", s.bytes_sent.to_string()),
+            ("subscriptions/count", s.subscriptions.to_string()),
+            ("retained messages/count", s.retained.to_string()),
         ];
         for (name, value) in values {
             let Ok(topic) = mqttx_router::TopicName::new(&format!("$SYS/broker/{name}")) else {
                 continue;
             };
             let message = Message::new(topic, value.into_bytes(), QoS::AtMostOnce, true);
-            shared.publish(&self.config, None, &message);
+            shared.publish_as(&self.config, None, &message, true);
         }
     }
 
@@ -1016,6 +1033,7 @@ impl Shared {
                     Retained {
                         message,
                         stored_at: Instant::from_std(stored_at),
+                        sys: false,
                     },
                 );
             }
@@ -1071,7 +1089,11 @@ impl Shared {
 
     fn remove_retained(&mut self, topic: &mqttx_router::TopicName) {
         if let Some(old) = self.retained.remove(topic) {
-            self.retained_bytes -= retained_size(&old.message);
+            if old.sys {
+                self.sys_retained -= 1;
+            } else {
+                self.retained_bytes -= retained_size(&old.message);
+            }
             if self.journaling && journals_retained(topic.as_str()) {
                 let mut ops = Vec::new();
                 durable::remove_retained(topic.as_str(), &mut ops);
@@ -1083,26 +1105,43 @@ impl Shared {
     /// Stores or clears the retained message, then sends `message` to every matching
     /// subscriber, encoding it once per distinct form.
     fn publish(&mut self, config: &Config, publisher: Option<SubscriberId>, message: &Message) {
+        self.publish_as(config, publisher, message, false);
+    }
+
+    /// [`publish`](Self::publish); `sys`: the broker's own `$SYS` statistics, retained
+    /// outside the limits that apply to clients' messages.
+    fn publish_as(
+        &mut self,
+        config: &Config,
+        publisher: Option<SubscriberId>,
+        message: &Message,
+        sys: bool,
+    ) {
         if message.retain {
             // [MQTT-3.3.1-6] A PUBLISH with RETAIN 1 and a zero-byte payload removes the
             // retained message for that topic; [MQTT-3.3.1-7] it is not stored.
             self.remove_retained(&message.topic);
             let size = retained_size(message);
-            if !message.payload.is_empty()
-                && self.retained.len() < config.max_retained_messages
-                && self.retained_bytes + size <= config.max_retained_bytes
-            {
+            let within_limits = sys
+                || (self.retained.len() - self.sys_retained < config.max_retained_messages
+                    && self.retained_bytes + size <= config.max_retained_bytes);
+            if !message.payload.is_empty() && within_limits {
                 // [MQTT-3.3.1-5] The Server MUST store the Application Message and its QoS,
                 // so that it can be delivered to future subscribers. Past the limits it is
                 // only delivered, and the topic's older retained message is gone: a stale
                 // value is worse than none.
-                self.retained_bytes += size;
+                if sys {
+                    self.sys_retained += 1;
+                } else {
+                    self.retained_bytes += size;
+                }
                 let stored_at = Instant::now();
                 self.retained.set(
                     &message.topic,
                     Retained {
                         message: message.clone(),
                         stored_at,
+                        sys,
                     },
                 );
                 if self.journaling && journals_retained(message.topic.as_str()) {
@@ -1139,7 +1178,7 @@ impl Shared {
                         // The store task counts what the store does not keep.
                         match Outbound::encode(message, stored.version, qos, retain, &ids) {
                             Ok(encoded) => pending.push((client_id.clone(), encoded)),
-                            Err(_) => self.dropped += 1,
+                            Err(_) => self.dropped[DropCause::TooLarge as usize] += 1,
                         }
                     }
                 }
@@ -1178,7 +1217,7 @@ impl Shared {
                 // same limit, so the message would be dropped there too. Closed: the
                 // connection is ending; its cleanup removes it.
                 match client.mailbox.deliver(encoded, config.max_queued_messages) {
-                    Posted::Full => self.dropped += 1,
+                    Posted::Full => self.dropped[DropCause::QueueFull as usize] += 1,
                     Posted::Sent => journaled.extend(durable.into_iter().flatten()),
                     Posted::Closed => {}
                 }
@@ -1336,6 +1375,10 @@ impl<H: Handler> Driver<H> {
         let mut stopping = false;
         let mut committed = self.inner.committed.subscribe();
         let ack_window = usize::from(self.inner.config.receive_maximum.max(1));
+        self.inner.stats.connection(true);
+        if let Some(listener) = &self.origin.listener_stats {
+            ListenerStats::add(&listener.open);
+        }
         loop {
             while let Some(event) = self.session.poll_event() {
                 match event {
@@ -1343,7 +1386,7 @@ impl<H: Handler> Driver<H> {
                     // authentication…) in a box of their own, so that their larger state does
                     // not make every connection's task larger while it is idle.
                     Event::Publish(message) => {
-                        self.traffic.messages_received += 1;
+                        self.traffic.received(message.qos);
                         let outcome = self.authorize_and_publish(&message).await;
                         self.session
                             .complete_publish(Instant::now().into_std(), outcome);
@@ -1387,7 +1430,7 @@ impl<H: Handler> Driver<H> {
                             written += n;
                             self.traffic.bytes_sent += n as u64;
                             // Once per write: what this connection received and sent since.
-                            self.traffic.fold(&self.inner.stats);
+                            self.traffic.fold(&self.inner.stats, &self.session);
                         }
                     }
                 }
@@ -1417,20 +1460,30 @@ impl<H: Handler> Driver<H> {
                 }
             }
         }
-        self.traffic.fold(&self.inner.stats);
+        self.traffic.finish(&self.inner.stats, &self.session);
+        self.inner.stats.connection(false);
+        if let Some(listener) = &self.origin.listener_stats {
+            listener.open.fetch_sub(1, Ordering::Relaxed);
+        }
         self.finish().await;
+    }
+
+    /// Counts what [`Session::deliver`] did with a message of this QoS.
+    fn count_delivery(&mut self, qos: QoS, outcome: DeliverOutcome) {
+        match outcome {
+            DeliverOutcome::Queued => self.traffic.sent(qos),
+            DeliverOutcome::QueueFull => self.inner.stats.dropped(DropCause::QueueFull),
+            DeliverOutcome::TooLarge => self.inner.stats.dropped(DropCause::TooLarge),
+            _ => {}
+        }
     }
 
     async fn command(&mut self, command: Command) {
         match command {
             Command::Deliver(message) => {
-                match self.session.deliver(Instant::now().into_std(), message) {
-                    DeliverOutcome::QueueFull | DeliverOutcome::TooLarge => {
-                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    DeliverOutcome::Queued => self.traffic.messages_sent += 1,
-                    _ => {}
-                }
+                let qos = message.qos();
+                let outcome = self.session.deliver(Instant::now().into_std(), message);
+                self.count_delivery(qos, outcome);
             }
             Command::Disconnect(disconnect) => self.session.disconnect_with(&disconnect),
             Command::App(message) => Box::pin(self.app_message(message)).await,
@@ -1449,16 +1502,12 @@ impl<H: Handler> Driver<H> {
         match self.inner.handler.on_message(app, client, message).await {
             MessageAction::Publish(message) => {
                 let version = self.session.version();
-                let delivered =
-                    Outbound::encode(&message, version, message.qos, message.retain, &[])
-                        .is_ok_and(|encoded| {
-                            matches!(
-                                self.session.deliver(Instant::now().into_std(), encoded),
-                                DeliverOutcome::Queued
-                            )
-                        });
-                if !delivered {
-                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                match Outbound::encode(&message, version, message.qos, message.retain, &[]) {
+                    Ok(encoded) => {
+                        let outcome = self.session.deliver(Instant::now().into_std(), encoded);
+                        self.count_delivery(message.qos, outcome);
+                    }
+                    Err(_) => self.inner.stats.dropped(DropCause::TooLarge),
                 }
             }
             MessageAction::Disconnect(disconnect) => self.session.disconnect_with(&disconnect),
@@ -1702,8 +1751,21 @@ impl<H: Handler> Driver<H> {
                 }
                 PublishOutcome::Accepted
             }
-            PublishDecision::Refuse(code) => PublishOutcome::Refused(code),
-            PublishDecision::Disconnect(code) => PublishOutcome::Disconnect(code),
+            PublishDecision::Refuse(code) => {
+                self.count_refused_publish(code);
+                PublishOutcome::Refused(code)
+            }
+            PublishDecision::Disconnect(code) => {
+                self.count_refused_publish(code);
+                PublishOutcome::Disconnect(code)
+            }
+        }
+    }
+
+    /// A message refused for its rate (0x96) or a quota (0x97) counts as dropped.
+    fn count_refused_publish(&self, code: ReasonCode) {
+        if code == ReasonCode::MESSAGE_RATE_TOO_HIGH || code == ReasonCode::QUOTA_EXCEEDED {
+            self.inner.stats.dropped(DropCause::RateLimited);
         }
     }
 
@@ -1780,7 +1842,9 @@ impl<H: Handler> Driver<H> {
         let now = Instant::now().into_std();
         self.session.complete_subscribe(now, &codes);
         for message in retained {
-            self.session.deliver(now, message);
+            let qos = message.qos();
+            let outcome = self.session.deliver(now, message);
+            self.count_delivery(qos, outcome);
         }
     }
 
@@ -1887,6 +1951,9 @@ impl<H: Handler> Driver<H> {
         }
         self.mailbox.finish();
         let reason = self.close_reason.unwrap_or(CloseReason::ConnectionLost);
+        if let CloseReason::Refused(code) = reason {
+            self.inner.stats.refused(code);
+        }
         if let (Some(app), Some(client)) = (self.app.take(), &self.client) {
             tracing::debug!(client_id = %client.client_id, ?reason, "closed");
             self.inner.handler.on_disconnect(app, client, reason).await;

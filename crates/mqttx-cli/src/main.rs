@@ -17,6 +17,15 @@
 //! repeatable) replace the file's listeners; `--cert`/`--key` (and `--client-ca` for mutual
 //! TLS) serve the `tls` and `wss` ones, `--ws-path` the `ws` and `wss` ones.
 //!
+//! `--metrics-bind ADDR` serves the broker's metrics in Prometheus's text format at
+//! `http://ADDR/metrics` (module `metrics_http`). The broker hands its counts to the
+//! `metrics` facade (`Broker::record_metrics`, on every scrape); `metrics-exporter-prometheus`
+//! renders them. That crate is the facade's standard Prometheus exporter; it is built without
+//! its default features, which would bring hyper and an HTTP client for the push gateway: a
+//! scrape endpoint is one `GET`, and a responder of ninety lines on the tokio this binary
+//! already has answers it. `--sys-interval SECONDS` sets how often `$SYS/broker/...` is
+//! published (0 turns it off).
+//!
 //! `mqttx bench` (module `bench`) is a load generator for any MQTT broker.
 //!
 //! `mqttx pub` and `mqttx sub` are MQTT clients with the flags of `mosquitto_pub` and
@@ -55,6 +64,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mqttx_auth::{Security, SecurityConfig};
 use mqttx_broker::{Broker, CertificateReloader, Config, Handler, Listener, ListenerKind, Server};
 
+mod metrics_http;
 mod passwd;
 mod pubsub;
 
@@ -117,6 +127,13 @@ struct BrokerArgs {
     /// A TOML file with the broker's configuration (limits, timeouts, `bind`, `[[listeners]]`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this address (GET /metrics), e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<SocketAddr>,
+    /// Publish the $SYS/broker/... statistics every SECONDS (0: never) [default: 10, or the
+    /// config file's `sys_interval`].
+    #[arg(long, value_name = "SECONDS")]
+    sys_interval: Option<u64>,
     /// Log level.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -232,6 +249,9 @@ fn broker(args: BrokerArgs) -> ExitCode {
     if !listeners.is_empty() {
         config.listeners = listeners;
     }
+    if let Some(seconds) = args.sys_interval {
+        config.sys_interval = Some(std::time::Duration::from_secs(seconds));
+    }
     warn_if_open(&config, security.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -246,7 +266,11 @@ fn broker(args: BrokerArgs) -> ExitCode {
     runtime.block_on(async {
         let Some(security) = security else {
             // No `[security]` table: the allow-all handler, with nothing on the hot path.
-            return serve(Broker::builder().config(config).bind().await).await;
+            return serve(
+                Broker::builder().config(config).bind().await,
+                args.metrics_bind,
+            )
+            .await;
         };
         let handler = match Security::new(security) {
             Ok(handler) => handler,
@@ -263,7 +287,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
         if let (Ok(server), Some(path)) = (&server, args.config.clone()) {
             reload_on_sighup(server.broker().clone(), path);
         }
-        serve(server).await
+        serve(server, args.metrics_bind).await
     })
 }
 
@@ -360,14 +384,59 @@ fn reload_certificates_on_sighup(reloader: CertificateReloader) {
     let _ = reloader;
 }
 
-/// Runs a bound broker until Ctrl-C.
-async fn serve<H: Handler>(server: std::io::Result<Server<H>>) -> ExitCode {
+/// Installs the Prometheus recorder and serves `GET /metrics` on `addr`; the task ends when
+/// the returned guard is dropped.
+async fn serve_metrics<H: Handler>(
+    addr: SocketAddr,
+    broker: Broker<H>,
+) -> Result<AbortOnDrop, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %local, "metrics endpoint listening: http://{local}/metrics");
+    let render = move || {
+        broker.record_metrics();
+        handle.render()
+    };
+    Ok(AbortOnDrop(tokio::spawn(metrics_http::serve(
+        listener, render,
+    ))))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs a bound broker until Ctrl-C, with its metrics endpoint on `metrics_bind`.
+async fn serve<H: Handler>(
+    server: std::io::Result<Server<H>>,
+    metrics_bind: Option<SocketAddr>,
+) -> ExitCode {
     let server = match server {
         Ok(server) => server,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen");
             return ExitCode::FAILURE;
         }
+    };
+    let _metrics = match metrics_bind {
+        Some(addr) => match serve_metrics(addr, server.broker().clone()).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve metrics on {addr}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     reload_certificates_on_sighup(server.certificate_reloader());
     match server.local_addrs() {
@@ -435,6 +504,31 @@ mod tests {
         assert!(matches!(args.log_level, LogLevel::Debug));
         assert_eq!(args.config, Some(PathBuf::from("b.toml")));
         assert!(Cli::try_parse_from(["mqttx", "broker", "--bind", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn telemetry_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "mqttx",
+            "broker",
+            "--metrics-bind",
+            "127.0.0.1:9090",
+            "--sys-interval",
+            "0",
+        ])
+        .expect("parses");
+        let Commands::Broker(args) = cli.command else {
+            panic!("a broker command")
+        };
+        assert_eq!(
+            args.metrics_bind,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert_eq!(args.sys_interval, Some(0));
+        assert!(Cli::try_parse_from(["mqttx", "broker", "--sys-interval", "-1"]).is_err());
+        // The configuration file's key; 0 turns `$SYS` off.
+        let (config, _) = parse_config("sys_interval = 0\n").expect("valid TOML");
+        assert_eq!(config.sys_interval, Some(Duration::ZERO));
     }
 
     #[test]

@@ -969,6 +969,12 @@ impl Session {
         self.state.stats
     }
 
+    /// QoS 1 and 2 messages sent to the client and not yet fully acknowledged (PUBACK, or
+    /// PUBREC then PUBCOMP).
+    pub fn in_flight(&self) -> usize {
+        self.state.inflight.len()
+    }
+
     /// Input: bytes received from the client.
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         self.state.tick(now);
