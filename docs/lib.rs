@@ -1,8 +1,15 @@
 //! The guides of `docs/`, compiled. Each guide is the documentation of a private module here,
 //! so `cargo test -p mqttx-docs` compiles every Rust block of every guide as a doctest, and
-//! runs those not marked `no_run` (the ones that need a broker on a fixed port are `no_run`;
-//! the examples those guides point to are exercised by `tests/`). A guide whose code no
-//! longer compiles fails the test suite.
+//! runs those not marked `no_run` (the ones that need a broker on a fixed port are `no_run`).
+//! Blocks that quote an example are `ignore`d here and checked against the example's source
+//! by `tests/quotes.rs`; `tests/examples.rs` runs those examples. A guide whose code no longer
+//! compiles, runs or matches fails the test suite.
+
+#[doc = include_str!("broker.md")]
+mod broker {}
 
 #[doc = include_str!("codec.md")]
 mod codec {}
+
+#[doc = include_str!("getting-started.md")]
+mod getting_started {}
