@@ -1,8 +1,7 @@
 //! The guides of `docs/`, compiled. Each guide is the documentation of a private module here,
 //! so `cargo test -p mqttx-docs` compiles every Rust block of every guide as a doctest, and
 //! runs those not marked `no_run` (the ones that need a broker on a fixed port are `no_run`).
-//! `client.md` and `transports.md` are not included yet: the first has no code, the second
-//! only `ignore`d blocks taken from the client's transport tests.
+//! `client.md` has no code and is not included.
 //! Blocks that quote an example are `ignore`d here and checked against the example's source
 //! by `tests/quotes.rs`; `tests/examples.rs` runs those examples. A guide whose code no longer
 //! compiles, runs or matches fails the test suite.
@@ -26,3 +25,6 @@ mod security {}
 
 #[doc = include_str!("coming-from-rumqttc.md")]
 mod coming_from_rumqttc {}
+
+#[doc = include_str!("transports.md")]
+mod transports {}
