@@ -28,3 +28,7 @@ mod coming_from_rumqttc {}
 
 #[doc = include_str!("transports.md")]
 mod transports {}
+
+// The top-level README's code, held to the same standard.
+#[doc = include_str!("../README.md")]
+mod readme {}
