@@ -1251,8 +1251,15 @@ struct Driver<H: Handler> {
     origin: ConnectionInfo,
     /// Counts not yet folded into the broker's `Stats`.
     traffic: Traffic,
-    /// The client identifier, when the session is persistent and the broker has a journal.
-    durable: Option<Arc<str>>,
+    /// With a journal only (boxed: a broker without one pays a pointer per connection).
+    durability: Option<Box<Durability>>,
+}
+
+/// A connection's part in a durable broker.
+#[derive(Debug, Default)]
+struct Durability {
+    /// The client identifier, when the session is persistent.
+    client_id: Option<Arc<str>>,
     /// For each acknowledgement the session holds back, the store operation count it waits
     /// for (see [`Inner::committed`]).
     tickets: std::collections::VecDeque<u64>,
@@ -1277,24 +1284,34 @@ impl<H: Handler> Driver<H> {
             close_reason: None,
             origin: ConnectionInfo::default(),
             traffic: Traffic::default(),
-            durable: None,
-            tickets: std::collections::VecDeque::new(),
-            need: 0,
-            entries: Vec::new(),
+            durability: None,
+        }
+    }
+
+    /// The client identifier of a durable session.
+    fn durable(&self) -> Option<&Arc<str>> {
+        self.durability.as_ref()?.client_id.as_ref()
+    }
+
+    /// Records that everything this connection caused is covered once the store has carried
+    /// out `seq` operations.
+    fn needs(&mut self, seq: u64) {
+        if let Some(d) = &mut self.durability {
+            d.need = seq;
         }
     }
 
     /// Journals what the session reported, gives each newly held-back acknowledgement the
     /// store operation count it waits for, and releases those already `committed`.
     fn settle(&mut self, committed: u64) {
-        if self.inner.journal.is_none() {
+        let Some(d) = &mut self.durability else {
             return;
-        }
-        self.session.poll_journal(&mut self.entries);
-        if !self.entries.is_empty() {
+        };
+        self.session.poll_journal(&mut d.entries);
+        if !d.entries.is_empty() {
             let mut ops = Vec::new();
-            if let Some(client_id) = &self.durable {
-                for entry in self.entries.drain(..) {
+            if let Some(client_id) = &d.client_id {
+                for entry in d.entries.drain(..) {
                     match entry {
                         JournalEntry::Sent { id, packet_id } => {
                             durable::put_flight(client_id, id, packet_id, false, &mut ops);
@@ -1314,24 +1331,27 @@ impl<H: Handler> Driver<H> {
                     }
                 }
             }
-            self.entries.clear();
+            d.entries.clear();
             if !ops.is_empty() {
                 let mut shared = self.inner.lock();
                 shared.journal(ops);
-                self.need = shared.store_seq;
+                d.need = shared.store_seq;
             }
         }
-        while self.tickets.len() < self.session.parked_acks() {
-            self.tickets.push_back(self.need);
+        while d.tickets.len() < self.session.parked_acks() {
+            d.tickets.push_back(d.need);
         }
         self.release(committed);
     }
 
     /// Sends the held-back acknowledgements whose store operations are `committed`.
     fn release(&mut self, committed: u64) {
+        let Some(d) = &mut self.durability else {
+            return;
+        };
         let mut n = 0;
-        while self.tickets.front().is_some_and(|&t| t <= committed) {
-            self.tickets.pop_front();
+        while d.tickets.front().is_some_and(|&t| t <= committed) {
+            d.tickets.pop_front();
             n += 1;
         }
         if n > 0 {
@@ -1341,7 +1361,7 @@ impl<H: Handler> Driver<H> {
 
     /// Journals the session's metadata (subscriptions, expiry) when it is durable.
     fn journal_session(&mut self) {
-        let Some(client_id) = self.durable.clone() else {
+        let Some(client_id) = self.durable().cloned() else {
             return;
         };
         let Some(client) = &self.client else {
@@ -1361,7 +1381,9 @@ impl<H: Handler> Driver<H> {
         let mut ops = Vec::new();
         durable::put_session(&client_id, &session, clock, &mut ops);
         shared.journal(ops);
-        self.need = shared.store_seq;
+        let seq = shared.store_seq;
+        drop(shared);
+        self.needs(seq);
     }
 
     async fn run<S>(&mut self, stream: S)
@@ -1374,6 +1396,9 @@ impl<H: Handler> Driver<H> {
         let mut stop = self.inner.shutdown.subscribe();
         let mut stopping = false;
         let mut committed = self.inner.committed.subscribe();
+        if self.inner.journal.is_some() {
+            self.durability = Some(Box::default());
+        }
         let ack_window = usize::from(self.inner.config.receive_maximum.max(1));
         self.inner.stats.connection(true);
         if let Some(listener) = &self.origin.listener_stats {
@@ -1395,8 +1420,10 @@ impl<H: Handler> Driver<H> {
                     event => Box::pin(self.handle_event(event)).await,
                 }
             }
-            let done = *committed.borrow_and_update();
-            self.settle(done);
+            if self.durability.is_some() {
+                let done = *committed.borrow_and_update();
+                self.settle(done);
+            }
             if written == wbuf.len() {
                 wbuf.clear();
                 written = 0;
@@ -1444,7 +1471,7 @@ impl<H: Handler> Driver<H> {
                 () = sleep_until(deadline) => {
                     self.session.handle_timeout(Instant::now().into_std());
                 }
-                changed = committed.changed(), if !self.tickets.is_empty() => {
+                changed = committed.changed(), if self.durability.as_ref().is_some_and(|d| !d.tickets.is_empty()) => {
                     // The store task ends only with the broker; if it is gone, nothing is
                     // waited for.
                     let done = if changed.is_ok() { *committed.borrow_and_update() } else { u64::MAX };
@@ -1630,7 +1657,9 @@ impl<H: Handler> Driver<H> {
                                     crate::proto::SessionState::default(),
                                 );
                                 durable::put_session(&req.client_id, &session, clock, &mut ops);
-                                self.durable = Some(Arc::from(req.client_id.as_str()));
+                                if let Some(d) = &mut self.durability {
+                                    d.client_id = Some(Arc::from(req.client_id.as_str()));
+                                }
                             } else if had_stored && req.clean_start {
                                 // Removed above.
                             } else if had_stored {
@@ -1638,14 +1667,17 @@ impl<H: Handler> Driver<H> {
                             }
                             self.session.set_durability(durable, shared.journaling);
                             shared.journal(ops);
-                            self.need = shared.store_seq;
+                            let seq = shared.store_seq;
+                            if let Some(d) = &mut self.durability {
+                                d.need = seq;
+                            }
                             shared.by_client_id.insert(req.client_id.clone(), self.id);
                             shared.clients.insert(
                                 self.id,
                                 ClientEntry {
                                     mailbox: Arc::clone(&self.mailbox),
                                     version: req.protocol,
-                                    durable: self.durable.clone(),
+                                    durable: self.durable().cloned(),
                                 },
                             );
                             resumed
@@ -1747,7 +1779,9 @@ impl<H: Handler> Driver<H> {
                 let before = shared.store_seq;
                 shared.publish(&self.inner.config, Some(self.id), message);
                 if shared.store_seq != before {
-                    self.need = shared.store_seq;
+                    let seq = shared.store_seq;
+                    drop(shared);
+                    self.needs(seq);
                 }
                 PublishOutcome::Accepted
             }
@@ -1913,7 +1947,7 @@ impl<H: Handler> Driver<H> {
                                 config.max_queued_messages,
                                 config.max_offline_queued_bytes,
                             ) {
-                                if let (Some(id), Some(client_id)) = (id, &self.durable) {
+                                if let (Some(id), Some(client_id)) = (id, self.durable()) {
                                     durable::remove_message(client_id, id, &mut ops);
                                 }
                             }
@@ -1925,7 +1959,7 @@ impl<H: Handler> Driver<H> {
                         shared.router.subscriptions(self.id),
                         crate::proto::SessionState::default(),
                     );
-                    if let Some(client_id) = &self.durable {
+                    if let Some(client_id) = self.durable() {
                         durable::put_session(client_id, &session, Clock::read(), &mut ops);
                     }
                     session.state = state;
@@ -1943,7 +1977,7 @@ impl<H: Handler> Driver<H> {
                         .get(&client.client_id)
                         .is_some_and(|id| *id != self.id)
                 });
-                if let (Some(client_id), false) = (&self.durable, newer) {
+                if let (Some(client_id), false) = (self.durable(), newer) {
                     durable::remove_session(client_id, &mut ops);
                 }
             }
