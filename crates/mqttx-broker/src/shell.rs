@@ -608,18 +608,28 @@ impl<H: Handler> Broker<H> {
     pub fn publish_to(&self, client_id: &str, message: &Message) -> bool {
         let mut shared = self.inner.lock();
         let max = self.inner.config.max_queued_messages;
-        if let Some(client) = shared
+        let client = shared
             .by_client_id
             .get(client_id)
             .and_then(|id| shared.clients.get(id))
-        {
-            let Ok(encoded) =
-                Outbound::encode(message, client.version, message.qos, message.retain, &[])
+            .map(|c| (c.version, c.durable.clone(), Arc::clone(&c.mailbox)));
+        if let Some((version, durable_id, mailbox)) = client {
+            let Ok(mut encoded) =
+                Outbound::encode(message, version, message.qos, message.retain, &[])
             else {
                 return false;
             };
-            if client.mailbox.deliver(encoded, max) == Posted::Full {
-                shared.dropped[DropCause::QueueFull as usize] += 1;
+            let mut record = Vec::new();
+            if let (Some(client_id), false) = (&durable_id, message.qos == QoS::AtMostOnce) {
+                let id = shared.message_id();
+                encoded = encoded.with_id(id);
+                let unix = Clock::read().unix_ms;
+                durable::put_message(client_id, id, unix, &encoded, &mut record);
+            }
+            match mailbox.deliver(encoded, max) {
+                Posted::Full => shared.dropped[DropCause::QueueFull as usize] += 1,
+                Posted::Sent => shared.journal(record),
+                Posted::Closed => {}
             }
             return true;
         }
@@ -628,11 +638,16 @@ impl<H: Handler> Broker<H> {
         };
         // The store counts what it does not keep; QoS 0 is not kept for absent clients.
         match Outbound::encode(message, stored.version, message.qos, message.retain, &[]) {
-            Ok(encoded) => shared.store(StoreOp::Enqueue(
-                client_id.to_owned(),
-                Instant::now().into_std(),
-                encoded,
-            )),
+            Ok(mut encoded) => {
+                if shared.journaling {
+                    encoded = encoded.with_id(shared.message_id());
+                }
+                shared.store(StoreOp::Enqueue(
+                    client_id.to_owned(),
+                    Instant::now().into_std(),
+                    encoded,
+                ));
+            }
             Err(_) if message.qos != QoS::AtMostOnce => {
                 shared.dropped[DropCause::TooLarge as usize] += 1;
             }
