@@ -100,6 +100,8 @@ enum StoreOp {
     Remove(String),
     /// Changes for the journal, written in the store task's next batch.
     Journal(Vec<JournalOp>),
+    /// Drop the stored messages that expired by then.
+    Sweep(std::time::Instant),
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -715,12 +717,19 @@ impl<H: Handler> Inner<H> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = 0u64;
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
                 inner.sweep();
+                ticks += 1;
+                if ticks % MESSAGE_SWEEP_TICKS == 0 {
+                    // The stored queues' expired messages: less often, as it visits them all.
+                    let now = Instant::now().into_std();
+                    inner.lock().store(StoreOp::Sweep(now));
+                }
             }
         });
         if let Some(every) = self.config.sys_interval.filter(|d| !d.is_zero()) {
@@ -768,6 +777,9 @@ impl<H: Handler> Inner<H> {
         });
     }
 }
+
+/// Every how many housekeeping seconds the stored sessions' expired messages are dropped.
+const MESSAGE_SWEEP_TICKS: u64 = 60;
 
 /// Operations the store task takes from its channel at most per batch.
 const STORE_BATCH: usize = 4096;
@@ -817,6 +829,17 @@ async fn run_store_op<H>(
 ) {
     match op {
         StoreOp::Journal(mut ops) => batch.append(&mut ops),
+        StoreOp::Sweep(now) => match store.sweep(now).await {
+            Ok(dropped) => {
+                for (client_id, id) in &dropped {
+                    durable::remove_message(client_id, *id, batch);
+                }
+                if !dropped.is_empty() {
+                    tracing::debug!(messages = dropped.len(), "expired stored messages dropped");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "session store: sweep failed"),
+        },
         StoreOp::Save(client_id, session) => {
             if let Err(error) = store.save(&client_id, session).await {
                 tracing::warn!(%client_id, %error, "session store: save failed");

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mqttx_codec::ProtocolVersion;
+use mqttx_codec::{ProtocolVersion, QoS};
 use mqttx_router::{SubscribeOptions, TopicFilter};
 
 use crate::proto::{Outbound, SessionState, StateDecodeError};
@@ -204,6 +204,15 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Discards `client_id`'s session (expired, or ended by a Clean Start).
     fn remove<'a>(&'a self, client_id: &'a str) -> StoreFuture<'a, io::Result<()>>;
+
+    /// Drops the queued messages whose Message Expiry Interval has passed by `now`, from
+    /// every session; returns each dropped message's client identifier and journal key
+    /// ([`Outbound::id`], for those that have one). The broker calls it now and then. The
+    /// default drops nothing (expired messages are then dropped when their session resumes).
+    fn sweep(&self, now: Instant) -> StoreFuture<'_, io::Result<Vec<(String, u64)>>> {
+        let _ = now;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }
 
 /// A [`SessionStore`] in memory, the broker's default: sessions survive their clients'
@@ -271,6 +280,16 @@ impl SessionStore for MemoryStore {
         self.lock().remove(client_id);
         Box::pin(std::future::ready(Ok(())))
     }
+
+    fn sweep(&self, now: Instant) -> StoreFuture<'_, io::Result<Vec<(String, u64)>>> {
+        let mut dropped = Vec::new();
+        let mut ids = Vec::new();
+        for (client_id, session) in self.lock().iter_mut() {
+            session.state.sweep_expired(now, &mut ids);
+            dropped.extend(ids.drain(..).map(|id| (client_id.clone(), id)));
+        }
+        Box::pin(std::future::ready(Ok(dropped)))
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +299,66 @@ mod tests {
     use mqttx_router::{RetainHandling, SubscriptionId};
 
     use super::*;
+
+    #[test]
+    fn sweep_drops_expired_queued_messages_and_names_their_journal_keys() {
+        let start = crate::test_epoch();
+        let store = MemoryStore::new();
+        let topic = mqttx_router::TopicName::new("t").expect("topic");
+        let mut expiring = crate::Message::new(topic.clone(), &b"x"[..], QoS::AtLeastOnce, false);
+        expiring.properties.message_expiry_interval = Some(5);
+        let lasting = crate::Message::new(topic, &b"y"[..], QoS::AtLeastOnce, false);
+        let encode = |m: &crate::Message, id| {
+            Outbound::encode(m, ProtocolVersion::V5, QoS::AtLeastOnce, false, &[])
+                .expect("encode")
+                .with_id(id)
+        };
+        let limits = QueueLimits::new(10, 1 << 20);
+        let ready = |f: StoreFuture<'_, io::Result<bool>>| {
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            let mut f = f;
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => r.expect("enqueue"),
+                std::task::Poll::Pending => unreachable!("the memory store is immediate"),
+            }
+        };
+        let session = StoredSession::new(
+            ProtocolVersion::V5,
+            None,
+            Vec::new(),
+            SessionState::default(),
+        );
+        let _ = store.save("c", session);
+        assert!(ready(store.enqueue(
+            "c",
+            start,
+            encode(&expiring, 7),
+            limits
+        )));
+        assert!(ready(store.enqueue(
+            "c",
+            start,
+            encode(&lasting, 8),
+            limits
+        )));
+        let sweep = |at| {
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            let mut f = store.sweep(at);
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => r.expect("sweep"),
+                std::task::Poll::Pending => unreachable!("the memory store is immediate"),
+            }
+        };
+        assert!(sweep(start + Duration::from_secs(4)).is_empty());
+        assert_eq!(
+            sweep(start + Duration::from_secs(5)),
+            vec![("c".to_owned(), 7)]
+        );
+        assert!(sweep(start + Duration::from_secs(500)).is_empty());
+        assert_eq!(store.lock().get("c").map(|s| s.state.queued()), Some(1));
+    }
 
     #[test]
     fn stored_session_byte_form_round_trip() {

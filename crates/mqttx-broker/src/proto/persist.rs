@@ -268,6 +268,28 @@ impl SessionState {
         self.incoming_qos2.extend(other.incoming_qos2.drain());
     }
 
+    /// Drops the queued messages whose Message Expiry Interval has passed by `now`
+    /// [MQTT-3.3.2-5]; returns how many, and adds the journal keys of those that have one to
+    /// `ids`.
+    pub fn sweep_expired(&mut self, now: Instant, ids: &mut Vec<u64>) -> usize {
+        let before = self.queue.len();
+        let mut freed = 0;
+        self.queue.retain(|(message, since)| {
+            let Some(expiry) = message.expiry else {
+                return true;
+            };
+            let waited = now.saturating_duration_since(*since).as_secs();
+            if waited < u64::from(expiry) {
+                return true;
+            }
+            freed += message.len();
+            ids.extend(message.id);
+            false
+        });
+        self.queued_bytes -= freed;
+        before - self.queue.len()
+    }
+
     /// Adds an inbound QoS 2 Packet Identifier awaiting PUBREL.
     pub fn restore_inbound(&mut self, packet_id: u16) {
         self.incoming_qos2.insert(packet_id);
