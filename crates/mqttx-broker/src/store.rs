@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mqttx_codec::{ProtocolVersion, QoS};
+use mqttx_codec::ProtocolVersion;
 use mqttx_router::{SubscribeOptions, TopicFilter};
 
 use crate::proto::{Outbound, SessionState, StateDecodeError};
@@ -300,8 +300,18 @@ mod tests {
 
     use super::*;
 
+    /// The output of a memory store's future, which is ready at once.
+    fn now<T>(mut future: StoreFuture<'_, T>) -> T {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => unreachable!("the memory store is immediate"),
+        }
+    }
+
     #[test]
     fn sweep_drops_expired_queued_messages_and_names_their_journal_keys() {
+        use mqttx_codec::QoS;
         let start = crate::test_epoch();
         let store = MemoryStore::new();
         let topic = mqttx_router::TopicName::new("t").expect("topic");
@@ -314,43 +324,16 @@ mod tests {
                 .with_id(id)
         };
         let limits = QueueLimits::new(10, 1 << 20);
-        let ready = |f: StoreFuture<'_, io::Result<bool>>| {
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            let mut f = f;
-            match f.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(r) => r.expect("enqueue"),
-                std::task::Poll::Pending => unreachable!("the memory store is immediate"),
-            }
-        };
         let session = StoredSession::new(
             ProtocolVersion::V5,
             None,
             Vec::new(),
             SessionState::default(),
         );
-        let _ = store.save("c", session);
-        assert!(ready(store.enqueue(
-            "c",
-            start,
-            encode(&expiring, 7),
-            limits
-        )));
-        assert!(ready(store.enqueue(
-            "c",
-            start,
-            encode(&lasting, 8),
-            limits
-        )));
-        let sweep = |at| {
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            let mut f = store.sweep(at);
-            match f.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(r) => r.expect("sweep"),
-                std::task::Poll::Pending => unreachable!("the memory store is immediate"),
-            }
-        };
+        now(store.save("c", session)).expect("save");
+        assert!(now(store.enqueue("c", start, encode(&expiring, 7), limits)).expect("enqueue"));
+        assert!(now(store.enqueue("c", start, encode(&lasting, 8), limits)).expect("enqueue"));
+        let sweep = |at| now(store.sweep(at)).expect("sweep");
         assert!(sweep(start + Duration::from_secs(4)).is_empty());
         assert_eq!(
             sweep(start + Duration::from_secs(5)),
