@@ -102,6 +102,8 @@ enum StoreOp {
     Journal(Vec<JournalOp>),
     /// Drop the stored messages that expired by then.
     Sweep(std::time::Instant),
+    /// Operations carried out in the same journal batch.
+    Group(Vec<StoreOp>),
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -136,6 +138,8 @@ struct Shared {
     next_message_id: u64,
     /// Store operations sent so far (see [`Inner::committed`]).
     store_seq: u64,
+    /// Operations gathered to be sent as one [`StoreOp::Group`].
+    group: Option<Vec<StoreOp>>,
 }
 
 /// A persistent session whose client is away. Its subscriptions stay in the router under
@@ -765,7 +769,14 @@ impl<H: Handler> Inner<H> {
             // meanwhile is one batch: one journal commit for all of it (group commit).
             while rx.recv_many(&mut ops, STORE_BATCH).await > 0 {
                 for op in ops.drain(..) {
-                    run_store_op(&*store, limits, op, &weak, &mut batch).await;
+                    match op {
+                        StoreOp::Group(group) => {
+                            for op in group {
+                                run_store_op(&*store, limits, op, &weak, &mut batch).await;
+                            }
+                        }
+                        op => run_store_op(&*store, limits, op, &weak, &mut batch).await,
+                    }
                     done += 1;
                 }
                 if let (Some(journal), false) = (&journal, batch.is_empty()) {
@@ -829,6 +840,8 @@ async fn run_store_op<H>(
 ) {
     match op {
         StoreOp::Journal(mut ops) => batch.append(&mut ops),
+        // Flattened by the store task.
+        StoreOp::Group(_) => {}
         StoreOp::Sweep(now) => match store.sweep(now).await {
             Ok(dropped) => {
                 for (client_id, id) in &dropped {
@@ -1013,12 +1026,25 @@ fn journals_retained(topic: &str) -> bool {
 }
 
 impl Shared {
-    /// Hands `op` to the store task.
+    /// Hands `op` to the store task (or adds it to the open group).
     fn store(&mut self, op: StoreOp) {
+        if let Some(group) = &mut self.group {
+            group.push(op);
+            return;
+        }
         if let Some(tx) = &self.store_tx {
             self.store_seq += 1;
             // The task ends only with the broker, which owns `self`.
             let _ = tx.send(op);
+        }
+    }
+
+    /// Sends the open group as one operation: the store task carries it out in one batch.
+    fn end_group(&mut self) {
+        match self.group.take() {
+            Some(mut ops) if ops.len() == 1 => self.store(ops.remove(0)),
+            Some(ops) if !ops.is_empty() => self.store(StoreOp::Group(ops)),
+            _ => {}
         }
     }
 
@@ -1342,44 +1368,55 @@ impl<H: Handler> Driver<H> {
     /// Journals what the session reported, gives each newly held-back acknowledgement the
     /// store operation count it waits for, and releases those already `committed`.
     fn settle(&mut self, committed: u64) {
-        let Some(d) = &mut self.durability else {
+        if self.durability.is_none() {
             return;
+        }
+        let ops = self.drain_journal();
+        if !ops.is_empty() {
+            let mut shared = self.inner.lock();
+            shared.journal(ops);
+            let seq = shared.store_seq;
+            drop(shared);
+            self.needs(seq);
+        }
+        if let Some(d) = &mut self.durability {
+            while d.tickets.len() < self.session.parked_acks() {
+                d.tickets.push_back(d.need);
+            }
+        }
+        self.release(committed);
+    }
+
+    /// The journal changes for what the session reported (none unless it is durable).
+    fn drain_journal(&mut self) -> Vec<JournalOp> {
+        let mut ops = Vec::new();
+        let Some(d) = &mut self.durability else {
+            return ops;
         };
         self.session.poll_journal(&mut d.entries);
-        if !d.entries.is_empty() {
-            let mut ops = Vec::new();
-            if let Some(client_id) = &d.client_id {
-                for entry in d.entries.drain(..) {
-                    match entry {
-                        JournalEntry::Sent { id, packet_id } => {
-                            durable::put_flight(client_id, id, packet_id, false, &mut ops);
-                        }
-                        JournalEntry::Released { id, packet_id } => {
-                            durable::put_flight(client_id, id, packet_id, true, &mut ops);
-                        }
-                        JournalEntry::Done { id } => {
-                            durable::remove_message(client_id, id, &mut ops);
-                        }
-                        JournalEntry::InboundAdded(pid) => {
-                            durable::put_inbound(client_id, pid, &mut ops);
-                        }
-                        JournalEntry::InboundRemoved(pid) => {
-                            durable::remove_inbound(client_id, pid, &mut ops);
-                        }
+        if let Some(client_id) = &d.client_id {
+            for entry in d.entries.drain(..) {
+                match entry {
+                    JournalEntry::Sent { id, packet_id } => {
+                        durable::put_flight(client_id, id, packet_id, false, &mut ops);
+                    }
+                    JournalEntry::Released { id, packet_id } => {
+                        durable::put_flight(client_id, id, packet_id, true, &mut ops);
+                    }
+                    JournalEntry::Done { id } => {
+                        durable::remove_message(client_id, id, &mut ops);
+                    }
+                    JournalEntry::InboundAdded(pid) => {
+                        durable::put_inbound(client_id, pid, &mut ops);
+                    }
+                    JournalEntry::InboundRemoved(pid) => {
+                        durable::remove_inbound(client_id, pid, &mut ops);
                     }
                 }
             }
-            d.entries.clear();
-            if !ops.is_empty() {
-                let mut shared = self.inner.lock();
-                shared.journal(ops);
-                d.need = shared.store_seq;
-            }
         }
-        while d.tickets.len() < self.session.parked_acks() {
-            d.tickets.push_back(d.need);
-        }
-        self.release(committed);
+        d.entries.clear();
+        ops
     }
 
     /// Sends the held-back acknowledgements whose store operations are `committed`.
@@ -1813,9 +1850,15 @@ impl<H: Handler> Driver<H> {
         };
         match self.inner.handler.on_publish(app, client, message).await {
             PublishDecision::Accept => {
+                // The session's own changes (an inbound QoS 2 identifier) and the message's
+                // go to the journal in one batch.
+                let prefix = self.drain_journal();
                 let mut shared = self.inner.lock();
                 let before = shared.store_seq;
+                shared.group = Some(Vec::new());
+                shared.journal(prefix);
                 shared.publish(&self.inner.config, Some(self.id), message);
+                shared.end_group();
                 if shared.store_seq != before {
                     let seq = shared.store_seq;
                     drop(shared);

@@ -2021,6 +2021,9 @@ impl State {
             PublishOutcome::Accepted => ReasonCode::SUCCESS,
             PublishOutcome::Refused(code) => code,
             PublishOutcome::Disconnect(code) => {
+                if let (QoS::ExactlyOnce, Some(pid)) = (qos, packet_id) {
+                    self.journal(JournalEntry::InboundRemoved(pid.get()));
+                }
                 self.close(CloseReason::Server(code), Some((code, None)), true);
                 return;
             }
@@ -2048,8 +2051,10 @@ impl State {
             // [MQTT-4.3.3-8] The receiver MUST respond with a PUBREC containing the Packet
             // Identifier from the incoming PUBLISH packet, having accepted ownership of the
             // Application Message. A refusal (≥ 0x80) ends the exchange: no PUBREL follows.
-            if !code.is_error() && self.incoming_qos2.insert(packet_id.get()) {
-                self.journal(JournalEntry::InboundAdded(packet_id.get()));
+            if code.is_error() {
+                self.journal(JournalEntry::InboundRemoved(packet_id.get()));
+            } else {
+                self.incoming_qos2.insert(packet_id.get());
             }
             self.send_ack(PacketType::PubRec, packet_id, code);
         }
@@ -2422,6 +2427,12 @@ impl State {
             }
         };
         let message = Message::from_parts(topic, &p.payload, p.qos, p.retain, &p.properties);
+        if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
+            // Reported before the message is routed, so that the shell journals the
+            // identifier in the same batch as the message: a resent PUBLISH after a restart
+            // must find it [MQTT-4.3.3-9]. Withdrawn if the message is refused.
+            self.journal(JournalEntry::InboundAdded(pid.get()));
+        }
         self.pending = Some(Pending::Publish {
             qos: p.qos,
             packet_id: p.packet_id,
