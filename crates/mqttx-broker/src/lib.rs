@@ -121,6 +121,18 @@
 //! the body is buffered; a client that does not read its acknowledgements is no longer read
 //! from.
 //!
+//! # Logs and tracing
+//!
+//! The shell (never [`proto`]) emits [`tracing`](https://docs.rs/tracing) events in a
+//! `mqtt_connection` span per connection (fields `peer`, `listener`, and `client_id` once the
+//! CONNECT is accepted): `connect start`, `connect stop`, `connect exception` (refused, or
+//! closed before CONNACK), `disconnect` (with the [`CloseReason`] and how long the client was
+//! connected), `subscribe` and `unsubscribe` (one per filter) at DEBUG, and `publish` (topic,
+//! QoS, retain, payload length, outcome, time spent in the hook and routing) at TRACE. Durations
+//! are `Duration`s; payload bytes are never logged. A publish is timed only when a subscriber
+//! wants its event, so the per-message cost without one is a level check. docs/telemetry.md
+//! lists every field.
+//!
 //! # Crate features
 //!
 //! - `serde` (off by default): `Deserialize` for [`Config`], so it can be read from a

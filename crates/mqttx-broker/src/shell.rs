@@ -16,6 +16,7 @@ use mqttx_router::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::PeerIdentity;
 use crate::config::Config;
@@ -684,12 +685,21 @@ impl<H: Handler> Broker<H> {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        // Every event of the connection carries its peer, listener and (once known) client
+        // identifier; without a subscriber at DEBUG the span is a no-op.
+        let span = tracing::debug_span!(
+            "mqtt_connection",
+            peer = origin.peer.map(tracing::field::display),
+            listener = origin.listener.as_deref(),
+            client_id = tracing::field::Empty,
+        );
         async move {
             inner.start_housekeeping();
             let mut driver = Driver::new(inner);
             driver.origin = origin;
             driver.run(stream).await;
         }
+        .instrument(span)
     }
 
     /// Keeps the connection counts of a listener a [`Server`] bound.
@@ -1317,6 +1327,8 @@ struct Driver<H: Handler> {
     traffic: Traffic,
     /// With a journal only (boxed: a broker without one pays a pointer per connection).
     durability: Option<Box<Durability>>,
+    /// When the CONNECT was accepted, for the `disconnect` event.
+    connected_at: Option<Instant>,
 }
 
 /// A connection's part in a durable broker.
@@ -1349,6 +1361,7 @@ impl<H: Handler> Driver<H> {
             origin: ConnectionInfo::default(),
             traffic: Traffic::default(),
             durability: None,
+            connected_at: None,
         }
     }
 
@@ -1487,7 +1500,20 @@ impl<H: Handler> Driver<H> {
                     // not make every connection's task larger while it is idle.
                     Event::Publish(message) => {
                         self.traffic.received(message.qos);
+                        // Timed only when a subscriber wants TRACE events here.
+                        let started = tracing::enabled!(tracing::Level::TRACE).then(Instant::now);
                         let outcome = self.authorize_and_publish(&message).await;
+                        if let Some(started) = started {
+                            tracing::trace!(
+                                topic = %message.topic,
+                                qos = ?message.qos,
+                                retain = message.retain,
+                                payload_len = message.payload.len(),
+                                ?outcome,
+                                elapsed = ?started.elapsed(),
+                                "publish"
+                            );
+                        }
                         self.session
                             .complete_publish(Instant::now().into_std(), outcome);
                     }
@@ -1620,6 +1646,15 @@ impl<H: Handler> Driver<H> {
     async fn handle_event(&mut self, event: Event) {
         match event {
             Event::Connect(mut req) => {
+                let started = Instant::now();
+                tracing::debug!(
+                    client_id = %req.client_id,
+                    protocol = %req.protocol,
+                    clean_start = req.clean_start,
+                    keep_alive = req.keep_alive,
+                    username = req.username.as_deref(),
+                    "connect start"
+                );
                 req.peer_identity.clone_from(&self.origin.identity);
                 req.peer_addr = self.origin.peer;
                 req.listener = self.origin.listener.as_deref().map(str::to_owned);
@@ -1772,7 +1807,14 @@ impl<H: Handler> Driver<H> {
                             ),
                             None => None,
                         };
-                        tracing::debug!(client_id = %req.client_id, protocol = %req.protocol, resumed = resumed.is_some(), "connected");
+                        tracing::Span::current().record("client_id", req.client_id.as_str());
+                        tracing::debug!(
+                            client_id = %req.client_id,
+                            resumed = resumed.is_some(),
+                            elapsed = ?started.elapsed(),
+                            "connect stop"
+                        );
+                        self.connected_at = Some(Instant::now());
                         let now = Instant::now().into_std();
                         match resumed {
                             Some(state) => self.session.accept_connect_resumed(now, state),
@@ -1780,7 +1822,12 @@ impl<H: Handler> Driver<H> {
                         }
                     }
                     Err(refusal) => {
-                        tracing::debug!(client_id = %req.client_id, code = %refusal.reason_code(), "refused");
+                        tracing::debug!(
+                            client_id = %req.client_id,
+                            code = %refusal.reason_code(),
+                            elapsed = ?started.elapsed(),
+                            "connect exception"
+                        );
                         self.session.refuse_connect(refusal.reason_code());
                     }
                 }
@@ -1954,6 +2001,16 @@ impl<H: Handler> Driver<H> {
             }
         }
         self.journal_session();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for (entry, code) in req.entries.iter().zip(&codes) {
+                tracing::debug!(
+                    filter = %entry.filter,
+                    qos = ?entry.options.qos,
+                    granted = %code,
+                    "subscribe"
+                );
+            }
+        }
         let now = Instant::now().into_std();
         self.session.complete_subscribe(now, &codes);
         for message in retained {
@@ -1970,6 +2027,7 @@ impl<H: Handler> Driver<H> {
         let mut existed = Vec::with_capacity(req.filters.len());
         for filter in &req.filters {
             let removed = self.inner.lock().router.unsubscribe(filter, self.id);
+            tracing::debug!(%filter, existed = removed.is_some(), "unsubscribe");
             existed.push(removed.is_some());
             self.inner.handler.on_unsubscribe(app, client, filter).await;
         }
@@ -2069,8 +2127,18 @@ impl<H: Handler> Driver<H> {
         if let CloseReason::Refused(code) = reason {
             self.inner.stats.refused(code);
         }
+        match (&self.client, self.connected_at) {
+            (Some(client), Some(at)) => tracing::debug!(
+                client_id = %client.client_id,
+                ?reason,
+                connected_for = ?at.elapsed(),
+                "disconnect"
+            ),
+            // Refusals were logged with their CONNECT.
+            _ if matches!(reason, CloseReason::Refused(_)) => {}
+            _ => tracing::debug!(?reason, "connect exception"),
+        }
         if let (Some(app), Some(client)) = (self.app.take(), &self.client) {
-            tracing::debug!(client_id = %client.client_id, ?reason, "closed");
             self.inner.handler.on_disconnect(app, client, reason).await;
         }
     }

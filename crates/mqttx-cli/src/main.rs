@@ -39,7 +39,10 @@
 //! Command-line parsing uses `clap` with its derive macros: a hand-written parser would cost
 //! more code than the whole tool for help texts, error messages and value validation that
 //! clap gets right, and the dependency stays in this binary crate, never in the libraries.
-//! Logs go through `tracing` (which the broker emits) and `tracing-subscriber` to stderr.
+//! Logs go through `tracing` (which the broker and the client emit) and `tracing-subscriber`
+//! to stderr: `--log-level`, or `RUST_LOG` directives when it is not given (`env-filter`, the
+//! subscriber's standard filter; `mqttx pub`/`sub` log warnings, `-d` everything at debug
+//! level, `RUST_LOG` what it names).
 //!
 //! # Getting started
 //!
@@ -134,9 +137,10 @@ struct BrokerArgs {
     /// config file's `sys_interval`].
     #[arg(long, value_name = "SECONDS")]
     sys_interval: Option<u64>,
-    /// Log level.
-    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
-    log_level: LogLevel,
+    /// Log level [default: info, or what RUST_LOG says when it is set, e.g.
+    /// RUST_LOG=info,mqttx_broker=debug].
+    #[arg(long, value_enum)]
+    log_level: Option<LogLevel>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -148,15 +152,45 @@ enum LogLevel {
     Trace,
 }
 
-impl From<LogLevel> for tracing::Level {
-    fn from(level: LogLevel) -> Self {
-        match level {
-            LogLevel::Error => Self::ERROR,
-            LogLevel::Warn => Self::WARN,
-            LogLevel::Info => Self::INFO,
-            LogLevel::Debug => Self::DEBUG,
-            LogLevel::Trace => Self::TRACE,
+impl LogLevel {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
         }
+    }
+}
+
+/// Logs to stderr: at `level` when given, else as `RUST_LOG` says (tracing-subscriber's
+/// `EnvFilter` directives, e.g. `info,mqttx_broker=debug`), else at `default` (`None`: no logs).
+fn init_logging(level: Option<LogLevel>, default: Option<LogLevel>) {
+    use tracing_subscriber::EnvFilter;
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let (filter, bad) = match (level, from_env) {
+        (Some(level), _) => (EnvFilter::new(level.as_str()), None),
+        (None, Some(directives)) => match EnvFilter::try_new(&directives) {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                EnvFilter::new(default.map_or("off", LogLevel::as_str)),
+                Some(format!(
+                    "RUST_LOG={directives:?} is not understood ({e}); ignored"
+                )),
+            ),
+        },
+        (None, None) => match default {
+            Some(level) => (EnvFilter::new(level.as_str()), None),
+            None => return,
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(bad) = bad {
+        tracing::warn!("{bad}");
     }
 }
 
@@ -231,10 +265,7 @@ impl BrokerArgs {
 }
 
 fn broker(args: BrokerArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::from(args.log_level))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_level, Some(LogLevel::Info));
     let (mut config, security) = match &args.config {
         Some(path) => match read_config(path) {
             Ok(config) => config,
@@ -501,7 +532,7 @@ mod tests {
             args.listeners(),
             [Listener::tcp(SocketAddr::from(([0, 0, 0, 0], 1884)))]
         );
-        assert!(matches!(args.log_level, LogLevel::Debug));
+        assert!(matches!(args.log_level, Some(LogLevel::Debug)));
         assert_eq!(args.config, Some(PathBuf::from("b.toml")));
         assert!(Cli::try_parse_from(["mqttx", "broker", "--bind", "nowhere"]).is_err());
     }

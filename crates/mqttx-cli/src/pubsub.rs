@@ -224,15 +224,11 @@ pub(crate) fn run_sub(args: SubArgs) -> ExitCode {
 }
 
 fn run(debug: bool, work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
-    let level = if debug {
-        tracing::Level::DEBUG
-    } else {
-        tracing::Level::WARN
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(io::stderr)
-        .init();
+    // `-d`: debug; otherwise warnings, or what RUST_LOG names (the client's spans and events).
+    crate::init_logging(
+        debug.then_some(crate::LogLevel::Debug),
+        Some(crate::LogLevel::Warn),
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

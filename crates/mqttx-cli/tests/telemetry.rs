@@ -1,8 +1,10 @@
 //! `mqttx broker --metrics-bind 127.0.0.1:0 --sys-interval 1`, driven as a user would: a known
 //! workload from `mosquitto_pub` and `mosquitto_sub` on two named listeners (one refusing
 //! anonymous clients, a retained-size quota), then `GET /metrics` over loopback checked line
-//! by line, and the `$SYS` statistics received at the interval the flag sets. Every process is
-//! started here, waited for with a timeout and ended by its pid (`kill_on_drop`).
+//! by line, and the `$SYS` statistics received at the interval the flag sets; then the
+//! `tracing` events of broker and client with `RUST_LOG` at TRACE, without payload bytes.
+//! Every process is started here, waited for with a timeout and ended by its pid
+//! (`kill_on_drop`).
 
 use std::collections::HashMap;
 use std::process::{Output, Stdio};
@@ -266,4 +268,87 @@ async fn prometheus_endpoint_counts_a_known_workload_and_sys_interval_is_honoure
         .filter_map(|l| l.strip_prefix("$SYS/broker/messages/received "))
         .collect();
     assert_eq!(received, ["4", "4"], "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_events_of_broker_and_client_without_payload_bytes() {
+    // Everything at TRACE, from RUST_LOG: the events of docs/telemetry.md appear, and the
+    // payload itself never does (only its length).
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_mqttx"))
+        .args(["broker", "--bind", "127.0.0.1:0", "--sys-interval", "0"])
+        .env("RUST_LOG", "info,mqttx_broker=trace")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mqttx broker");
+    let mut log = BufReader::new(broker.stderr.take().expect("stderr")).lines();
+    let port = port_in(&line_containing(&mut log, "mqttx broker listening").await);
+
+    let sub = tool(
+        "mosquitto_sub",
+        port,
+        &["-t", "s/#", "-C", "1", "-i", "traced-sub"],
+    )
+    .spawn()
+    .expect("spawn mosquitto_sub");
+    line_containing(&mut log, "subscribe").await;
+    let out = Command::new(env!("CARGO_BIN_EXE_mqttx"))
+        .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string(), "-V", "5"])
+        .args([
+            "-i",
+            "traced-pub",
+            "-t",
+            "s/1",
+            "-m",
+            "SECRET-PAYLOAD",
+            "-q",
+            "1",
+        ])
+        .env("RUST_LOG", "mqttx_client=trace")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("mqttx pub exits in time")
+        .expect("run mqttx pub");
+    assert!(out.status.success(), "{out:?}");
+    let client = String::from_utf8_lossy(&out.stderr);
+    for event in [
+        "connect start",
+        "connect stop",
+        "publish start",
+        "publish stop",
+        "disconnect",
+    ] {
+        assert!(client.contains(event), "no {event:?} in {client}");
+    }
+    assert!(client.contains("client_id=traced-pub"), "{client}");
+    assert!(!client.contains("SECRET-PAYLOAD"), "{client}");
+    let got = tokio::time::timeout(WAIT, sub.wait_with_output())
+        .await
+        .expect("mosquitto_sub exits in time")
+        .expect("wait");
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "SECRET-PAYLOAD\n");
+
+    // The broker's side, in order, until the publisher's disconnect.
+    let mut seen = Vec::new();
+    let line = line_containing(&mut log, "connect stop client_id=traced-pub").await;
+    seen.push(line);
+    let line = line_containing(&mut log, "publish topic=s/1").await;
+    assert!(line.contains("payload_len=14"), "{line}");
+    assert!(
+        line.contains("client_id=\"traced-pub\""),
+        "the span: {line}"
+    );
+    seen.push(line);
+    seen.push(line_containing(&mut log, "disconnect client_id=traced-pub").await);
+    assert!(
+        seen.iter().all(|l| !l.contains("SECRET-PAYLOAD")),
+        "{seen:#?}"
+    );
 }

@@ -120,6 +120,16 @@
 //! message (it queues in one synchronous step at its end); once it returned, dropping the
 //! [`PublishHandle`] does not cancel the publish. [`Events::recv`] is cancel safe (a `tokio::sync::mpsc` receive).
 //!
+//! # Logs and tracing
+//!
+//! The driver emits [`tracing`](https://docs.rs/tracing) events in a `mqtt_client` span
+//! (field `client_id`): `connect start`, `connect stop` and `connect exception` (with the
+//! elapsed time as a `Duration`), `disconnect` (how long the connection lasted), `subscribe
+//! start`/`subscribe stop` at DEBUG; `publish start`, `publish stop` (at the acknowledgement
+//! for QoS 1 and 2) and `message received` at TRACE, `publish exception` at DEBUG. Topics and
+//! payload lengths are logged, payload bytes never. Without a subscriber that wants them
+//! nothing is formatted or timed. `docs/telemetry.md` lists every field.
+//!
 //! # Crate features
 //!
 //! Both off by default:
@@ -133,7 +143,9 @@
 //!
 //! tokio (the runtime the shell runs on), mqttx-codec and mqttx-transport-tcp, and
 //! futures-core for the `Stream` trait that [`Events`] implements (the trait the async
-//! ecosystem shares; no code beyond it). The features above add their libraries.
+//! ecosystem shares; no code beyond it), and tracing, the structured-logging facade of the
+//! tokio project that the broker and most async Rust libraries log through. The features above
+//! add their libraries.
 
 pub mod payload;
 pub mod proto;

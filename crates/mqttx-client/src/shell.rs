@@ -18,6 +18,7 @@ use mqttx_codec::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::proto::{
     self, ClientSession, PublishError, RequestError, SessionError, SessionOptions, SessionState,
@@ -488,8 +489,9 @@ struct Shared {
 
 struct Core {
     session: ClientSession,
-    /// QoS 1 and 2 publishes waiting for their acknowledgement.
-    publishes: HashMap<PacketId, oneshot::Sender<ReasonCode>>,
+    /// QoS 1 and 2 publishes waiting for their acknowledgement, with when they were
+    /// published if a `publish stop` event may be logged.
+    publishes: HashMap<PacketId, (oneshot::Sender<ReasonCode>, Option<std::time::Instant>)>,
     /// The state last given to the store, to save only changes.
     saved: Vec<u8>,
     /// Set when the driver stopped: publishes fail with [`Error::Closed`].
@@ -580,11 +582,14 @@ impl Client {
             responders: HashMap::new(),
             reauth: Vec::new(),
         };
+        // Every event of this client's driver carries its client identifier.
+        let span =
+            tracing::debug_span!("mqtt_client", client_id = %driver.options.session.client_id);
         if driver.options.wait_for_connack {
-            let stream = driver.establish().await?;
-            tokio::spawn(driver.run(Some(stream)));
+            let stream = driver.establish().instrument(span.clone()).await?;
+            tokio::spawn(driver.run(Some(stream)).instrument(span));
         } else {
-            tokio::spawn(driver.run(None));
+            tokio::spawn(driver.run(None).instrument(span));
         }
         Ok((Client { tx, shared }, Events { rx: ev_rx }))
     }
@@ -638,20 +643,41 @@ impl Client {
         if core.closed {
             return Err(Error::Closed);
         }
+        // Nothing is formatted or timed unless a subscriber wants TRACE events here.
+        let traced = tracing::enabled!(tracing::Level::TRACE);
+        let (qos, retain, payload_len) = (msg.qos, msg.retain, msg.payload.len());
+        if traced {
+            tracing::trace!(
+                client_id = %self.shared.client_id,
+                topic = %msg.topic,
+                ?qos,
+                retain,
+                payload_len,
+                "publish start"
+            );
+        }
+        let started = traced.then(std::time::Instant::now);
         let handle = match core.session.publish(now(), msg) {
             Ok(Some(id)) => {
                 let (tx, rx) = oneshot::channel();
-                core.publishes.insert(id, tx);
+                core.publishes.insert(id, (tx, started));
                 PublishHandle {
                     packet_id: Some(id),
                     rx: Some(rx),
                 }
             }
-            Ok(None) => PublishHandle {
-                packet_id: None,
-                rx: None,
-            },
-            Err(e) => return Err(Error::Publish(e)),
+            Ok(None) => {
+                // QoS 0 is done once it is queued.
+                tracing::trace!(client_id = %self.shared.client_id, ?qos, "publish stop");
+                PublishHandle {
+                    packet_id: None,
+                    rx: None,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(client_id = %self.shared.client_id, ?qos, error = %e, "publish exception");
+                return Err(Error::Publish(e));
+            }
         };
         // Saved before the caller hears "queued": a publish that returned survives a crash.
         self.shared.persist(&mut core);
@@ -813,6 +839,9 @@ pub(crate) fn backoff_delay(b: &Backoff, attempt: u32, rng: &mut u64) -> Duratio
     Duration::from_secs_f64((base * factor).max(0.0))
 }
 
+/// Where a SUBACK's results go.
+type SubscribeReply = oneshot::Sender<Result<Vec<SubscribeResult>, Error>>;
+
 struct Driver<C: Connector> {
     /// The session and the publish waiters, shared with the handles.
     shared: Arc<Shared>,
@@ -823,7 +852,8 @@ struct Driver<C: Connector> {
     ev_tx: mpsc::Sender<Event>,
     /// Events taken from the session and not yet in the channel (bounded by `event_capacity`).
     pending: VecDeque<Event>,
-    subscribes: HashMap<PacketId, oneshot::Sender<Result<Vec<SubscribeResult>, Error>>>,
+    /// SUBSCRIBEs waiting for their SUBACK, with when they were sent.
+    subscribes: HashMap<PacketId, (SubscribeReply, std::time::Instant)>,
     unsubscribes: HashMap<PacketId, oneshot::Sender<Result<Vec<ReasonCode>, Error>>>,
     /// Set by a Disconnect command: answered when the driver has closed.
     stopping: Option<Vec<oneshot::Sender<()>>>,
@@ -881,8 +911,21 @@ impl<C: Connector> Driver<C> {
     /// Opens the transport and completes CONNECT/CONNACK within the connect timeout, serving
     /// commands meanwhile (a publish during a reconnect is queued, not delayed).
     async fn establish(&mut self) -> Result<C::Stream, Error> {
-        let deadline = Instant::now() + self.options.connect_timeout;
+        let started = Instant::now();
+        let deadline = started + self.options.connect_timeout;
+        tracing::debug!(
+            protocol = %self.options.session.protocol,
+            clean_start = self.options.session.clean_start,
+            "connect start"
+        );
         let r = self.handshake(deadline).await;
+        match &r {
+            Ok(_) => tracing::debug!(elapsed = ?started.elapsed(), "connect stop"),
+            Err(Error::Closed) => {}
+            Err(error) => {
+                tracing::debug!(error = %ErrorChain(error), elapsed = ?started.elapsed(), "connect exception");
+            }
+        }
         if r.is_err() {
             self.closed();
             // Whatever the attempt produced (a refusal, a protocol error) is reported through
@@ -982,7 +1025,16 @@ impl<C: Connector> Driver<C> {
         loop {
             if let Some(s) = stream.take() {
                 attempt = 0;
-                match self.serve(s).await {
+                let connected = Instant::now();
+                let end = self.serve(s).await;
+                let connected_for = connected.elapsed();
+                match &end {
+                    End::Stop => tracing::debug!(?connected_for, "disconnect"),
+                    End::Lost(code) => {
+                        tracing::debug!(code = %code, ?connected_for, "disconnect (connection lost)");
+                    }
+                }
+                match end {
                     End::Stop => break,
                     End::Lost(code) => {
                         // A re-authentication in progress ended with the connection.
@@ -1176,6 +1228,13 @@ impl<C: Connector> Driver<C> {
                     self.lost = Some(reason_code);
                 }
                 proto::Event::Message(m) => {
+                    tracing::trace!(
+                        topic = %m.topic,
+                        qos = ?m.qos,
+                        retain = m.retain,
+                        payload_len = m.payload.len(),
+                        "message received"
+                    );
                     if let Some(m) = self.respond(m) {
                         self.push(Event::Message(m));
                     }
@@ -1184,12 +1243,20 @@ impl<C: Connector> Driver<C> {
                     packet_id,
                     reason_code,
                 } => {
-                    if let Some(tx) = core.publishes.remove(&packet_id) {
+                    if let Some((tx, started)) = core.publishes.remove(&packet_id) {
+                        // Left out when TRACE was off at publish time.
+                        let elapsed = started.map(|t| tracing::field::debug(t.elapsed()));
+                        if reason_code.is_error() {
+                            tracing::debug!(packet_id = packet_id.get(), code = %reason_code, elapsed, "publish exception");
+                        } else {
+                            tracing::trace!(packet_id = packet_id.get(), code = %reason_code, elapsed, "publish stop");
+                        }
                         let _ = tx.send(reason_code);
                     }
                 }
                 proto::Event::Subscribed { packet_id, results } => {
-                    if let Some(tx) = self.subscribes.remove(&packet_id) {
+                    if let Some((tx, started)) = self.subscribes.remove(&packet_id) {
+                        tracing::debug!(packet_id = packet_id.get(), ?results, elapsed = ?started.elapsed(), "subscribe stop");
                         let _ = tx.send(Ok(results));
                     }
                 }
@@ -1294,10 +1361,17 @@ impl<C: Connector> Driver<C> {
                 let _ = queued.send(r);
             }
             Command::Subscribe(filters, props, reply) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let list: Vec<(&str, QoS)> = filters
+                        .iter()
+                        .map(|f| (f.filter.as_ref(), f.options.qos))
+                        .collect();
+                    tracing::debug!(filters = ?list, "subscribe start");
+                }
                 let r = self.core().session.subscribe(now, filters, *props);
                 match r {
                     Ok(id) => {
-                        self.subscribes.insert(id, reply);
+                        self.subscribes.insert(id, (reply, now));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Error::Request(e)));
@@ -1325,6 +1399,21 @@ impl<C: Connector> Driver<C> {
                 self.stopping.get_or_insert_with(Vec::new).push(reply);
             }
         }
+    }
+}
+
+/// An error with its causes, for logs: `connection failed: Connection refused (os error 111)`.
+struct ErrorChain<'a>(&'a Error);
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 
