@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum OpenErrorKind {
     /// The path exists but does not hold an mqttx store: a file, a directory with other
-    /// files in it, or an embedded database that is not ours. Nothing was changed.
+    /// files in it, or an embedded database that is not ours. Nothing of ours was written
+    /// into it.
     NotAStore,
     /// The store was written by a newer mqttx, in a format this one does not read.
     NewerFormat,

@@ -134,7 +134,7 @@ impl FjallJournal {
     ///
     /// An [`OpenError`] naming `dir` and what is wrong, never a silent empty start: `dir`
     /// is not a store ([`NotAStore`](OpenErrorKind::NotAStore): a file, a directory with
-    /// other files, an embedded database that is not ours; nothing is changed), was written
+    /// other files, an embedded database that is not ours; nothing of ours is written), was written
     /// by a newer mqttx ([`NewerFormat`](OpenErrorKind::NewerFormat)), is open elsewhere
     /// ([`Locked`](OpenErrorKind::Locked)), is damaged ([`Corrupt`](OpenErrorKind::Corrupt)),
     /// or an I/O error ([`Io`](OpenErrorKind::Io)).
