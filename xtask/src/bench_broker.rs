@@ -229,7 +229,7 @@ fn start(dir: &Path, mqttx: &Path, broker: Broker, port: u16, pin: bool) -> Resu
             );
             std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
             let mut cmd = pinned(pin, "0", mqttx);
-            cmd.args(["broker", "--log-level", "error", "--config"])
+            cmd.args(["broker", "--memory", "--log-level", "error", "--config"])
                 .arg(conf);
             cmd
         }

@@ -66,6 +66,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use mqttx_auth::{Security, SecurityConfig};
 use mqttx_broker::{Broker, CertificateReloader, Config, Handler, Listener, ListenerKind, Server};
+use mqttx_store_fjall::{FjallJournal, SyncPolicy};
 
 mod metrics_http;
 mod passwd;
@@ -137,11 +138,41 @@ struct BrokerArgs {
     /// config file's `sys_interval`].
     #[arg(long, value_name = "SECONDS")]
     sys_interval: Option<u64>,
+    /// Keep sessions, queued messages and retained messages in this directory (created if
+    /// missing; one broker at a time) so that they survive a restart [default: ./mqttx-data,
+    /// or the config file's `[storage] data_dir`].
+    #[arg(long, value_name = "DIR", conflicts_with = "memory")]
+    data_dir: Option<PathBuf>,
+    /// When a batch of changes reaches the disk: `every-batch` (fsync before acknowledging;
+    /// survives power loss), `interval:100ms` (fsync every interval), or `none` (the OS
+    /// decides); every policy survives a crash of the process (see docs/storage.md)
+    /// [default: every-batch].
+    #[arg(long, value_name = "POLICY", conflicts_with = "memory")]
+    sync: Option<SyncPolicy>,
+    /// Keep everything in memory only: nothing survives a restart.
+    #[arg(long)]
+    memory: bool,
     /// Log level [default: info, or what RUST_LOG says when it is set, e.g.
     /// RUST_LOG=info,mqttx_broker=debug].
     #[arg(long, value_enum)]
     log_level: Option<LogLevel>,
 }
+
+/// The `[storage]` table of the configuration file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageConfig {
+    /// The data directory (default `./mqttx-data`).
+    data_dir: Option<PathBuf>,
+    /// The sync policy (`every-batch`, `interval:100ms`, `none`).
+    sync: Option<String>,
+    /// Keep nothing on disk.
+    #[serde(default)]
+    memory: bool,
+}
+
+/// The data directory when neither the flags nor the configuration file name one.
+const DEFAULT_DATA_DIR: &str = "mqttx-data";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogLevel {
@@ -216,9 +247,21 @@ fn read_config(path: &Path) -> Result<(Config, Option<SecurityConfig>), String> 
     parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The broker's `Config` and, from the `[security]` table, the access control settings.
+/// The `[storage]` table of a TOML configuration (defaults without one).
+fn parse_storage(text: &str) -> Result<StorageConfig, toml::de::Error> {
+    let mut table: toml::Table = toml::from_str(text)?;
+    Ok(table
+        .remove("storage")
+        .map(toml::Value::try_into::<StorageConfig>)
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// The broker's `Config` and, from the `[security]` table, the access control settings (the
+/// `[storage]` table is read by [`parse_storage`]).
 fn parse_config(text: &str) -> Result<(Config, Option<SecurityConfig>), toml::de::Error> {
     let mut table: toml::Table = toml::from_str(text)?;
+    table.remove("storage");
     let security = table
         .remove("security")
         .map(toml::Value::try_into::<SecurityConfig>)
@@ -276,6 +319,26 @@ fn broker(args: BrokerArgs) -> ExitCode {
         },
         None => (Config::default(), None),
     };
+    let storage = match &args.config {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parse_storage(&text).map_err(|e| e.to_string()))
+        {
+            Ok(storage) => storage,
+            Err(e) => {
+                tracing::error!("cannot read the configuration: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => StorageConfig::default(),
+    };
+    let journal = match open_journal(&args, storage) {
+        Ok(journal) => journal,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listeners = args.listeners();
     if !listeners.is_empty() {
         config.listeners = listeners;
@@ -297,11 +360,10 @@ fn broker(args: BrokerArgs) -> ExitCode {
     runtime.block_on(async {
         let Some(security) = security else {
             // No `[security]` table: the allow-all handler, with nothing on the hot path.
-            return serve(
-                Broker::builder().config(config).bind().await,
-                args.metrics_bind,
-            )
-            .await;
+            let Some(builder) = recover(Broker::builder().config(config), journal) else {
+                return ExitCode::FAILURE;
+            };
+            return serve(builder.bind().await, args.metrics_bind).await;
         };
         let handler = match Security::new(security) {
             Ok(handler) => handler,
@@ -310,16 +372,74 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let server = Broker::builder()
-            .config(config)
-            .handler(handler)
-            .bind()
-            .await;
+        let Some(builder) = recover(Broker::builder().config(config).handler(handler), journal)
+        else {
+            return ExitCode::FAILURE;
+        };
+        let server = builder.bind().await;
         if let (Ok(server), Some(path)) = (&server, args.config.clone()) {
             reload_on_sighup(server.broker().clone(), path);
         }
         serve(server, args.metrics_bind).await
     })
+}
+
+/// Opens the data directory the flags or the `[storage]` table name (`None` with
+/// `--memory`): a store that cannot be opened is an error that names it, never an empty
+/// start.
+fn open_journal(args: &BrokerArgs, storage: StorageConfig) -> Result<Option<FjallJournal>, String> {
+    if args.memory || storage.memory {
+        tracing::info!("keeping everything in memory (--memory): nothing survives a restart");
+        return Ok(None);
+    }
+    let dir = args
+        .data_dir
+        .clone()
+        .or(storage.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let policy = match (args.sync, storage.sync) {
+        (Some(policy), _) => policy,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|e| format!("[storage] sync = {text:?}: {e}"))?,
+        (None, None) => SyncPolicy::default(),
+    };
+    let journal = FjallJournal::open(&dir, policy).map_err(|e| {
+        format!(
+            "cannot open the data directory (use --data-dir DIR, or --memory to keep nothing): {e}"
+        )
+    })?;
+    tracing::info!(dir = %dir.display(), sync = %policy, "data directory open");
+    Ok(Some(journal))
+}
+
+/// Restores the broker's state from `journal`, logging what it found; `None` (after logging
+/// why) when the journal cannot be read.
+fn recover<H: Handler>(
+    builder: mqttx_broker::Builder<H>,
+    journal: Option<FjallJournal>,
+) -> Option<mqttx_broker::Builder<H>> {
+    let Some(journal) = journal else {
+        return Some(builder);
+    };
+    let dir = journal.dir().display().to_string();
+    match builder.journal(std::sync::Arc::new(journal)) {
+        Ok((builder, recovery)) => {
+            tracing::info!(
+                "recovered {} sessions, {} messages, {} retained messages and {} delayed wills from {dir} in {:?}",
+                recovery.sessions,
+                recovery.messages,
+                recovery.retained,
+                recovery.wills,
+                recovery.elapsed,
+            );
+            Some(builder)
+        }
+        Err(e) => {
+            tracing::error!("cannot recover from the data directory {dir}: {e}");
+            None
+        }
+    }
 }
 
 /// Logs loudly when a listener is reachable from other hosts and anyone may connect.

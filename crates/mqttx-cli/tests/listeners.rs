@@ -75,6 +75,7 @@ async fn tcp_and_tls_listeners_from_flags_and_certificates_renewed_on_sighup() {
     let mut broker: Child = Command::new(env!("CARGO_BIN_EXE_mqttx"))
         .args([
             "broker",
+            "--memory",
             "--bind",
             "127.0.0.1:0",
             "--tls-bind",

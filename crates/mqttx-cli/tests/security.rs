@@ -86,7 +86,7 @@ struct BrokerProcess {
 impl BrokerProcess {
     async fn start(config: &Path) -> Self {
         let mut child = mqttx()
-            .args(["broker", "--bind", "127.0.0.1:0", "--config"])
+            .args(["broker", "--memory", "--bind", "127.0.0.1:0", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -124,6 +124,7 @@ async fn prometheus_endpoint_counts_a_known_workload_and_sys_interval_is_honoure
     let mut broker = Command::new(env!("CARGO_BIN_EXE_mqttx"))
         .args([
             "broker",
+            "--memory",
             "--metrics-bind",
             "127.0.0.1:0",
             "--sys-interval",
