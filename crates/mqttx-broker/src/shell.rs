@@ -805,38 +805,45 @@ const MESSAGE_SWEEP_TICKS: u64 = 60;
 /// Operations the store task takes from its channel at most per batch.
 const STORE_BATCH: usize = 4096;
 
-/// Commits one batch to the journal on a blocking thread, retrying a failed commit a few
-/// times; returns the batch's buffer for reuse. A batch that cannot be committed is logged
-/// and dropped: the broker goes on, and what it held is lost if the process ends.
+/// Commits one batch to the journal on a blocking thread; returns the batch's buffer for
+/// reuse. A commit that fails is retried (backing off to once a second) until it succeeds:
+/// meanwhile nothing more is acknowledged (the broker fails closed: a client waits for its
+/// PUBACK rather than getting one for a message that could be lost). A store that keeps
+/// failing (fjall refuses every write after a failed fsync) needs a restart, which recovers
+/// from what was committed.
 async fn commit_batch(journal: &Arc<dyn Journal>, batch: Vec<JournalOp>) -> Vec<JournalOp> {
     let mut batch = batch;
-    for attempt in 1..=5u32 {
+    let mut backoff = Duration::from_millis(10);
+    loop {
         let journal = Arc::clone(journal);
-        let (result, back) = match tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || {
             let result = journal.commit(&batch);
             (result, batch)
         })
-        .await
-        {
+        .await;
+        let (result, back) = match outcome {
             Ok(done) => done,
             Err(error) => {
-                tracing::error!(%error, "journal commit task failed; batch lost");
+                // The commit panicked: the batch is gone with its thread.
+                tracing::error!(%error, "journal commit panicked; its batch is lost");
                 return Vec::new();
             }
         };
         batch = back;
         match result {
             Ok(()) => return batch,
-            Err(error) if attempt < 5 => {
-                tracing::warn!(%error, attempt, "journal commit failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-            }
             Err(error) => {
-                tracing::error!(%error, ops = batch.len(), "journal commit failed; batch lost");
+                tracing::error!(
+                    %error,
+                    ops = batch.len(),
+                    "journal commit failed; acknowledgements wait until it succeeds (retrying; \
+                     if it keeps failing, restart the broker)"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
-    batch
 }
 
 /// Makes one [`SessionStore`] call, or adds journal changes to `batch`; failures are logged

@@ -350,3 +350,60 @@ async fn a_corrupt_journal_is_an_error_not_an_empty_start() {
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
     assert!(error.to_string().contains("messages"), "{error}");
 }
+
+/// A journal that fails while `failing` is set.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemoryJournal,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Journal for Flaky {
+    fn commit(&self, ops: &[JournalOp]) -> std::io::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        self.inner.commit(ops)
+    }
+
+    fn load(&self) -> std::io::Result<Vec<mqttx_broker::Entry>> {
+        self.inner.load()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_journal_holds_acknowledgements_until_it_recovers() {
+    let journal = Arc::new(Flaky::default());
+    let (broker, _) = durable_broker(Arc::clone(&journal) as Arc<dyn Journal>).await;
+    let (mut sub, _) = persistent(broker.addr, V5, "flaky-sub").await;
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new("g/#", QoS::AtLeastOnce)].into(),
+    }))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    journal
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut publ = RawClient::connect(broker.addr, V5).await;
+    publ.send(&Packet::Connect(Connect::new(V5, "flaky-pub".to_owned())))
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::ConnAck(_))));
+    publ.send(&publish("g/1", vec![1], QoS::AtLeastOnce, 1, false))
+        .await;
+    // No PUBACK while the journal cannot take the message.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), publ.recv())
+            .await
+            .is_err(),
+        "acknowledged although the journal failed"
+    );
+    journal
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    expect(&mut publ, Packet::PubAck(PubResponse::new(pid(1)))).await;
+    // Acknowledged once it is in the journal (the subscriber has not answered it yet).
+    assert_eq!(journal.inner.len(Table::Messages), 1);
+    broker.broker.shutdown();
+}
