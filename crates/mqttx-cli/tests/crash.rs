@@ -412,3 +412,132 @@ async fn kill_9_loses_no_acknowledged_message() {
     running.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_directory_that_is_not_a_store_is_an_error_not_an_empty_start() {
+    let dir = std::env::temp_dir().join(format!("mqttx-not-a-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("notes.txt"), "mine").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mqttx"))
+        .args(["broker", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("exits in time")
+        .expect("run mqttx broker");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("not an mqttx store"), "{log}");
+    assert!(
+        log.contains(&*dir.to_string_lossy()),
+        "the error names the directory: {log}"
+    );
+    // Left as it was.
+    assert_eq!(
+        std::fs::read_dir(&dir).expect("read dir").count(),
+        1,
+        "nothing written into it"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mosquitto_sub`/`mosquitto_pub` (Debian's mosquitto-clients) as the clients: a persistent
+/// `mosquitto_sub` session away while `mosquitto_pub` publishes at QoS 1, the broker killed
+/// with SIGKILL and restarted, then `mosquitto_sub` resumes its session and gets them all.
+#[tokio::test]
+async fn mosquitto_clients_session_survives_kill_9() {
+    let dir = std::env::temp_dir().join(format!("mqttx-crash-mosq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("mqttx.toml");
+    std::fs::write(&config, "sys_interval = 0\n").expect("config");
+    let data = dir.join("data");
+    let tool = |name: &str, port: u16, args: &[&str]| {
+        let mut cmd = Command::new(name);
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "311"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    };
+    let run = |mut cmd: Command| async move {
+        let out = tokio::time::timeout(WAIT, cmd.output())
+            .await
+            .expect("the client finishes in time")
+            .expect("spawn (Debian's mosquitto-clients; .ci/run installs them)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let broker = start(&data, &config).await;
+    // Subscribe with a persistent session (-c, Clean Session 0) and leave at once.
+    run(tool(
+        "mosquitto_sub",
+        broker.port,
+        &["-c", "-i", "mosq-durable", "-q", "1", "-t", "mosq/#", "-E"],
+    ))
+    .await;
+    for i in 0..20 {
+        run(tool(
+            "mosquitto_pub",
+            broker.port,
+            &[
+                "-q",
+                "1",
+                "-t",
+                &format!("mosq/{i}"),
+                "-m",
+                &format!("m{i}"),
+            ],
+        ))
+        .await;
+    }
+    run(tool(
+        "mosquitto_pub",
+        broker.port,
+        &["-q", "1", "-r", "-t", "kept/mosq", "-m", "intact"],
+    ))
+    .await;
+    broker.kill().await;
+    let broker = start(&data, &config).await;
+    let got = run(tool(
+        "mosquitto_sub",
+        broker.port,
+        &[
+            "-c",
+            "-i",
+            "mosq-durable",
+            "-q",
+            "1",
+            "-t",
+            "mosq/#",
+            "-C",
+            "20",
+            "-v",
+        ],
+    ))
+    .await;
+    let mut lines: Vec<&str> = got.lines().collect();
+    lines.sort_unstable();
+    let mut want: Vec<String> = (0..20).map(|i| format!("mosq/{i} m{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(lines, want);
+    let retained = run(tool(
+        "mosquitto_sub",
+        broker.port,
+        &["-t", "kept/#", "-C", "1", "-v"],
+    ))
+    .await;
+    assert_eq!(retained.trim(), "kept/mosq intact");
+    broker.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
