@@ -1350,6 +1350,11 @@ struct Durability {
     need: u64,
     /// The session's journal reports, between polls.
     entries: Vec<JournalEntry>,
+    /// The store operation count the bytes waiting to be written wait for: a QoS 2 PUBLISH
+    /// goes out only once its Packet Identifier is journaled.
+    write_gate: u64,
+    /// The store operation count last seen committed.
+    done: u64,
 }
 
 impl<H: Handler> Driver<H> {
@@ -1391,13 +1396,16 @@ impl<H: Handler> Driver<H> {
         if self.durability.is_none() {
             return;
         }
-        let ops = self.drain_journal();
+        let (ops, gate) = self.drain_journal();
         if !ops.is_empty() {
             let mut shared = self.inner.lock();
             shared.journal(ops);
             let seq = shared.store_seq;
             drop(shared);
             self.needs(seq);
+            if let (true, Some(d)) = (gate, &mut self.durability) {
+                d.write_gate = seq;
+            }
         }
         if let Some(d) = &mut self.durability {
             while d.tickets.len() < self.session.parked_acks() {
@@ -1407,17 +1415,24 @@ impl<H: Handler> Driver<H> {
         self.release(committed);
     }
 
-    /// The journal changes for what the session reported (none unless it is durable).
-    fn drain_journal(&mut self) -> Vec<JournalOp> {
+    /// The journal changes for what the session reported (none unless it is durable), and
+    /// whether a QoS 2 PUBLISH was sent (it must be journaled before it goes out).
+    fn drain_journal(&mut self) -> (Vec<JournalOp>, bool) {
         let mut ops = Vec::new();
+        let mut gate = false;
         let Some(d) = &mut self.durability else {
-            return ops;
+            return (ops, gate);
         };
         self.session.poll_journal(&mut d.entries);
         if let Some(client_id) = &d.client_id {
             for entry in d.entries.drain(..) {
                 match entry {
-                    JournalEntry::Sent { id, packet_id } => {
+                    JournalEntry::Sent {
+                        id,
+                        packet_id,
+                        exactly_once,
+                    } => {
+                        gate |= exactly_once;
                         durable::put_flight(client_id, id, packet_id, false, &mut ops);
                     }
                     JournalEntry::Released { id, packet_id } => {
@@ -1436,7 +1451,22 @@ impl<H: Handler> Driver<H> {
             }
         }
         d.entries.clear();
-        ops
+        (ops, gate)
+    }
+
+    /// Whether the bytes waiting may be written: not while a QoS 2 PUBLISH among them waits
+    /// for its journal entry.
+    fn may_write(&self) -> bool {
+        self.durability
+            .as_ref()
+            .is_none_or(|d| d.write_gate <= d.done)
+    }
+
+    /// Whether the driver waits for the store task: held acknowledgements or bytes.
+    fn awaits_commit(&self) -> bool {
+        self.durability
+            .as_ref()
+            .is_some_and(|d| !d.tickets.is_empty() || d.write_gate > d.done)
     }
 
     /// Sends the held-back acknowledgements whose store operations are `committed`.
@@ -1444,6 +1474,7 @@ impl<H: Handler> Driver<H> {
         let Some(d) = &mut self.durability else {
             return;
         };
+        d.done = d.done.max(committed);
         let mut n = 0;
         while d.tickets.front().is_some_and(|&t| t <= committed) {
             d.tickets.pop_front();
@@ -1539,6 +1570,12 @@ impl<H: Handler> Driver<H> {
                     // Nothing to send: an idle connection keeps no large buffer.
                     wbuf = Vec::new();
                 }
+                if self.durability.is_some() {
+                    // What was just sent goes to the journal (a QoS 2 PUBLISH before it is
+                    // written).
+                    let done = *committed.borrow_and_update();
+                    self.settle(done);
+                }
             }
             if self.session.is_closed() {
                 while self.session.poll_transmit(&mut wbuf) {}
@@ -1558,7 +1595,7 @@ impl<H: Handler> Driver<H> {
                         Ok(n) => self.traffic.bytes_received += n as u64,
                     }
                 }
-                w = wr.write(wbuf.get(written..).unwrap_or_default()), if written < wbuf.len() => {
+                w = wr.write(wbuf.get(written..).unwrap_or_default()), if written < wbuf.len() && self.may_write() => {
                     match w {
                         Ok(0) | Err(_) => self.session.handle_closed(),
                         Ok(n) => {
@@ -1579,7 +1616,7 @@ impl<H: Handler> Driver<H> {
                 () = sleep_until(deadline) => {
                     self.session.handle_timeout(Instant::now().into_std());
                 }
-                changed = committed.changed(), if self.durability.as_ref().is_some_and(|d| !d.tickets.is_empty()) => {
+                changed = committed.changed(), if self.awaits_commit() => {
                     // The store task ends only with the broker; if it is gone, nothing is
                     // waited for.
                     let done = if changed.is_ok() { *committed.borrow_and_update() } else { u64::MAX };
@@ -1906,7 +1943,7 @@ impl<H: Handler> Driver<H> {
             PublishDecision::Accept => {
                 // The session's own changes (an inbound QoS 2 identifier) and the message's
                 // go to the journal in one batch.
-                let prefix = self.drain_journal();
+                let (prefix, _) = self.drain_journal();
                 let mut shared = self.inner.lock();
                 let before = shared.store_seq;
                 shared.group = Some(Vec::new());

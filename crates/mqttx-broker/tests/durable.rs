@@ -407,3 +407,43 @@ async fn a_failing_journal_holds_acknowledgements_until_it_recovers() {
     assert_eq!(journal.inner.len(Table::Messages), 1);
     broker.broker.shutdown();
 }
+
+#[tokio::test]
+async fn a_qos2_publish_goes_out_only_once_its_packet_identifier_is_journaled() {
+    let journal = Arc::new(MemoryJournal::new());
+    let (first, _) = durable_broker(Arc::new(Slow(Arc::clone(&journal)))).await;
+    let (mut sub, _) = persistent(first.addr, V5, "gate-sub").await;
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new("h/#", QoS::ExactlyOnce)].into(),
+    }))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let mut publ = RawClient::connect(first.addr, V5).await;
+    publ.send(&Packet::Connect(Connect::new(V5, "gate-pub".to_owned())))
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::ConnAck(_))));
+    publ.send(&publish("h/1", vec![1], QoS::ExactlyOnce, 9, false))
+        .await;
+    let Some(Packet::Publish(first_copy)) = sub.recv().await else {
+        panic!("the subscriber receives the message")
+    };
+    // Crash the moment the PUBLISH arrived: its identifier must already be journaled, so the
+    // restarted broker resends it under the same one (the client may have it already).
+    let copy = crash_copy(&journal);
+    drop(sub);
+    let (second, _) = durable_broker(copy).await;
+    let (mut sub, present) = persistent(second.addr, V5, "gate-sub").await;
+    assert!(present);
+    match sub.recv().await {
+        Some(Packet::Publish(again)) => {
+            assert!(again.dup);
+            assert_eq!(again.packet_id, first_copy.packet_id);
+            assert_eq!(&again.payload[..], &[1]);
+        }
+        other => panic!("expected the resent PUBLISH, got {other:?}"),
+    }
+    first.broker.shutdown();
+    second.broker.shutdown();
+}

@@ -673,6 +673,9 @@ pub enum JournalEntry {
         id: u64,
         /// Its Packet Identifier.
         packet_id: u16,
+        /// At QoS 2: a restart must resend it under this identifier, never under another,
+        /// so the shell makes this entry durable before the PUBLISH goes out.
+        exactly_once: bool,
     },
     /// QoS 2: PUBREC received, PUBREL sent under `packet_id`, awaiting PUBCOMP.
     Released {
@@ -1464,6 +1467,7 @@ impl Session {
                     s.journal(JournalEntry::Sent {
                         id,
                         packet_id: pid.get(),
+                        exactly_once: qos == QoS::ExactlyOnce,
                     });
                 }
                 s.send_seq += 1;
