@@ -29,6 +29,9 @@ mod coming_from_rumqttc {}
 #[doc = include_str!("transports.md")]
 mod transports {}
 
+#[doc = include_str!("telemetry.md")]
+mod telemetry {}
+
 // The top-level README's code, held to the same standard. Its links to directories (`(docs)`,
 // `(xtask)`…) are repository paths, which rustdoc would take for item paths.
 #[allow(rustdoc::broken_intra_doc_links)]
