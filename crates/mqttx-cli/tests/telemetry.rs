@@ -276,7 +276,14 @@ async fn tracing_events_of_broker_and_client_without_payload_bytes() {
     // Everything at TRACE, from RUST_LOG: the events of docs/telemetry.md appear, and the
     // payload itself never does (only its length).
     let mut broker = Command::new(env!("CARGO_BIN_EXE_mqttx"))
-        .args(["broker", "--memory", "--bind", "127.0.0.1:0", "--sys-interval", "0"])
+        .args([
+            "broker",
+            "--memory",
+            "--bind",
+            "127.0.0.1:0",
+            "--sys-interval",
+            "0",
+        ])
         .env("RUST_LOG", "info,mqttx_broker=trace")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
