@@ -63,6 +63,16 @@ impl Clock {
     }
 }
 
+/// The longest client identifier whose session is journaled, in bytes: a journal key is the
+/// identifier plus at most 10 bytes, and stores limit keys (fjall: 65 535 bytes). Sessions of
+/// longer identifiers (MQTT allows up to 65 535 bytes) are kept in memory only.
+pub(crate) const MAX_CLIENT_ID: usize = 4096;
+
+/// Whether `client_id`'s session can be journaled.
+pub(crate) fn fits(client_id: &str) -> bool {
+    client_id.len() <= MAX_CLIENT_ID
+}
+
 pub(crate) fn client_key(client_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + client_id.len() + 8);
     let len = u16::try_from(client_id.len()).unwrap_or(u16::MAX);

@@ -159,8 +159,24 @@ pub fn apply_ops(map: &mut Tables, ops: &[JournalOp]) {
     }
 }
 
+/// The longest key a journal must accept (fjall's limit); keys are never empty.
+pub const MAX_KEY_LEN: usize = 65_535;
+
 impl Journal for MemoryJournal {
     fn commit(&self, ops: &[JournalOp]) -> io::Result<()> {
+        // The limits of the durable stores, so that tests meet them too.
+        for op in ops {
+            let key = match op {
+                JournalOp::Put { key, .. } | JournalOp::Delete { key, .. } => key,
+                JournalOp::DeletePrefix { .. } => continue,
+            };
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a journal key of {} bytes", key.len()),
+                ));
+            }
+        }
         apply_ops(&mut self.lock(), ops);
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

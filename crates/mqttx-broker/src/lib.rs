@@ -161,7 +161,9 @@ pub use handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,
     PublishDecision, SubscribeDecision,
 };
-pub use journal::{Entry, Journal, JournalOp, MemoryJournal, Table, Tables, apply_ops};
+pub use journal::{
+    Entry, Journal, JournalOp, MAX_KEY_LEN, MemoryJournal, Table, Tables, apply_ops,
+};
 pub use listen::{CertificateReloader, Server};
 /// The identity of a client authenticated by its TLS certificate (see
 /// [`ConnectRequest::peer_identity`]).

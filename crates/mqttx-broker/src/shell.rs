@@ -832,6 +832,12 @@ async fn commit_batch(journal: &Arc<dyn Journal>, batch: Vec<JournalOp>) -> Vec<
         batch = back;
         match result {
             Ok(()) => return batch,
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
+                // The journal refuses the batch itself (a key or value beyond its limits):
+                // retrying cannot help, and holding it would stop every acknowledgement.
+                tracing::error!(%error, ops = batch.len(), "journal refused a batch; it is lost");
+                return batch;
+            }
             Err(error) => {
                 tracing::error!(
                     %error,
@@ -1799,7 +1805,14 @@ impl<H: Handler> Driver<H> {
                             // A persistent session of a broker with a journal is durable: its
                             // metadata is written now, its messages as they come.
                             let expiry = self.session.session_expiry();
-                            let durable = shared.journaling && expiry > 0;
+                            let durable =
+                                shared.journaling && expiry > 0 && durable::fits(&req.client_id);
+                            if shared.journaling && expiry > 0 && !durable {
+                                tracing::warn!(
+                                    client_id_len = req.client_id.len(),
+                                    "client identifier too long to journal: its session is kept in memory only"
+                                );
+                            }
                             if durable {
                                 let clock = Clock::read();
                                 let expires_at = (expiry != u32::MAX)
@@ -1903,7 +1916,7 @@ impl<H: Handler> Driver<H> {
                         if decision == PublishDecision::Accept {
                             let at = Instant::now() + Duration::from_secs(u64::from(delay));
                             let mut shared = self.inner.lock();
-                            if shared.journaling {
+                            if shared.journaling && durable::fits(&client.client_id) {
                                 let mut ops = Vec::new();
                                 let due = Clock::read().to_unix(at.into_std());
                                 durable::put_will(&client.client_id, due, &message, &mut ops);

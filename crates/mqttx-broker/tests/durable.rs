@@ -447,3 +447,30 @@ async fn a_qos2_publish_goes_out_only_once_its_packet_identifier_is_journaled() 
     first.broker.shutdown();
     second.broker.shutdown();
 }
+
+#[tokio::test]
+async fn a_client_identifier_too_long_to_journal_is_served_from_memory() {
+    let journal = Arc::new(MemoryJournal::new());
+    let (broker, _) = durable_broker(Arc::clone(&journal) as Arc<dyn Journal>).await;
+    // Longer than any journal key may be (MQTT allows identifiers up to 65 535 bytes).
+    let long = "L".repeat(65_534);
+    let (mut sub, _) = persistent(broker.addr, V5, &long).await;
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new("long/#", QoS::AtLeastOnce)].into(),
+    }))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let mut publ = RawClient::connect(broker.addr, V5).await;
+    publ.send(&Packet::Connect(Connect::new(V5, "long-pub".to_owned())))
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::ConnAck(_))));
+    // Acknowledged and delivered: the journal never sees a key it must refuse.
+    publ.send(&publish("long/1", vec![1], QoS::AtLeastOnce, 1, false))
+        .await;
+    expect(&mut publ, Packet::PubAck(PubResponse::new(pid(1)))).await;
+    assert!(matches!(sub.recv().await, Some(Packet::Publish(_))));
+    assert_eq!(journal.len(Table::Sessions), 0);
+    broker.broker.shutdown();
+}
