@@ -14,8 +14,11 @@ use crate::proto::{Event, Message, Outbound, PublishOutcome, Session};
 /// Drives one accepted session with arbitrary bytes, timeouts and deliveries, answering every
 /// request, and checks that everything the session sends is a valid packet of its version.
 ///
-/// `data[0]` picks MQTT 3.1.1 or 5.0; then each operation byte either feeds up to 63 of the
-/// following bytes, advances time by the next byte's value in seconds, or delivers a message.
+/// `data[0]` picks MQTT 3.1.1 or 5.0 (bit 0) and durability (bit 1: journaled messages and
+/// held acknowledgements, released after each operation whose top bit is set, with the
+/// journal's reports checked against the messages delivered); then each operation byte
+/// either feeds up to 63 of the following bytes, advances time by the next byte's value in
+/// seconds, or delivers a message.
 pub fn broker_session(data: &[u8]) {
     let Some((&first, mut rest)) = data.split_first() else {
         return;
@@ -31,7 +34,12 @@ pub fn broker_session(data: &[u8]) {
         max_inflight: 4,
         ..Config::default()
     };
+    let durable = first & 2 != 0;
     let mut session = Session::new(now, &config, "fuzz".into());
+    session.set_durability(durable, durable);
+    let mut next_id = 0u64;
+    let mut live = std::collections::HashSet::new();
+    let mut entries = Vec::new();
     let mut bytes = Vec::new();
     let mut connect = Connect::new(version, "c");
     connect.keep_alive = 5;
@@ -64,7 +72,12 @@ pub fn broker_session(data: &[u8]) {
                 if let Some(topic) = &topic {
                     let qos = QoS::from_u8((op >> 2) % 3).unwrap_or(QoS::AtMostOnce);
                     let message = Message::new(topic.clone(), &b"payload"[..], qos, false);
-                    if let Ok(encoded) = Outbound::encode(&message, version, qos, false, &[]) {
+                    if let Ok(mut encoded) = Outbound::encode(&message, version, qos, false, &[]) {
+                        if durable && qos != QoS::AtMostOnce {
+                            next_id += 1;
+                            live.insert(next_id);
+                            encoded = encoded.with_id(next_id);
+                        }
                         session.deliver(now, encoded);
                     }
                 }
@@ -91,8 +104,24 @@ pub fn broker_session(data: &[u8]) {
                 _ => {}
             }
         }
+        if durable && op & 0x80 != 0 {
+            session.release_acks(session.parked_acks());
+        }
         out.clear();
         while session.poll_transmit(&mut out) {}
+        session.poll_journal(&mut entries);
+        for entry in entries.drain(..) {
+            match entry {
+                crate::proto::JournalEntry::Sent { id, .. }
+                | crate::proto::JournalEntry::Released { id, .. } => {
+                    assert!(live.contains(&id), "report on an unknown message {id}");
+                }
+                crate::proto::JournalEntry::Done { id } => {
+                    assert!(live.remove(&id), "message {id} done twice or unknown");
+                }
+                _ => {}
+            }
+        }
         let cx = DecodeContext::new(version);
         let mut sent = &out[..];
         while !sent.is_empty() {
