@@ -474,3 +474,55 @@ async fn a_client_identifier_too_long_to_journal_is_served_from_memory() {
     assert_eq!(journal.len(Table::Sessions), 0);
     broker.broker.shutdown();
 }
+
+#[tokio::test]
+async fn a_delayed_will_survives_a_crash_and_is_published_when_due() {
+    let journal = Arc::new(MemoryJournal::new());
+    let (first, _) = durable_broker(Arc::clone(&journal) as Arc<dyn Journal>).await;
+    let mut client = RawClient::connect(first.addr, V5).await;
+    let mut connect = Connect::new(V5, "will-client".to_owned());
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let mut will = Box::new(mqttx_broker::codec::Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+        topic: "wills/gone".into(),
+        payload: b"bye".to_vec().into(),
+    });
+    will.properties.will_delay_interval = Some(1);
+    connect.will = Some(will);
+    client.send(&Packet::Connect(connect)).await;
+    assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+    // Gone without DISCONNECT: the Will waits its delay, and is journaled.
+    drop(client);
+    settle(&journal, Table::Wills, 1).await;
+    let copy = crash_copy(&journal);
+    first.broker.shutdown();
+    let (second, recovery) = durable_broker(copy).await;
+    assert_eq!((recovery.sessions, recovery.wills), (1, 1));
+    let mut watcher = RawClient::connect(second.addr, V5).await;
+    watcher
+        .send(&Packet::Connect(Connect::new(
+            V5,
+            "will-watcher".to_owned(),
+        )))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::ConnAck(_))));
+    watcher
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![SubscribeFilter::new("wills/#", QoS::AtMostOnce)].into(),
+        }))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    // Published by the restarted broker's housekeeping once due (within WAIT).
+    match watcher.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!((&*p.topic, &p.payload[..]), ("wills/gone", &b"bye"[..]))
+        }
+        other => panic!("expected the Will, got {other:?}"),
+    }
+    second.broker.shutdown();
+}
