@@ -46,7 +46,7 @@ fn pure_layers(root: &Path) -> Vec<PathBuf> {
         root.join("crates/mqttx-codec/src"),
         root.join("crates/mqttx-router/src"),
     ];
-    for krate in ["mqttx-client", "mqttx-broker"] {
+    for krate in ["mqttx-client", "mqttx-broker", "mqttx-cluster-nats"] {
         let src = root.join("crates").join(krate).join("src");
         dirs.push(src.join("proto"));
     }
