@@ -30,6 +30,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Why async-nats
+//!
+//! The cluster runs on NATS with JetStream rather than a protocol of its own, and async-nats is
+//! the NATS project's own Rust client, on tokio like the broker, with JetStream streams,
+//! consumers and key-value buckets. It is built without its default features but `kv` (which
+//! brings `jetstream`), `ring` (rustls's provider, as elsewhere in the workspace) and
+//! `server_2_10` (API of nats-server 2.10, such as consumers with several filter subjects,
+//! which `a/#` needs); websockets, the object store, the service API and nkeys are left out.
+//! Nothing of it is used by the library yet: the tests (`tests/nats.rs`) drive a real
+//! nats-server with it, and the cluster seam will be built on it.
+//!
 //! # Crate features
 //!
 //! None.
