@@ -43,15 +43,26 @@ pub(crate) struct Conn {
     /// Bytes asked of the socket per read: small for handshakes (an idle connection of the
     /// `conn` scenario keeps a small buffer), [`READ_SIZE`] once messages flow.
     read_size: usize,
+    /// For a persistent session: what [`Conn::close`] needs to end it on the broker.
+    persistent: Option<Box<Persistent>>,
+}
+
+/// A persistent session to end when the connection closes, so runs leave no sessions behind.
+struct Persistent {
+    addr: SocketAddr,
+    version: ProtocolVersion,
+    client_id: String,
 }
 
 impl Conn {
-    /// Opens TCP (TCP_NODELAY on), sends CONNECT (Clean Start, no Keep Alive) and waits for a
-    /// successful CONNACK.
+    /// Opens TCP (TCP_NODELAY on), sends CONNECT (no Keep Alive) and waits for a successful
+    /// CONNACK. With `session_expiry`, the session is persistent: Clean Start 0 and that
+    /// Session Expiry Interval (MQTT 5.0), or Clean Session 0 (3.1.1); otherwise Clean Start.
     pub(crate) async fn connect(
         addr: SocketAddr,
         version: ProtocolVersion,
         client_id: &str,
+        session_expiry: Option<u32>,
     ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -63,9 +74,21 @@ impl Conn {
             cx: EncodeContext::new(version),
             acks: Vec::new(),
             read_size: 256,
+            persistent: None,
         };
         let mut connect = Connect::new(version, client_id);
         connect.keep_alive = 0;
+        if let Some(expiry) = session_expiry {
+            connect.clean_start = false;
+            if version.is_v5() {
+                connect.properties.session_expiry_interval = Some(expiry);
+            }
+            conn.persistent = Some(Box::new(Persistent {
+                addr,
+                version,
+                client_id: client_id.to_owned(),
+            }));
+        }
         conn.send(&Packet::Connect(connect)).await?;
         tokio::time::timeout(
             HANDSHAKE,
@@ -148,11 +171,26 @@ impl Conn {
             .await
     }
 
-    /// Sends DISCONNECT and closes the stream.
+    /// Sends DISCONNECT and closes the stream. A persistent session is ended too: by a
+    /// Session Expiry Interval of 0 in the DISCONNECT (MQTT 5.0), or by connecting again
+    /// with Clean Session 1 (3.1.1).
     pub(crate) async fn close(mut self) {
-        let _ = self
-            .send(&Packet::Disconnect(mqttx_codec::Disconnect::default()))
-            .await;
+        let persistent = self.persistent.take();
+        let mut disconnect = mqttx_codec::Disconnect::default();
+        if persistent.as_ref().is_some_and(|p| p.version.is_v5()) {
+            disconnect.properties.session_expiry_interval = Some(0);
+        }
+        self.disconnect(disconnect).await;
+        if let Some(p) = persistent.filter(|p| !p.version.is_v5()) {
+            let clean = Self::connect(p.addr, p.version, &p.client_id, None);
+            if let Ok(Ok(mut conn)) = tokio::time::timeout(HANDSHAKE, clean).await {
+                conn.disconnect(mqttx_codec::Disconnect::default()).await;
+            }
+        }
+    }
+
+    async fn disconnect(&mut self, disconnect: mqttx_codec::Disconnect<'_>) {
+        let _ = self.send(&Packet::Disconnect(disconnect)).await;
         let _ = self.wr.shutdown().await;
     }
 

@@ -6,6 +6,11 @@
 //! (P publishers → 1 subscriber on a wildcard), `fanout` (1 publisher → N subscribers) and
 //! `latency` (a fixed rate, send times in the payloads, percentiles end to end).
 //!
+//! With `--session-expiry SECS` every connection of a message scenario has a persistent
+//! session (Clean Start 0 and that Session Expiry Interval; Clean Session 0 over 3.1.1), so a
+//! durable broker must store each QoS 1/2 message for its subscribers before acknowledging
+//! it; the sessions are ended when the run is over.
+//!
 //! Every payload starts with the publisher's index, a sequence number and the send time, so
 //! each subscriber counts lost and duplicated messages exactly (a bitmap per publisher).
 //! Publishers keep at most `--ahead` messages beyond what the subscribers have received
@@ -115,6 +120,12 @@ pub(crate) struct BenchArgs {
     /// Connection handshakes in progress at once (`conn`).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Persistent sessions with this Session Expiry Interval in seconds: every connection
+    /// (publishers and subscribers) connects with Clean Start 0 (MQTT 3.1.1: Clean Session
+    /// 0), so a durable broker must store each QoS 1/2 message for the subscribers before
+    /// acknowledging it. The sessions are ended when the run is over. Not used by `conn`.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    session_expiry: Option<u32>,
     /// The topic filter `sub` subscribes to.
     #[arg(long, default_value = "mqttx-bench/#")]
     topic: String,
@@ -146,6 +157,8 @@ struct Report {
     publishers: usize,
     subscribers: usize,
     connections: usize,
+    /// The Session Expiry Interval of persistent sessions (`--session-expiry`), if any.
+    session_expiry: Option<u32>,
     /// Messages published.
     sent: u64,
     /// Deliveries expected (sent × subscribers receiving each message).
@@ -321,7 +334,8 @@ async fn messages(args: &BenchArgs) -> Result<Report, String> {
 
     let mut sub_conns = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        let mut conn = Conn::connect(args.host, version, &format!("bench-{nonce:x}-s{i}"))
+        let id = format!("bench-{nonce:x}-s{i}");
+        let mut conn = Conn::connect(args.host, version, &id, args.session_expiry)
             .await
             .map_err(|e| format!("subscriber {i}: {e}"))?;
         conn.subscribe(&filter, qos)
@@ -331,7 +345,8 @@ async fn messages(args: &BenchArgs) -> Result<Report, String> {
     }
     let mut pub_conns = Vec::with_capacity(publishers);
     for i in 0..publishers {
-        let conn = Conn::connect(args.host, version, &format!("bench-{nonce:x}-p{i}"))
+        let id = format!("bench-{nonce:x}-p{i}");
+        let conn = Conn::connect(args.host, version, &id, args.session_expiry)
             .await
             .map_err(|e| format!("publisher {i}: {e}"))?;
         pub_conns.push(conn);
@@ -444,6 +459,7 @@ async fn messages(args: &BenchArgs) -> Result<Report, String> {
         publishers,
         subscribers,
         connections: publishers + subscribers,
+        session_expiry: args.session_expiry,
         sent,
         expected,
         errors,
@@ -553,7 +569,7 @@ async fn connections(args: &BenchArgs) -> Result<Report, String> {
             }
             let id = format!("bench-{nonce:x}-c{next}");
             let host = args.host;
-            tasks.spawn(async move { Conn::connect(host, version, &id).await });
+            tasks.spawn(async move { Conn::connect(host, version, &id, None).await });
             next += 1;
         }
         match tasks.join_next().await {
@@ -610,8 +626,14 @@ fn print_table(r: &Report) {
     let shape = match r.scenario {
         "conn" => format!("{} connections, MQTT {}", r.connections, r.mqtt),
         _ => format!(
-            "{} publisher(s) → {} subscriber(s), QoS {}, MQTT {}, {} B payload",
-            r.publishers, r.subscribers, r.qos, r.mqtt, r.payload
+            "{} publisher(s) → {} subscriber(s), QoS {}, MQTT {}, {} B payload{}",
+            r.publishers,
+            r.subscribers,
+            r.qos,
+            r.mqtt,
+            r.payload,
+            r.session_expiry
+                .map_or(String::new(), |s| format!(", persistent sessions ({s} s)"))
         ),
     };
     row("scenario", format!("{} ({shape})", r.scenario));
@@ -706,6 +728,9 @@ mod tests {
             "fanout -q 1 -S 5 -c 500 --ahead 100",
             "pub -q 1 -P 2 -c 500",
             "latency -q 1 -r 2000 -d 0.25",
+            // Persistent sessions, ended when the run is over (checked below).
+            "fanin -q 1 -w 8 -c 500 -P 2 --ahead 200 --session-expiry 60",
+            "fanin -q 1 -w 8 -c 500 -P 2 --ahead 200 --session-expiry 60 --mqtt 3",
         ] {
             let report = messages(&args(line, addr)).await.expect(line);
             assert!(report.sent > 0, "{line}: nothing sent");
@@ -723,6 +748,31 @@ mod tests {
                 assert!(l.p50 <= l.p99 && l.p99 <= l.max, "{line}");
             }
         }
+        // Every connection is closed and no persistent session is left behind.
+        for _ in 0..500 {
+            if broker.client_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((broker.client_count(), broker.stored_sessions()), (0, 0));
+        // The flag does make the sessions persistent: dropped without `close`, they stay.
+        for (i, version) in [ProtocolVersion::V5, ProtocolVersion::V311]
+            .into_iter()
+            .enumerate()
+        {
+            let conn = Conn::connect(addr, version, &format!("kept-{i}"), Some(60))
+                .await
+                .expect("connects");
+            drop(conn);
+        }
+        for _ in 0..500 {
+            if broker.stored_sessions() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(broker.stored_sessions(), 2);
         let report = connections(&args("conn -n 50 --concurrency 8 -d 0", addr))
             .await
             .expect("conn");
@@ -735,6 +785,18 @@ mod tests {
     fn payload_must_hold_the_header() {
         let a = args("fanin -s 8", SocketAddr::from(([127, 0, 0, 1], 9)));
         assert_eq!(run(a), ExitCode::FAILURE);
+    }
+
+    #[test]
+    fn session_expiry_is_optional_and_positive() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        assert_eq!(args("fanin -q 1", addr).session_expiry, None);
+        let a = args("fanin -q 1 --session-expiry 3600", addr);
+        assert_eq!(a.session_expiry, Some(3600));
+        for bad in ["0", "-1", "x"] {
+            let words = ["bench", "fanin", "--session-expiry", bad];
+            assert!(Cli::try_parse_from(words).is_err(), "{bad}");
+        }
     }
 
     #[test]
