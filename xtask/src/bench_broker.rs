@@ -6,22 +6,38 @@
 //! brokers alternate run by run, so a slow phase of a shared machine hits both. The medians
 //! per scenario and the ratio mqttx/Mosquitto are printed as a Markdown table.
 //!
-//! Settings are equivalent on both sides: no persistence, no per-client queue limit that
-//! would drop messages, no in-flight limit beyond the client's own, TCP_NODELAY.
+//! Settings are equivalent on both sides: no per-client queue limit that would drop
+//! messages, no in-flight limit beyond the client's own, TCP_NODELAY; and no persistence,
+//! except in the persistent-session scenario, where Mosquitto runs with `persistence true`
+//! and mqttx with `--data-dir` (once with `--sync every-batch`, the default, once with
+//! `--sync none`), each in a fresh temporary directory that is removed after the run.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
-/// One scenario: a label, the `mqttx bench` arguments, and what its table row shows.
+/// One scenario: a label, the `mqttx bench` arguments, what its table row shows, and the
+/// brokers it runs against (the first is the reference the others are compared with).
 struct Scenario {
     label: &'static str,
     args: &'static [&'static str],
     kind: Kind,
+    brokers: &'static [Broker],
 }
+
+/// Both brokers in memory.
+const IN_MEMORY: &[Broker] = &[Broker::Mosquitto, Broker::Mqttx];
+/// Both brokers persistent: Mosquitto's autosave against mqttx's journal, with and without
+/// an fsync per batch.
+const PERSISTENT: &[Broker] = &[
+    Broker::MosquittoPersistent,
+    Broker::MqttxDurable("every-batch"),
+    Broker::MqttxDurable("none"),
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -38,6 +54,7 @@ const SCENARIOS: &[Scenario] = &[
         label: "fan-in QoS 0, 4 → 1",
         args: &["fanin", "-q", "0", "-P", "4", "-c", "5000000", "-d", "3"],
         kind: Kind::Throughput,
+        brokers: IN_MEMORY,
     },
     Scenario {
         label: "fan-in QoS 1, window 64, 4 → 1",
@@ -45,41 +62,79 @@ const SCENARIOS: &[Scenario] = &[
             "fanin", "-q", "1", "-w", "64", "-P", "4", "-c", "5000000", "-d", "3",
         ],
         kind: Kind::Throughput,
+        brokers: IN_MEMORY,
     },
     Scenario {
         label: "fan-out QoS 0, 1 → 100",
         args: &["fanout", "-q", "0", "-S", "100", "-c", "1000000", "-d", "3"],
         kind: Kind::Throughput,
+        brokers: IN_MEMORY,
     },
     Scenario {
         label: "latency QoS 0, 10 000 msg/s",
         args: &["latency", "-q", "0", "-r", "10000", "-d", "5"],
         kind: Kind::Latency,
+        brokers: IN_MEMORY,
     },
     Scenario {
         label: "latency QoS 1, 10 000 msg/s",
         args: &["latency", "-q", "1", "-r", "10000", "-d", "5"],
         kind: Kind::Latency,
+        brokers: IN_MEMORY,
     },
     Scenario {
         label: "10 000 idle connections",
         args: &["conn", "-n", "10000", "-d", "1"],
         kind: Kind::Connections,
+        brokers: IN_MEMORY,
+    },
+    Scenario {
+        label: "fan-in QoS 1, persistent sessions, window 64, 4 → 1",
+        args: &[
+            "fanin",
+            "-q",
+            "1",
+            "-w",
+            "64",
+            "-P",
+            "4",
+            "-c",
+            "5000000",
+            "-d",
+            "3",
+            "--session-expiry",
+            "3600",
+        ],
+        kind: Kind::Throughput,
+        brokers: PERSISTENT,
     },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Broker {
+    /// Mosquitto, `persistence false`.
     Mosquitto,
+    /// Mosquitto, `persistence true` in a fresh directory, default autosave (every 1800 s
+    /// and at exit: no per-message durability).
+    MosquittoPersistent,
+    /// `mqttx broker --memory`.
     Mqttx,
+    /// `mqttx broker --data-dir` (a fresh directory) `--sync` this policy.
+    MqttxDurable(&'static str),
 }
 
 impl Broker {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Self::Mosquitto => "Mosquitto",
-            Self::Mqttx => "mqttx",
+            Self::Mosquitto => String::from("Mosquitto"),
+            Self::MosquittoPersistent => String::from("Mosquitto (persistence true)"),
+            Self::Mqttx => String::from("mqttx"),
+            Self::MqttxDurable(sync) => format!("mqttx (--sync {sync})"),
         }
+    }
+
+    fn is_mosquitto(self) -> bool {
+        matches!(self, Self::Mosquitto | Self::MosquittoPersistent)
     }
 }
 
@@ -139,7 +194,7 @@ pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), St
     let dir = root.join("target").join("bench-broker");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
-    let mut rows: Vec<(&Scenario, [Vec<Sample>; 2])> = Vec::new();
+    let mut rows: Vec<(&Scenario, Vec<Vec<Sample>>)> = Vec::new();
     for scenario in SCENARIOS {
         if only
             .as_ref()
@@ -147,9 +202,9 @@ pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), St
         {
             continue;
         }
-        let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); scenario.brokers.len()];
         for round in 0..runs {
-            for (i, broker) in [Broker::Mosquitto, Broker::Mqttx].into_iter().enumerate() {
+            for (i, &broker) in scenario.brokers.iter().enumerate() {
                 let sample = run_once(&dir, &mqttx, broker, scenario, &mqtt, pin)?;
                 eprintln!(
                     "xtask: {:<32} {:<9} run {}: {}",
@@ -206,50 +261,108 @@ fn pinned(pin: bool, cpu: &str, program: &Path) -> Command {
     }
 }
 
+/// A directory of its own under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self, String> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("mqttx-bench-broker-{}-{n}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("xtask: cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// A started broker: ended by its pid (SIGKILL, then waited for) when dropped, before its
+/// data directory, if it has one, is removed.
+struct Running {
+    child: Child,
+    _data: Option<TempDir>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `broker` on `port` and waits until it accepts connections.
-fn start(dir: &Path, mqttx: &Path, broker: Broker, port: u16, pin: bool) -> Result<Child, String> {
-    let mut cmd = match broker {
-        Broker::Mosquitto => {
-            let conf = dir.join("mosquitto.conf");
-            let text = format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n\
-                 log_type error\n"
-            );
-            std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
-            let mut cmd = pinned(pin, "0", Path::new(MOSQUITTO));
-            cmd.arg("-c").arg(conf);
-            cmd
-        }
-        Broker::Mqttx => {
-            let conf = dir.join("mqttx.toml");
-            let text = format!(
-                "bind = \"127.0.0.1:{port}\"\nmax_queued_messages = 100000000\n\
-                 max_queued_bytes = 17179869184\nmax_inflight = 65535\nreceive_maximum = 65535\n"
-            );
-            std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
-            let mut cmd = pinned(pin, "0", mqttx);
-            cmd.args(["broker", "--memory", "--log-level", "error", "--config"])
-                .arg(conf);
-            cmd
-        }
+fn start(
+    dir: &Path,
+    mqttx: &Path,
+    broker: Broker,
+    port: u16,
+    pin: bool,
+) -> Result<Running, String> {
+    let data = match broker {
+        Broker::MosquittoPersistent | Broker::MqttxDurable(_) => Some(TempDir::new()?),
+        Broker::Mosquitto | Broker::Mqttx => None,
     };
-    let mut child = cmd
+    let mut cmd = if broker.is_mosquitto() {
+        let conf = dir.join("mosquitto.conf");
+        let persistence = match &data {
+            // Mosquitto wants the trailing slash; autosave stays at its default.
+            Some(d) => format!(
+                "persistence true\npersistence_location {}/\n",
+                d.0.display()
+            ),
+            None => String::from("persistence false\n"),
+        };
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
+             max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n\
+             log_type error\n"
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let mut cmd = pinned(pin, "0", Path::new(MOSQUITTO));
+        cmd.arg("-c").arg(conf);
+        cmd
+    } else {
+        let conf = dir.join("mqttx.toml");
+        let text = format!(
+            "bind = \"127.0.0.1:{port}\"\nmax_queued_messages = 100000000\n\
+             max_queued_bytes = 17179869184\nmax_inflight = 65535\nreceive_maximum = 65535\n"
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let mut cmd = pinned(pin, "0", mqttx);
+        cmd.arg("broker");
+        match (broker, &data) {
+            (Broker::MqttxDurable(sync), Some(d)) => {
+                cmd.arg("--data-dir").arg(&d.0).args(["--sync", sync]);
+            }
+            _ => {
+                cmd.arg("--memory");
+            }
+        }
+        cmd.args(["--log-level", "error", "--config"]).arg(conf);
+        cmd
+    };
+    let child = cmd
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", broker.name()))?;
+    let mut running = Running { child, _data: data };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
+            return Ok(running);
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = running.child.try_wait() {
             return Err(format!("{} exited at start: {status}", broker.name()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     Err(format!("{} did not listen on port {port}", broker.name()))
 }
 
@@ -264,18 +377,17 @@ fn run_once(
     pin: bool,
 ) -> Result<Sample, String> {
     let port = free_port()?;
-    let mut child = start(dir, mqttx, broker, port, pin)?;
+    let running = start(dir, mqttx, broker, port, pin)?;
     let output = pinned(pin, "1", mqttx)
         .arg("bench")
         .args(scenario.args)
         .args(["--mqtt", mqtt, "--json", "--host"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--broker-pid")
-        .arg(child.id().to_string())
+        .arg(running.child.id().to_string())
         .stderr(Stdio::inherit())
         .output();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(running);
     let output = output.map_err(|e| format!("cannot run mqttx bench: {e}"))?;
     let json = String::from_utf8_lossy(&output.stdout);
     if json.trim().is_empty() {
@@ -336,7 +448,7 @@ fn human(v: f64) -> String {
     }
 }
 
-fn print_table(rows: &[(&Scenario, [Vec<Sample>; 2])], runs: usize, mqtt: &str) {
+fn print_table(rows: &[(&Scenario, Vec<Vec<Sample>>)], runs: usize, mqtt: &str) {
     println!(
         "\nMedians of {runs} runs, MQTT {}, 64 B payloads, broker on CPU 0, bench on CPU 1.\n",
         if mqtt == "5" { "5.0" } else { "3.1.1" }
@@ -345,54 +457,81 @@ fn print_table(rows: &[(&Scenario, [Vec<Sample>; 2])], runs: usize, mqtt: &str) 
         "| scenario | metric | Mosquitto | mqttx | mqttx/Mosquitto | lost/dup (all runs) | broker RSS max (Mosquitto / mqttx) |"
     );
     println!("| --- | --- | ---: | ---: | ---: | --- | --- |");
-    for (scenario, [mosq, ours]) in rows {
-        let m = |s: &[Sample], f: fn(&Sample) -> f64| median(s.iter().map(f));
-        let losses: f64 = mosq
-            .iter()
-            .chain(ours.iter())
-            .map(|s| s.lost + s.duplicated)
-            .sum();
-        let losses = format!(
-            "{} / {}",
-            human(mosq.iter().map(|s| s.lost + s.duplicated).sum()),
-            human(ours.iter().map(|s| s.lost + s.duplicated).sum())
-        ) + if losses > 0.0 { " ⚠" } else { "" };
-        let rss = format!(
-            "{:.1} / {:.1} MB",
-            m(mosq, |s| s.rss_max) / 1e6,
-            m(ours, |s| s.rss_max) / 1e6
-        );
-        let line = |metric: &str, a: f64, b: f64, ratio: f64| {
-            println!(
-                "| {} | {metric} | {} | {} | **{:.2}×** | {losses} | {rss} |",
-                scenario.label,
-                human(a),
-                human(b),
-                ratio
-            );
+    let mut persistent = false;
+    for (scenario, samples) in rows {
+        let Some((mosq, others)) = samples.split_first() else {
+            continue;
         };
-        match scenario.kind {
-            Kind::Throughput => {
-                let (a, b) = (m(mosq, |s| s.rate), m(ours, |s| s.rate));
-                line("deliveries/s", a, b, b / a);
-            }
-            Kind::Latency => {
-                let (a, b) = (m(mosq, |s| s.p50), m(ours, |s| s.p50));
-                line("p50 µs (lower is better)", a, b, a / b);
-                let (a, b) = (m(mosq, |s| s.p99), m(ours, |s| s.p99));
-                line("p99 µs (lower is better)", a, b, a / b);
-            }
-            Kind::Connections => {
-                let (a, b) = (m(mosq, |s| s.rate), m(ours, |s| s.rate));
-                line("connections/s", a, b, b / a);
-                let (a, b) = (m(mosq, |s| s.rss_per_conn), m(ours, |s| s.rss_per_conn));
-                line("RSS bytes/connection (lower is better)", a, b, a / b);
-            }
+        for (ours, broker) in others.iter().zip(&scenario.brokers[1..]) {
+            let label = match broker {
+                Broker::MqttxDurable(sync) => {
+                    persistent = true;
+                    format!("{}, mqttx `--sync {sync}`", scenario.label)
+                }
+                _ => scenario.label.to_owned(),
+            };
+            print_rows(&label, scenario.kind, mosq, ours);
         }
     }
     println!(
         "\nLatency and memory ratios are Mosquitto/mqttx, so above 1× means mqttx is better everywhere."
     );
+    if persistent {
+        println!(
+            "Persistent sessions: every client connects with Clean Session 0 (MQTT 5.0: Clean Start 0, \
+             Session Expiry Interval 3600 s). Mosquitto runs with `persistence true` and its default \
+             autosave (every 1800 s and at exit), so it acknowledges messages it has not saved; \
+             mqttx acknowledges a message only once its journal batch is written (`--sync none`: \
+             survives a crash of the process) and fsynced (`--sync every-batch`, the default: \
+             survives power loss)."
+        );
+    }
+}
+
+/// The table rows of one comparison: `mosq` is the reference, `ours` the mqttx side.
+fn print_rows(label: &str, kind: Kind, mosq: &[Sample], ours: &[Sample]) {
+    let m = |s: &[Sample], f: fn(&Sample) -> f64| median(s.iter().map(f));
+    let losses: f64 = mosq
+        .iter()
+        .chain(ours.iter())
+        .map(|s| s.lost + s.duplicated)
+        .sum();
+    let losses = format!(
+        "{} / {}",
+        human(mosq.iter().map(|s| s.lost + s.duplicated).sum()),
+        human(ours.iter().map(|s| s.lost + s.duplicated).sum())
+    ) + if losses > 0.0 { " ⚠" } else { "" };
+    let rss = format!(
+        "{:.1} / {:.1} MB",
+        m(mosq, |s| s.rss_max) / 1e6,
+        m(ours, |s| s.rss_max) / 1e6
+    );
+    let line = |metric: &str, a: f64, b: f64, ratio: f64| {
+        println!(
+            "| {label} | {metric} | {} | {} | **{:.2}×** | {losses} | {rss} |",
+            human(a),
+            human(b),
+            ratio
+        );
+    };
+    match kind {
+        Kind::Throughput => {
+            let (a, b) = (m(mosq, |s| s.rate), m(ours, |s| s.rate));
+            line("deliveries/s", a, b, b / a);
+        }
+        Kind::Latency => {
+            let (a, b) = (m(mosq, |s| s.p50), m(ours, |s| s.p50));
+            line("p50 µs (lower is better)", a, b, a / b);
+            let (a, b) = (m(mosq, |s| s.p99), m(ours, |s| s.p99));
+            line("p99 µs (lower is better)", a, b, a / b);
+        }
+        Kind::Connections => {
+            let (a, b) = (m(mosq, |s| s.rate), m(ours, |s| s.rate));
+            line("connections/s", a, b, b / a);
+            let (a, b) = (m(mosq, |s| s.rss_per_conn), m(ours, |s| s.rss_per_conn));
+            line("RSS bytes/connection (lower is better)", a, b, a / b);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +546,25 @@ mod tests {
         assert_eq!(field(json, "p99"), Some(3574.0));
         assert_eq!(field(json, "broker_rss_per_conn"), None);
         assert_eq!(field(json, "absent"), None);
+    }
+
+    #[test]
+    fn every_scenario_has_a_reference_and_an_mqttx_side() {
+        for scenario in SCENARIOS {
+            let (first, rest) = scenario.brokers.split_first().expect("brokers");
+            assert!(first.is_mosquitto(), "{}", scenario.label);
+            assert!(!rest.is_empty(), "{}", scenario.label);
+            assert!(rest.iter().all(|b| !b.is_mosquitto()), "{}", scenario.label);
+        }
+    }
+
+    #[test]
+    fn temporary_directories_are_removed() {
+        let dir = TempDir::new().expect("creates");
+        let path = dir.0.clone();
+        std::fs::write(path.join("file"), b"x").expect("writes");
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[test]
