@@ -144,6 +144,7 @@
 //!   recording reads them, so the feature adds nothing per message. Names, types and labels
 //!   are listed in docs/telemetry.md.
 
+mod cluster;
 mod config;
 mod durable;
 #[cfg(any(fuzzing, test))]
@@ -156,6 +157,7 @@ mod shell;
 mod stats;
 mod store;
 
+pub use cluster::{ClaimError, Cluster, ClusterFuture, ClusterNode};
 pub use config::{Config, Listener, ListenerKind};
 pub use handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,

@@ -1,0 +1,181 @@
+//! [`Cluster`]: the seam through which a broker becomes one node of several serving one MQTT
+//! service, and [`ClusterNode`], the handle through which the cluster hands this node what the
+//! other nodes publish.
+//!
+//! A broker built without a cluster (the default) pays one `Option` test per publish,
+//! subscription change and CONNECT. With one ([`Builder::cluster`](crate::Builder::cluster)):
+//!
+//! - every local subscription added or removed is reported ([`Cluster::subscribed`],
+//!   [`Cluster::unsubscribed`]), once per subscriber and filter, so the cluster can keep one
+//!   reference-counted interest per distinct filter;
+//! - every message published on this node (by a client, a Will, the application through
+//!   [`Broker::publish`](crate::Broker::publish), the broker's `$SYS` statistics excepted) is
+//!   delivered to this node's normal subscribers and then handed to [`Cluster::publish`];
+//!   shared subscriptions are left to the cluster, which must pick one member cluster-wide
+//!   and hand the message to its node through [`ClusterNode::deliver_shared`];
+//! - a QoS 1 or 2 PUBLISH is acknowledged (PUBACK, PUBREC) only once the future
+//!   [`Cluster::publish`] returned for it has completed, that is once the cluster has stored
+//!   the message;
+//! - a CONNECT is accepted only once [`Cluster::claim`] has made this node the owner of the
+//!   client identifier; a node that loses a client identifier to another node hears it
+//!   through [`ClusterNode::taken_over`] and closes that connection (DISCONNECT 0x8E);
+//! - while [`Cluster::is_available`] is false, CONNECTs are refused with 0x88 Server
+//!   unavailable (0x03 for MQTT 3.1.x): a node cut off from its engine fails closed.
+//!
+//! The broker calls these methods from synchronous sections, some under its shared lock: an
+//! implementation must return at once (queueing the work for a task of its own), and must
+//! never call back into the broker from within them. Its own tasks call the [`ClusterNode`]
+//! handle, which takes the broker's lock briefly.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+use mqttx_router::{TopicFilter, TopicName};
+
+use crate::proto::Message;
+
+/// A future the broker awaits, boxed so that [`Cluster`] stays object safe.
+pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Why the cluster refused to give this node a client identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// The engine could not be reached or did not answer in time: the CONNECT is refused with
+    /// 0x88 Server unavailable.
+    Unavailable,
+    /// Another node holds the session and would not give it up.
+    Refused,
+}
+
+impl fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable => f.write_str("the cluster's engine is unavailable"),
+            Self::Refused => f.write_str("another node holds the session"),
+        }
+    }
+}
+
+impl std::error::Error for ClaimError {}
+
+/// A broker's link to the other nodes of its cluster. See the [module documentation](self)
+/// for when the broker calls each method.
+pub trait Cluster: Send + Sync + fmt::Debug + 'static {
+    /// Called once, when the broker is built, with the handle through which the cluster
+    /// hands this node what other nodes publish.
+    fn attach(&self, node: ClusterNode);
+
+    /// A local subscriber subscribed to `filter` (shared or not). Called once per subscriber
+    /// and filter: a SUBSCRIBE that replaces an existing subscription is not reported again.
+    fn subscribed(&self, filter: &TopicFilter);
+
+    /// A local subscriber's subscription to `filter` was removed (UNSUBSCRIBE, the end of a
+    /// session, a Clean Start).
+    fn unsubscribed(&self, filter: &TopicFilter);
+
+    /// A message published on this node, already delivered to its normal (not shared)
+    /// subscribers. The cluster delivers it to the other nodes' normal subscribers (never
+    /// back to this node's, through [`ClusterNode::deliver`]) and to one member of each
+    /// matching shared group cluster-wide (this node's included, through
+    /// [`ClusterNode::deliver_shared`]); a retained message (RETAIN 1) is also kept, or
+    /// cleared by an empty payload, for every node ([`ClusterNode::retain`]).
+    ///
+    /// For QoS 1 and 2 it returns a future that completes once the cluster has stored the
+    /// message; the publisher's PUBACK or PUBREC waits for it, so a cluster whose engine is
+    /// away simply never completes it (fail closed). `None`: nothing to wait for.
+    fn publish(&self, message: &Message) -> Option<ClusterFuture<()>>;
+
+    /// Makes this node the owner of `client_id`'s session before its CONNECT is accepted,
+    /// taking it over from another node if need be (that node closes its connection). The
+    /// default grants it at once.
+    fn claim(&self, client_id: &str) -> ClusterFuture<Result<(), ClaimError>> {
+        let _ = client_id;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The connection of `client_id` on this node ended (its session ended with it, or is kept
+    /// here for its Session Expiry Interval).
+    fn release(&self, client_id: &str) {
+        let _ = client_id;
+    }
+
+    /// Whether this node is in touch with the cluster: while it is not, new CONNECTs are
+    /// refused with 0x88 Server unavailable. The default is always.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// What the broker does for its [`ClusterNode`] handle (implemented by the broker's shared
+/// state, behind a `Weak` so that the cluster does not keep a dropped broker alive).
+pub(crate) trait LocalNode: Send + Sync {
+    fn deliver(&self, message: &Message);
+    fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
+    fn retain(&self, topic: &TopicName, message: Option<&Message>);
+    fn taken_over(&self, client_id: &str) -> bool;
+}
+
+/// The cluster's handle on its broker: cheap to clone, and inert once the broker is dropped.
+#[derive(Clone)]
+pub struct ClusterNode {
+    local: Weak<dyn LocalNode>,
+}
+
+impl fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("alive", &(self.local.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl ClusterNode {
+    pub(crate) fn new(local: Weak<dyn LocalNode>) -> Self {
+        Self { local }
+    }
+
+    fn local(&self) -> Option<Arc<dyn LocalNode>> {
+        self.local.upgrade()
+    }
+
+    /// Whether the broker still exists.
+    pub fn is_alive(&self) -> bool {
+        self.local.strong_count() > 0
+    }
+
+    /// Delivers a message another node published to this node's normal subscribers: each
+    /// matching subscriber once (at the highest QoS of its matching subscriptions), shared
+    /// subscriptions and retained state left alone. A persistent session whose client is away
+    /// gets QoS 1 and 2 messages queued.
+    pub fn deliver(&self, message: &Message) {
+        if let Some(local) = self.local() {
+            local.deliver(message);
+        }
+    }
+
+    /// Delivers a message to one member of this node's shared group `filter`
+    /// (`$share/{ShareName}/{filter}`), which the cluster picked for it. Returns false when
+    /// the group has no member here (any more), so the cluster may try another node.
+    pub fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool {
+        self.local()
+            .is_some_and(|local| local.deliver_shared(filter, message))
+    }
+
+    /// Sets this node's copy of the retained message of `topic` (`None` clears it), as set on
+    /// another node; nothing is delivered.
+    pub fn retain(&self, topic: &TopicName, message: Option<&Message>) {
+        if let Some(local) = self.local() {
+            local.retain(topic, message);
+        }
+    }
+
+    /// Another node now owns `client_id`'s session: closes its connection here, if any, with
+    /// DISCONNECT 0x8E Session taken over. Returns whether it was connected here.
+    pub fn taken_over(&self, client_id: &str) -> bool {
+        self.local()
+            .is_some_and(|local| local.taken_over(client_id))
+    }
+}
