@@ -85,7 +85,9 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
     ///
     /// For QoS 1 and 2 it returns a future that completes once the cluster has stored the
     /// message; the publisher's PUBACK or PUBREC waits for it, so a cluster whose engine is
-    /// away simply never completes it (fail closed). `None`: nothing to wait for.
+    /// away simply never completes it (fail closed). `None`: nothing to wait for. The work
+    /// must be under way when `publish` returns: the broker awaits these futures one after
+    /// the other, in the order of the messages, on one task.
     fn publish(&self, message: &Message) -> Option<ClusterFuture<()>>;
 
     /// Makes this node the owner of `client_id`'s session before its CONNECT is accepted,
@@ -96,8 +98,10 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// The connection of `client_id` on this node ended (its session ended with it, or is kept
-    /// here for its Session Expiry Interval).
+    /// This node no longer holds `client_id`'s session: its connection ended with its session
+    /// (Session Expiry Interval 0), or the session kept after it expired. Not called when
+    /// another node took the session over ([`ClusterNode::taken_over`]), nor when a new
+    /// connection on this node took it over.
     fn release(&self, client_id: &str) {
         let _ = client_id;
     }
@@ -173,7 +177,9 @@ impl ClusterNode {
     }
 
     /// Another node now owns `client_id`'s session: closes its connection here, if any, with
-    /// DISCONNECT 0x8E Session taken over. Returns whether it was connected here.
+    /// DISCONNECT 0x8E Session taken over, and drops the session here rather than keeping
+    /// it (a session kept here for an absent client is dropped too). Returns whether the
+    /// client was connected here.
     pub fn taken_over(&self, client_id: &str) -> bool {
         self.local()
             .is_some_and(|local| local.taken_over(client_id))

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use mqttx_codec::{ProtocolVersion, QoS, ReasonCode};
 use mqttx_router::{
-    Deliveries, RetainHandling, RetainedStore, Router, SubscribeOutcome, SubscriberId,
+    Deliveries, RetainHandling, RetainedStore, Router, SubscribeOutcome, SubscriberId, TopicFilter,
+    TopicName,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::PeerIdentity;
+use crate::cluster::{Cluster, ClusterFuture, ClusterNode, LocalNode};
 use crate::config::Config;
 use crate::durable::{self, Clock};
 use crate::handler::{
@@ -87,6 +89,8 @@ struct Inner<H> {
     /// How many store operations the store task has carried out and (with a journal)
     /// committed: acknowledgements wait for the count their operations reached.
     committed: watch::Sender<u64>,
+    /// The other nodes, when this broker is one node of a cluster.
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// One call of the [`SessionStore`], sent from a synchronous section (often under the
@@ -105,6 +109,18 @@ enum StoreOp {
     Sweep(std::time::Instant),
     /// Operations carried out in the same journal batch.
     Group(Vec<StoreOp>),
+    /// Wait until the cluster has stored a message: the operations after it (and the
+    /// acknowledgements waiting for them) wait too.
+    Cluster(Settle),
+}
+
+/// A [`Cluster::publish`] future, in a [`StoreOp`].
+struct Settle(ClusterFuture<()>);
+
+impl std::fmt::Debug for Settle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Settle")
+    }
 }
 
 /// What the connections share, behind one mutex held only for short, non-async sections.
@@ -141,6 +157,8 @@ struct Shared {
     store_seq: u64,
     /// Operations gathered to be sent as one [`StoreOp::Group`].
     group: Option<Vec<StoreOp>>,
+    /// The cluster, if this broker is one node of several (see [`Inner::cluster`]).
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// A persistent session whose client is away. Its subscriptions stay in the router under
@@ -333,6 +351,9 @@ enum Command {
     Disconnect(Box<ServerDisconnect>),
     /// The application's own message, for [`Handler::on_message`].
     App(AppMessage),
+    /// Another node of the cluster took the session over: DISCONNECT 0x8E, and the session
+    /// is not kept here.
+    Moved,
 }
 
 impl Command {
@@ -355,6 +376,7 @@ pub struct Builder<H: Handler = AllowAll> {
     handler: H,
     store: Arc<dyn SessionStore>,
     journal: Option<(Arc<dyn Journal>, durable::Recovered)>,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// What [`Builder::journal`] found in the journal and restored.
@@ -381,6 +403,7 @@ impl Broker<AllowAll> {
             handler: AllowAll,
             store: Arc::new(MemoryStore::new()),
             journal: None,
+            cluster: None,
         }
     }
 
@@ -412,6 +435,7 @@ impl<H: Handler> Builder<H> {
             handler,
             store: self.store,
             journal: self.journal,
+            cluster: self.cluster,
         }
     }
 
@@ -448,6 +472,17 @@ impl<H: Handler> Builder<H> {
         Ok((self, recovery))
     }
 
+    /// Makes the broker one node of a cluster: it reports its subscriptions to `cluster`,
+    /// hands it every message published here, acknowledges QoS 1 and 2 messages once the
+    /// cluster has stored them, and accepts a CONNECT once the cluster made this node the
+    /// owner of its client identifier (see [`Cluster`]). The `mqttx-cluster-nats` crate
+    /// implements it on NATS JetStream.
+    #[must_use]
+    pub fn cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// The broker, not yet listening anywhere.
     pub fn build(self) -> Broker<H> {
         let (shutdown, _) = watch::channel(false);
@@ -459,6 +494,7 @@ impl<H: Handler> Builder<H> {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let mut shared = Shared {
             store_tx: Some(store_tx),
+            cluster: self.cluster.clone(),
             ..Shared::default()
         };
         let next_connection = AtomicU64::new(1);
@@ -469,23 +505,34 @@ impl<H: Handler> Builder<H> {
             }
             None => None,
         };
-        Broker {
-            inner: Arc::new(Inner {
-                config: self.config,
-                handler: self.handler,
-                shared: Mutex::new(shared),
-                next_connection,
-                nonce,
-                shutdown,
-                housekeeping: std::sync::atomic::AtomicBool::new(false),
-                store: self.store,
-                stats: Stats::new(),
-                listeners: Mutex::new(Vec::new()),
-                store_rx: Mutex::new(Some(store_rx)),
-                journal,
-                committed: watch::channel(0).0,
-            }),
+        let inner = Arc::new(Inner {
+            config: self.config,
+            handler: self.handler,
+            shared: Mutex::new(shared),
+            next_connection,
+            nonce,
+            shutdown,
+            housekeeping: std::sync::atomic::AtomicBool::new(false),
+            store: self.store,
+            stats: Stats::new(),
+            listeners: Mutex::new(Vec::new()),
+            store_rx: Mutex::new(Some(store_rx)),
+            journal,
+            committed: watch::channel(0).0,
+            cluster: self.cluster,
+        });
+        if let Some(cluster) = &inner.cluster {
+            let local: Arc<dyn LocalNode> = Arc::clone(&inner) as Arc<dyn LocalNode>;
+            cluster.attach(ClusterNode::new(Arc::downgrade(&local)));
+            // The subscriptions of the sessions restored from a journal.
+            let shared = inner.lock();
+            for stored in shared.sessions.values() {
+                for (filter, _) in shared.router.subscriptions(stored.id) {
+                    cluster.subscribed(&filter);
+                }
+            }
         }
+        Broker { inner }
     }
 
     /// Builds the broker and binds its listeners: [`Config::listeners`], or TCP on
@@ -863,6 +910,9 @@ async fn run_store_op<H>(
 ) {
     match op {
         StoreOp::Journal(mut ops) => batch.append(&mut ops),
+        // The cluster's work is under way already (see `Cluster::publish`): waiting for each
+        // in turn waits for all of them.
+        StoreOp::Cluster(Settle(settle)) => settle.await,
         // Flattened by the store task.
         StoreOp::Group(_) => {}
         StoreOp::Sweep(now) => match store.sweep(now).await {
@@ -985,6 +1035,50 @@ impl<H: Handler> Inner<H> {
                 inner.handler.on_session_expired(&client_id).await;
             }
         });
+    }
+}
+
+impl<H: Handler> LocalNode for Inner<H> {
+    fn deliver(&self, message: &Message) {
+        self.lock().route(&self.config, None, message, true);
+    }
+
+    fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool {
+        self.lock().route_group(&self.config, filter, message)
+    }
+
+    fn retain(&self, topic: &TopicName, message: Option<&Message>) {
+        let mut shared = self.lock();
+        match message {
+            Some(message) if message.topic == *topic => {
+                let mut message = message.clone();
+                message.retain = true;
+                shared.store_retained(&self.config, &message, false);
+            }
+            Some(_) => {}
+            None => shared.remove_retained(topic),
+        }
+    }
+
+    fn taken_over(&self, client_id: &str) -> bool {
+        let mut shared = self.lock();
+        if let Some(entry) = shared
+            .by_client_id
+            .get(client_id)
+            .and_then(|id| shared.clients.get(id))
+        {
+            return entry.mailbox.send(Command::Moved);
+        }
+        // A session kept here for an absent client now belongs to the other node.
+        if let Some(stored) = shared.sessions.remove(client_id) {
+            shared.offline.remove(&stored.id);
+            shared.unsubscribe_all(stored.id);
+            shared.store(StoreOp::Remove(client_id.to_owned()));
+            let mut ops = Vec::new();
+            durable::remove_session(client_id, &mut ops);
+            shared.journal(ops);
+        }
+        false
     }
 }
 
@@ -1164,7 +1258,10 @@ impl Shared {
         for client_id in &expired {
             if let Some(stored) = self.sessions.remove(client_id) {
                 self.offline.remove(&stored.id);
-                self.router.unsubscribe_all(stored.id);
+                self.unsubscribe_all(stored.id);
+                if let Some(cluster) = &self.cluster {
+                    cluster.release(client_id);
+                }
                 self.store(StoreOp::Remove(client_id.clone()));
                 let mut ops = Vec::new();
                 durable::remove_session(client_id, &mut ops);
@@ -1172,6 +1269,16 @@ impl Shared {
             }
         }
         expired
+    }
+
+    /// Removes every subscription of `id`, reporting each to the cluster.
+    fn unsubscribe_all(&mut self, id: SubscriberId) {
+        if let Some(cluster) = &self.cluster {
+            for (filter, _) in self.router.subscriptions(id) {
+                cluster.unsubscribed(&filter);
+            }
+        }
+        self.router.unsubscribe_all(id);
     }
 
     fn remove_retained(&mut self, topic: &mqttx_router::TopicName) {
@@ -1205,6 +1312,21 @@ impl Shared {
         sys: bool,
     ) {
         if message.retain {
+            self.store_retained(config, message, sys);
+        }
+        let cluster = self.cluster.clone();
+        // Shared subscriptions are the cluster's to pick a member for, cluster-wide.
+        self.route(config, publisher, message, cluster.is_some());
+        if let (Some(cluster), false) = (cluster, sys) {
+            if let Some(settle) = cluster.publish(message) {
+                self.store(StoreOp::Cluster(Settle(settle)));
+            }
+        }
+    }
+
+    /// Stores or clears (empty payload) the retained message of `message`'s topic.
+    fn store_retained(&mut self, config: &Config, message: &Message, sys: bool) {
+        {
             // [MQTT-3.3.1-6] A PUBLISH with RETAIN 1 and a zero-byte payload removes the
             // retained message for that topic; [MQTT-3.3.1-7] it is not stored.
             self.remove_retained(&message.topic);
@@ -1239,14 +1361,53 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Sends `message` to every matching local subscriber (`skip_shared`: to none of the
+    /// shared groups).
+    fn route(
+        &mut self,
+        config: &Config,
+        publisher: Option<SubscriberId>,
+        message: &Message,
+        skip_shared: bool,
+    ) {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         self.router
             .route(&message.topic, publisher, &mut deliveries);
+        self.dispatch(config, message, &deliveries, skip_shared);
+        self.deliveries = deliveries;
+    }
+
+    /// Sends `message` to the member of the local shared group `filter` whose turn it is;
+    /// false if the group has no member here.
+    fn route_group(&mut self, config: &Config, filter: &TopicFilter, message: &Message) -> bool {
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        let found = self.router.route_group(filter, None, &mut deliveries);
+        if found {
+            self.dispatch(config, message, &deliveries, false);
+        }
+        self.deliveries = deliveries;
+        found
+    }
+
+    /// Hands `message` to each of `deliveries`, encoding it once per distinct form: to the
+    /// connected clients' mailboxes, and the QoS 1 and 2 ones to the queues of stored sessions.
+    fn dispatch(
+        &mut self,
+        config: &Config,
+        message: &Message,
+        deliveries: &Deliveries,
+        skip_shared: bool,
+    ) {
         let mut cache = EncodeCache::default();
         let mut pending: Vec<(String, Outbound)> = Vec::new();
         let mut journaled: Vec<JournalOp> = Vec::new();
         let mut clock: Option<Clock> = None;
-        for delivery in &deliveries {
+        for delivery in deliveries {
+            if skip_shared && delivery.is_shared() {
+                continue;
+            }
             let Some(client) = self.clients.get(&delivery.subscriber()) else {
                 // A persistent session whose client is away keeps QoS 1 and 2 messages.
                 let stored = self
@@ -1310,7 +1471,6 @@ impl Shared {
                 }
             }
         }
-        self.deliveries = deliveries;
         self.journal(journaled);
         if !pending.is_empty() {
             let now = Instant::now().into_std();
@@ -1342,6 +1502,8 @@ struct Driver<H: Handler> {
     durability: Option<Box<Durability>>,
     /// When the CONNECT was accepted, for the `disconnect` event.
     connected_at: Option<Instant>,
+    /// Another node of the cluster took the session over.
+    moved: bool,
 }
 
 /// A connection's part in a durable broker.
@@ -1380,6 +1542,7 @@ impl<H: Handler> Driver<H> {
             traffic: Traffic::default(),
             durability: None,
             connected_at: None,
+            moved: false,
         }
     }
 
@@ -1528,7 +1691,7 @@ impl<H: Handler> Driver<H> {
         let mut stop = self.inner.shutdown.subscribe();
         let mut stopping = false;
         let mut committed = self.inner.committed.subscribe();
-        if self.inner.journal.is_some() {
+        if self.inner.journal.is_some() || self.inner.cluster.is_some() {
             self.durability = Some(Box::default());
         }
         let ack_window = usize::from(self.inner.config.receive_maximum.max(1));
@@ -1665,6 +1828,13 @@ impl<H: Handler> Driver<H> {
             }
             Command::Disconnect(disconnect) => self.session.disconnect_with(&disconnect),
             Command::App(message) => Box::pin(self.app_message(message)).await,
+            Command::Moved => {
+                self.moved = true;
+                self.session.disconnect_with(
+                    &ServerDisconnect::new(ReasonCode::SESSION_TAKEN_OVER)
+                        .reason_string("session taken over by another node"),
+                );
+            }
         }
     }
 
@@ -1708,6 +1878,12 @@ impl<H: Handler> Driver<H> {
                 req.peer_identity.clone_from(&self.origin.identity);
                 req.peer_addr = self.origin.peer;
                 req.listener = self.origin.listener.as_deref().map(str::to_owned);
+                // A node cut off from its cluster fails closed.
+                if let Some(cluster) = self.inner.cluster.as_ref().filter(|c| !c.is_available()) {
+                    tracing::debug!(client_id = %req.client_id, ?cluster, "connect exception: cluster unavailable");
+                    self.session.refuse_connect(ReasonCode::SERVER_UNAVAILABLE);
+                    return;
+                }
                 match self.inner.handler.on_connect(&req).await {
                     Ok(app) => {
                         self.inner
@@ -1719,12 +1895,32 @@ impl<H: Handler> Driver<H> {
                             req.client_id = id;
                             req.assigned_client_id = true;
                         }
-                        self.app = Some(app);
-                        self.client = Some(ClientInfo {
+                        let client = ClientInfo {
                             client_id: req.client_id.clone(),
                             protocol: req.protocol,
                             username: req.username.clone(),
-                        });
+                        };
+                        // The session is this node's once the cluster says so: after the
+                        // handler authorized the client, since a claim takes the session
+                        // over from another node.
+                        if let Some(cluster) = &self.inner.cluster {
+                            if let Err(error) = cluster.claim(&req.client_id).await {
+                                let code = ReasonCode::SERVER_UNAVAILABLE;
+                                tracing::debug!(
+                                    client_id = %req.client_id,
+                                    %error,
+                                    "connect exception: cluster claim failed"
+                                );
+                                self.session.refuse_connect(code);
+                                self.inner
+                                    .handler
+                                    .on_disconnect(app, &client, CloseReason::Refused(code))
+                                    .await;
+                                return;
+                            }
+                        }
+                        self.app = Some(app);
+                        self.client = Some(client);
                         // [MQTT-3.1.4-3] If the ClientID represents a Client already connected
                         // to the Server, the Server sends a DISCONNECT packet to the existing
                         // Client with Reason Code 0x8E (Session taken over) and MUST close its
@@ -1795,7 +1991,7 @@ impl<H: Handler> Driver<H> {
                                 // [MQTT-3.1.2-4] Clean Start 1: the existing session is
                                 // discarded.
                                 Some(stored) => {
-                                    shared.router.unsubscribe_all(stored.id);
+                                    shared.unsubscribe_all(stored.id);
                                     shared.store(StoreOp::Remove(req.client_id.clone()));
                                     durable::remove_session(&req.client_id, &mut ops);
                                     None
@@ -1832,7 +2028,11 @@ impl<H: Handler> Driver<H> {
                             } else if had_stored {
                                 durable::remove_session(&req.client_id, &mut ops);
                             }
-                            self.session.set_durability(durable, shared.journaling);
+                            // Acknowledgements wait for the journal, and for the cluster.
+                            self.session.set_durability(
+                                durable,
+                                shared.journaling || shared.cluster.is_some(),
+                            );
                             shared.journal(ops);
                             let seq = shared.store_seq;
                             if let Some(d) = &mut self.durability {
@@ -2021,6 +2221,9 @@ impl<H: Handler> Driver<H> {
                     continue;
                 }
             };
+            if let (Some(cluster), SubscribeOutcome::New) = (&shared.cluster, &outcome) {
+                cluster.subscribed(&entry.filter);
+            }
             codes.push(ReasonCode::from_u8(granted.as_u8()).unwrap_or(ReasonCode::SUCCESS));
             // [MQTT-3.3.1-9] / MQTT 5.0 §3.8.3.1 Retain Handling: 0 sends the retained
             // messages at subscribe, 1 only for a new subscription, 2 never. MQTT 5.0 §4.8.2:
@@ -2083,7 +2286,14 @@ impl<H: Handler> Driver<H> {
         };
         let mut existed = Vec::with_capacity(req.filters.len());
         for filter in &req.filters {
-            let removed = self.inner.lock().router.unsubscribe(filter, self.id);
+            let removed = {
+                let mut shared = self.inner.lock();
+                let removed = shared.router.unsubscribe(filter, self.id);
+                if let (Some(cluster), Some(_)) = (&shared.cluster, &removed) {
+                    cluster.unsubscribed(filter);
+                }
+                removed
+            };
             tracing::debug!(%filter, existed = removed.is_some(), "unsubscribe");
             existed.push(removed.is_some());
             self.inner.handler.on_unsubscribe(app, client, filter).await;
@@ -2122,6 +2332,7 @@ impl<H: Handler> Driver<H> {
                 // outlives its connection; its subscriptions stay in the router.
                 if expiry > 0
                     && !newer
+                    && !self.moved
                     && shared.sessions.len() < self.inner.config.max_stored_sessions
                 {
                     let expires_at =
@@ -2166,13 +2377,22 @@ impl<H: Handler> Driver<H> {
                 }
             }
             if !kept {
-                shared.router.unsubscribe_all(self.id);
+                shared.unsubscribe_all(self.id);
                 let newer = self.client.as_ref().is_some_and(|client| {
                     shared
                         .by_client_id
                         .get(&client.client_id)
                         .is_some_and(|id| *id != self.id)
                 });
+                if let (Some(cluster), Some(client), false, false, Some(_)) = (
+                    &shared.cluster,
+                    &self.client,
+                    newer,
+                    self.moved,
+                    self.connected_at,
+                ) {
+                    cluster.release(&client.client_id);
+                }
                 if let (Some(client_id), false) = (self.durable(), newer) {
                     durable::remove_session(client_id, &mut ops);
                 }

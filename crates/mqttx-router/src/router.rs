@@ -476,6 +476,47 @@ impl Router {
         out.finish();
     }
 
+    /// Fills `out` with one delivery for the shared group `filter` (`$share/{ShareName}/{filter}`):
+    /// the member its [`ShareStrategy`] picks next, whatever the message's topic. A clustered
+    /// broker uses it when the cluster picked this node's group for a message. Returns false,
+    /// with `out` empty, when `filter` is not shared or the group has no member.
+    pub fn route_group(
+        &mut self,
+        filter: &TopicFilter,
+        publisher: Option<SubscriberId>,
+        out: &mut Deliveries,
+    ) -> bool {
+        out.clear();
+        let Some(name) = filter.share_name() else {
+            return false;
+        };
+        let Some(node) = self.trie.find(filter.levels().map(Step::of)) else {
+            return false;
+        };
+        let Some(share) = self.trie.strings.lookup(name) else {
+            return false;
+        };
+        let Some(groups) = &mut self.trie.node_mut(node).payload.shared else {
+            return false;
+        };
+        let Some(group) = groups.0.iter_mut().find(|g| g.share == share) else {
+            return false;
+        };
+        if group.members.is_empty() {
+            return false;
+        }
+        let pick = pick(
+            self.strategy,
+            group.members.len(),
+            &mut group.next,
+            &mut self.rng,
+            publisher,
+        );
+        out.add_shared(group.members[pick]);
+        out.finish();
+        true
+    }
+
     /// Walks the trie and stores the ids of the nodes whose filter matches `topic` in `out.nodes`.
     ///
     /// Each node is reached at most once: a node stands for one filter, and a filter matches a
@@ -1116,6 +1157,47 @@ mod tests {
         );
         r.unsubscribe(&f, id(4));
         assert_eq!(next(&mut r), 2);
+        r.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn route_group_picks_one_member_of_that_group_only() {
+        let mut r = Router::new();
+        let opts = |qos| SubscribeOptions {
+            qos,
+            ..SubscribeOptions::default()
+        };
+        r.subscribe(&filter("$share/g/a/+"), id(1), opts(QoS::AtLeastOnce))
+            .unwrap();
+        r.subscribe(&filter("$share/g/a/+"), id(2), opts(QoS::AtMostOnce))
+            .unwrap();
+        r.subscribe(&filter("$share/h/a/+"), id(3), opts(QoS::AtMostOnce))
+            .unwrap();
+        r.subscribe(&filter("a/+"), id(4), opts(QoS::AtMostOnce))
+            .unwrap();
+        let mut out = Deliveries::new();
+        let mut picked = Vec::new();
+        for _ in 0..4 {
+            assert!(r.route_group(&filter("$share/g/a/+"), None, &mut out));
+            assert_eq!(out.len(), 1);
+            let d = out.iter().next().unwrap();
+            assert!(d.is_shared());
+            picked.push((d.subscriber().get(), d.qos() as u8));
+        }
+        assert_eq!(
+            picked,
+            [(1, 1), (2, 0), (1, 1), (2, 0)],
+            "round-robin in group g only"
+        );
+        for missing in ["$share/x/a/+", "$share/g/a/b", "a/+", "$share/g/b"] {
+            assert!(
+                !r.route_group(&filter(missing), None, &mut out),
+                "{missing}"
+            );
+            assert!(out.is_empty());
+        }
+        r.unsubscribe(&filter("$share/h/a/+"), id(3));
+        assert!(!r.route_group(&filter("$share/h/a/+"), None, &mut out));
         r.check_invariants().unwrap();
     }
 

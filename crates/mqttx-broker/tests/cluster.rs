@@ -1,0 +1,458 @@
+//! The cluster seam, with an in-process stand-in for a cluster (`Hub`) joining several
+//! brokers on loopback: what the broker reports (interest, publishes, releases), what it does
+//! with what the cluster hands it (deliveries, shared-group picks, retained messages,
+//! takeovers), and that acknowledgements and CONNECTs wait for the cluster (fail closed).
+//! The NATS implementation is tested against a real nats-server in `mqttx-cluster-nats`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{RawClient, loopback_config, run};
+use mqttx_broker::codec::{
+    Connect, Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Subscribe,
+    SubscribeFilter, Unsubscribe,
+};
+use mqttx_broker::router::TopicFilter;
+use mqttx_broker::{AllowAll, Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, Message};
+use tokio::sync::oneshot;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V311: ProtocolVersion = ProtocolVersion::V311;
+
+/// The nodes of a stand-in cluster.
+#[derive(Debug, Default)]
+struct Hub {
+    members: Mutex<Vec<Arc<Member>>>,
+}
+
+/// One node's side of the stand-in: it records what its broker reports and delivers on tasks
+/// of its own (never from within a call of the broker).
+#[derive(Debug)]
+struct Member {
+    index: usize,
+    hub: Arc<Hub>,
+    node: Mutex<Option<ClusterNode>>,
+    /// Local subscriptions per filter, as reported.
+    interest: Mutex<HashMap<String, i64>>,
+    /// While set, QoS 1 and 2 publishes are not "stored" until `settle` is called.
+    hold: AtomicBool,
+    held: Mutex<Vec<oneshot::Sender<()>>>,
+    available: AtomicBool,
+    refuse_claims: AtomicBool,
+    claims: Mutex<Vec<String>>,
+    released: Mutex<Vec<String>>,
+}
+
+impl Member {
+    fn node(&self) -> ClusterNode {
+        self.node.lock().unwrap().clone().expect("attached")
+    }
+
+    fn interest(&self, filter: &str) -> i64 {
+        self.interest
+            .lock()
+            .unwrap()
+            .get(filter)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn has(&self, pred: impl Fn(&TopicFilter) -> bool) -> Vec<TopicFilter> {
+        self.interest
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(f, _)| TopicFilter::new(f).unwrap())
+            .filter(|f| pred(f))
+            .collect()
+    }
+
+    fn settle(&self) {
+        for tx in self.held.lock().unwrap().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Cluster for Member {
+    fn attach(&self, node: ClusterNode) {
+        *self.node.lock().unwrap() = Some(node);
+    }
+
+    fn subscribed(&self, filter: &TopicFilter) {
+        *self
+            .interest
+            .lock()
+            .unwrap()
+            .entry(filter.as_str().to_owned())
+            .or_default() += 1;
+    }
+
+    fn unsubscribed(&self, filter: &TopicFilter) {
+        *self
+            .interest
+            .lock()
+            .unwrap()
+            .entry(filter.as_str().to_owned())
+            .or_default() -= 1;
+    }
+
+    fn publish(&self, message: &Message) -> Option<ClusterFuture<()>> {
+        let members = self.hub.members.lock().unwrap().clone();
+        let qos = message.qos;
+        let message = message.clone();
+        let from = self.index;
+        tokio::spawn(async move {
+            if message.retain {
+                for m in members.iter().filter(|m| m.index != from) {
+                    let kept = (!message.payload.is_empty()).then_some(&message);
+                    m.node().retain(&message.topic, kept);
+                }
+            }
+            for m in members.iter().filter(|m| m.index != from) {
+                if !m
+                    .has(|f| !f.is_shared() && f.matches(&message.topic))
+                    .is_empty()
+                {
+                    m.node().deliver(&message);
+                }
+            }
+            // Each shared group once, cluster-wide: the first node with a member.
+            let mut groups: Vec<(String, Arc<Member>, TopicFilter)> = Vec::new();
+            for m in &members {
+                for f in m.has(|f| f.is_shared() && f.matches(&message.topic)) {
+                    if !groups.iter().any(|(g, _, _)| g == f.as_str()) {
+                        groups.push((f.as_str().to_owned(), Arc::clone(m), f));
+                    }
+                }
+            }
+            for (_, m, f) in groups {
+                assert!(m.node().deliver_shared(&f, &message), "{f} has a member");
+            }
+        });
+        if qos == QoS::AtMostOnce {
+            return None;
+        }
+        if self.hold.load(Ordering::SeqCst) {
+            let (tx, rx) = oneshot::channel();
+            self.held.lock().unwrap().push(tx);
+            return Some(Box::pin(async move {
+                let _ = rx.await;
+            }));
+        }
+        Some(Box::pin(std::future::ready(())))
+    }
+
+    fn claim(&self, client_id: &str) -> ClusterFuture<Result<(), ClaimError>> {
+        self.claims.lock().unwrap().push(client_id.to_owned());
+        let refused = self.refuse_claims.load(Ordering::SeqCst);
+        Box::pin(std::future::ready(if refused {
+            Err(ClaimError::Refused)
+        } else {
+            Ok(())
+        }))
+    }
+
+    fn release(&self, client_id: &str) {
+        self.released.lock().unwrap().push(client_id.to_owned());
+    }
+
+    fn is_available(&self) -> bool {
+        self.available.load(Ordering::SeqCst)
+    }
+}
+
+struct Node {
+    addr: std::net::SocketAddr,
+    broker: Broker<AllowAll>,
+    member: Arc<Member>,
+}
+
+async fn cluster(n: usize) -> (Arc<Hub>, Vec<Node>) {
+    let hub = Arc::new(Hub::default());
+    let mut nodes = Vec::new();
+    for index in 0..n {
+        let member = Arc::new(Member {
+            index,
+            hub: Arc::clone(&hub),
+            node: Mutex::new(None),
+            interest: Mutex::default(),
+            hold: AtomicBool::new(false),
+            held: Mutex::default(),
+            available: AtomicBool::new(true),
+            refuse_claims: AtomicBool::new(false),
+            claims: Mutex::default(),
+            released: Mutex::default(),
+        });
+        hub.members.lock().unwrap().push(Arc::clone(&member));
+        let server = Broker::builder()
+            .config(loopback_config())
+            .cluster(Arc::clone(&member) as Arc<dyn Cluster>)
+            .bind()
+            .await
+            .expect("bind");
+        let running = run(server);
+        nodes.push(Node {
+            addr: running.addr,
+            broker: running.broker,
+            member,
+        });
+    }
+    (hub, nodes)
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero")
+}
+
+async fn client(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    id: &str,
+) -> RawClient<tokio::net::TcpStream> {
+    let mut c = RawClient::connect(addr, version).await;
+    c.send(&Packet::Connect(Connect::new(version, id.to_owned())))
+        .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{id}"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c
+}
+
+async fn subscribe(c: &mut RawClient<tokio::net::TcpStream>, id: u16, filter: &str, qos: QoS) {
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new(filter, qos)].into(),
+    }))
+    .await;
+    assert!(
+        matches!(c.recv().await, Some(Packet::SubAck(_))),
+        "SUBACK for {filter}"
+    );
+}
+
+fn publish(topic: &str, payload: &'static [u8], qos: QoS, id: u16) -> Packet<'static> {
+    let mut p = Publish::new(topic.to_owned(), payload);
+    p.qos = qos;
+    p.packet_id = (qos != QoS::AtMostOnce).then(|| pid(id));
+    Packet::Publish(p)
+}
+
+/// The next PUBLISH's topic and payload.
+async fn next_message(c: &mut RawClient<tokio::net::TcpStream>) -> (String, Vec<u8>) {
+    match c.recv().await {
+        Some(Packet::Publish(p)) => (p.topic.to_string(), p.payload.to_vec()),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// Nothing arrives within `ms` milliseconds (a bounded negative check).
+async fn silent(c: &mut RawClient<tokio::net::TcpStream>, ms: u64) {
+    let got = tokio::time::timeout(Duration::from_millis(ms), c.recv()).await;
+    assert!(got.is_err(), "expected nothing, got {got:?}");
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_and_interest_is_counted_per_subscription() {
+    let (_hub, nodes) = cluster(3).await;
+    let mut sub = client(nodes[2].addr, V5, "sub-n3").await;
+    subscribe(&mut sub, 1, "a/#", QoS::AtLeastOnce).await;
+    // The same filter again replaces the subscription: still one reference.
+    subscribe(&mut sub, 2, "a/#", QoS::AtLeastOnce).await;
+    subscribe(&mut sub, 3, "b", QoS::AtMostOnce).await;
+    assert_eq!(nodes[2].member.interest("a/#"), 1);
+    assert_eq!(nodes[2].member.interest("b"), 1);
+    assert_eq!(
+        nodes[0].member.interest("a/#"),
+        0,
+        "other nodes report their own only"
+    );
+
+    let mut publ = client(nodes[0].addr, V311, "pub-n1").await;
+    publ.send(&publish("a", b"parent", QoS::AtLeastOnce, 1))
+        .await;
+    assert_eq!(
+        publ.recv().await,
+        Some(Packet::PubAck(PubResponse::new(pid(1))))
+    );
+    assert_eq!(
+        next_message(&mut sub).await,
+        ("a".into(), b"parent".to_vec())
+    );
+    publ.send(&publish("a/b", b"child", QoS::AtLeastOnce, 2))
+        .await;
+    assert_eq!(
+        publ.recv().await,
+        Some(Packet::PubAck(PubResponse::new(pid(2))))
+    );
+    assert_eq!(
+        next_message(&mut sub).await,
+        ("a/b".into(), b"child".to_vec())
+    );
+
+    sub.send(&Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(4),
+        properties: Default::default(),
+        filters: vec!["b".into()].into(),
+    }))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::UnsubAck(_))));
+    assert_eq!(nodes[2].member.interest("b"), 0);
+    // The end of a clean session removes the rest, and releases the client identifier.
+    sub.send(&Packet::Disconnect(Default::default())).await;
+    assert!(sub.until_closed().await.is_empty());
+    for _ in 0..200 {
+        if nodes[2].member.interest("a/#") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(nodes[2].member.interest("a/#"), 0);
+    assert_eq!(*nodes[2].member.released.lock().unwrap(), ["sub-n3"]);
+    assert_eq!(*nodes[2].member.claims.lock().unwrap(), ["sub-n3"]);
+}
+
+#[tokio::test]
+async fn a_shared_group_across_nodes_gets_each_message_once() {
+    let (_hub, nodes) = cluster(3).await;
+    let mut m1 = client(nodes[0].addr, V5, "member-n1").await;
+    subscribe(&mut m1, 1, "$share/g/s/+", QoS::AtLeastOnce).await;
+    let mut m3 = client(nodes[2].addr, V5, "member-n3").await;
+    subscribe(&mut m3, 1, "$share/g/s/+", QoS::AtLeastOnce).await;
+    // The publisher is on the node of the first member: its local route must not deliver
+    // to the group (the cluster picks, here always n1's member).
+    let mut publ = client(nodes[0].addr, V5, "pub").await;
+    for i in 1..=3u16 {
+        publ.send(&publish("s/x", b"m", QoS::AtLeastOnce, i)).await;
+        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    }
+    for _ in 0..3 {
+        assert_eq!(next_message(&mut m1).await.0, "s/x");
+    }
+    silent(&mut m1, 200).await;
+    silent(&mut m3, 0).await;
+}
+
+#[tokio::test]
+async fn acknowledgements_wait_for_the_cluster() {
+    let (_hub, nodes) = cluster(2).await;
+    nodes[0].member.hold.store(true, Ordering::SeqCst);
+    let mut publ = client(nodes[0].addr, V5, "held").await;
+    publ.send(&publish("t", b"1", QoS::AtLeastOnce, 1)).await;
+    publ.send(&publish("t", b"2", QoS::ExactlyOnce, 2)).await;
+    silent(&mut publ, 300).await;
+    nodes[0].member.settle();
+    assert_eq!(
+        publ.recv().await,
+        Some(Packet::PubAck(PubResponse::new(pid(1))))
+    );
+    assert!(
+        matches!(publ.recv().await, Some(Packet::PubRec(r)) if r.packet_id == pid(2)),
+        "PUBREC once stored"
+    );
+}
+
+#[tokio::test]
+async fn an_unavailable_cluster_refuses_connects() {
+    let (_hub, nodes) = cluster(1).await;
+    nodes[0].member.available.store(false, Ordering::SeqCst);
+    // MQTT 3.1.1's return code 3 (Server unavailable) decodes as 0x88.
+    for version in [V5, V311] {
+        let mut c = RawClient::connect(nodes[0].addr, version).await;
+        c.send(&Packet::Connect(Connect::new(
+            version,
+            "refused".to_owned(),
+        )))
+        .await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(
+                ack.reason_code,
+                ReasonCode::SERVER_UNAVAILABLE,
+                "{version:?}"
+            ),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        assert!(c.until_closed().await.is_empty());
+    }
+    nodes[0].member.available.store(true, Ordering::SeqCst);
+    nodes[0].member.refuse_claims.store(true, Ordering::SeqCst);
+    let mut c = RawClient::connect(nodes[0].addr, V5).await;
+    c.send(&Packet::Connect(Connect::new(V5, "unclaimed".to_owned())))
+        .await;
+    assert!(
+        matches!(c.recv().await, Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::SERVER_UNAVAILABLE)
+    );
+    assert_eq!(nodes[0].broker.client_count(), 0);
+}
+
+#[tokio::test]
+async fn a_session_taken_over_by_another_node_is_closed_and_not_kept() {
+    let (_hub, nodes) = cluster(2).await;
+    let mut c = RawClient::connect(nodes[0].addr, V311).await;
+    let mut connect = Connect::new(V311, "roamer".to_owned());
+    connect.clean_start = false;
+    c.send(&Packet::Connect(connect)).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
+    subscribe(&mut c, 1, "r/#", QoS::AtLeastOnce).await;
+    assert!(nodes[0].member.node().taken_over("roamer"));
+    // MQTT 3.1.1 has no server DISCONNECT: the connection just closes.
+    c.until_closed().await;
+    for _ in 0..200 {
+        if nodes[0].member.interest("r/#") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(nodes[0].member.interest("r/#"), 0);
+    assert_eq!(nodes[0].broker.stored_sessions(), 0);
+    assert!(nodes[0].member.released.lock().unwrap().is_empty());
+
+    let mut v5 = client(nodes[1].addr, V5, "roamer5").await;
+    assert!(nodes[1].member.node().taken_over("roamer5"));
+    match v5.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    assert!(!nodes[1].member.node().taken_over("nobody"));
+}
+
+#[tokio::test]
+async fn retained_messages_are_mirrored_and_cleared() {
+    let (_hub, nodes) = cluster(2).await;
+    let mut publ = client(nodes[0].addr, V5, "retainer").await;
+    let mut p = Publish::new("k/v".to_owned(), &b"kept"[..]);
+    p.retain = true;
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = Some(pid(1));
+    publ.send(&Packet::Publish(p)).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    for _ in 0..200 {
+        if nodes[1].broker.retained_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sub = client(nodes[1].addr, V5, "late").await;
+    subscribe(&mut sub, 1, "k/+", QoS::AtLeastOnce).await;
+    assert_eq!(
+        next_message(&mut sub).await,
+        ("k/v".into(), b"kept".to_vec())
+    );
+    let mut clear = Publish::new("k/v".to_owned(), &b""[..]);
+    clear.retain = true;
+    publ.send(&Packet::Publish(clear)).await;
+    for _ in 0..200 {
+        if nodes[1].broker.retained_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(nodes[1].broker.retained_count(), 0);
+}
