@@ -17,8 +17,10 @@
 //!   [`Cluster::publish`] returned for it has completed, that is once the cluster has stored
 //!   the message;
 //! - a CONNECT is accepted only once [`Cluster::claim`] has made this node the owner of the
-//!   client identifier; a node that loses a client identifier to another node hears it
-//!   through [`ClusterNode::taken_over`] and closes that connection (DISCONNECT 0x8E);
+//!   client identifier, and resumes the session the previous owner handed over; a node that
+//!   loses a client identifier to another node is asked for the session through
+//!   [`ClusterNode::take_over`], which closes the connection here (DISCONNECT 0x8E) and hands
+//!   the session over;
 //! - while [`Cluster::is_available`] is false, CONNECTs are refused with 0x88 Server
 //!   unavailable (0x03 for MQTT 3.1.x): a node cut off from its engine fails closed.
 //!
@@ -35,6 +37,7 @@ use std::sync::{Arc, Weak};
 use mqttx_router::{TopicFilter, TopicName};
 
 use crate::proto::Message;
+use crate::store::StoredSession;
 
 /// A future the broker awaits, boxed so that [`Cluster`] stays object safe.
 pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -91,16 +94,19 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
     fn publish(&self, message: &Message) -> Option<ClusterFuture<()>>;
 
     /// Makes this node the owner of `client_id`'s session before its CONNECT is accepted,
-    /// taking it over from another node if need be (that node closes its connection). The
-    /// default grants it at once.
-    fn claim(&self, client_id: &str) -> ClusterFuture<Result<(), ClaimError>> {
+    /// taking it over from another node if need be: that node closes its connection and hands
+    /// the session over ([`ClusterNode::take_over`]), which the claim returns. The CONNECT
+    /// then resumes it (Clean Start 0: its subscriptions, queued messages and messages in
+    /// flight) or discards it (Clean Start 1). The default grants the claim at once, with no
+    /// session.
+    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
         let _ = client_id;
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// This node no longer holds `client_id`'s session: its connection ended with its session
     /// (Session Expiry Interval 0), or the session kept after it expired. Not called when
-    /// another node took the session over ([`ClusterNode::taken_over`]), nor when a new
+    /// another node took the session over ([`ClusterNode::take_over`]), nor when a new
     /// connection on this node took it over.
     fn release(&self, client_id: &str) {
         let _ = client_id;
@@ -119,7 +125,7 @@ pub(crate) trait LocalNode: Send + Sync {
     fn deliver(&self, message: &Message);
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
     fn retain(&self, topic: &TopicName, message: Option<&Message>);
-    fn taken_over(&self, client_id: &str) -> bool;
+    fn take_over(self: Arc<Self>, client_id: String) -> ClusterFuture<Option<StoredSession>>;
 }
 
 /// The cluster's handle on its broker: cheap to clone, and inert once the broker is dropped.
@@ -177,11 +183,15 @@ impl ClusterNode {
     }
 
     /// Another node now owns `client_id`'s session: closes its connection here, if any, with
-    /// DISCONNECT 0x8E Session taken over, and drops the session here rather than keeping
-    /// it (a session kept here for an absent client is dropped too). Returns whether the
-    /// client was connected here.
-    pub fn taken_over(&self, client_id: &str) -> bool {
-        self.local()
-            .is_some_and(|local| local.taken_over(client_id))
+    /// DISCONNECT 0x8E Session taken over, waits until the connection has ended, and removes
+    /// the session from this node, returning it (subscriptions, queued messages, messages in
+    /// flight with their Packet Identifiers, inbound QoS 2 identifiers) for the new owner.
+    /// `None`: this node held no session for `client_id` (none, or one that ended with its
+    /// connection).
+    pub fn take_over(&self, client_id: &str) -> ClusterFuture<Option<StoredSession>> {
+        match self.local() {
+            Some(local) => local.take_over(client_id.to_owned()),
+            None => Box::pin(std::future::ready(None)),
+        }
     }
 }

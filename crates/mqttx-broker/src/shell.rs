@@ -351,8 +351,8 @@ enum Command {
     Disconnect(Box<ServerDisconnect>),
     /// The application's own message, for [`Handler::on_message`].
     App(AppMessage),
-    /// Another node of the cluster took the session over: DISCONNECT 0x8E, and the session
-    /// is not kept here.
+    /// Another node of the cluster takes the session over: DISCONNECT 0x8E; the session is
+    /// stored as usual, for [`ClusterNode::take_over`] to hand over.
     Moved,
 }
 
@@ -1060,25 +1060,37 @@ impl<H: Handler> LocalNode for Inner<H> {
         }
     }
 
-    fn taken_over(&self, client_id: &str) -> bool {
-        let mut shared = self.lock();
-        if let Some(entry) = shared
-            .by_client_id
-            .get(client_id)
-            .and_then(|id| shared.clients.get(id))
-        {
-            return entry.mailbox.send(Command::Moved);
-        }
-        // A session kept here for an absent client now belongs to the other node.
-        if let Some(stored) = shared.sessions.remove(client_id) {
-            shared.offline.remove(&stored.id);
-            shared.unsubscribe_all(stored.id);
-            shared.store(StoreOp::Remove(client_id.to_owned()));
-            let mut ops = Vec::new();
-            durable::remove_session(client_id, &mut ops);
-            shared.journal(ops);
-        }
-        false
+    fn take_over(self: Arc<Self>, client_id: String) -> ClusterFuture<Option<StoredSession>> {
+        Box::pin(async move {
+            let connected = {
+                let shared = self.lock();
+                shared
+                    .by_client_id
+                    .get(&client_id)
+                    .and_then(|id| shared.clients.get(id))
+                    .filter(|entry| entry.mailbox.send(Command::Moved))
+                    .map(|entry| Arc::clone(&entry.mailbox))
+            };
+            if let Some(mailbox) = connected {
+                // Its task stores a persistent session before it finishes.
+                let _ =
+                    tokio::time::timeout(FINAL_FLUSH + Duration::from_secs(1), mailbox.finished())
+                        .await;
+            }
+            let taken = {
+                let mut shared = self.lock();
+                let stored = shared.sessions.remove(&client_id)?;
+                shared.offline.remove(&stored.id);
+                shared.unsubscribe_all(stored.id);
+                let mut ops = Vec::new();
+                durable::remove_session(&client_id, &mut ops);
+                shared.journal(ops);
+                let (tx, rx) = oneshot::channel();
+                shared.store(StoreOp::Take(client_id.clone(), tx));
+                rx
+            };
+            taken.await.ok().flatten()
+        })
     }
 }
 
@@ -1903,20 +1915,24 @@ impl<H: Handler> Driver<H> {
                         // The session is this node's once the cluster says so: after the
                         // handler authorized the client, since a claim takes the session
                         // over from another node.
+                        let mut handed = None;
                         if let Some(cluster) = &self.inner.cluster {
-                            if let Err(error) = cluster.claim(&req.client_id).await {
-                                let code = ReasonCode::SERVER_UNAVAILABLE;
-                                tracing::debug!(
-                                    client_id = %req.client_id,
-                                    %error,
-                                    "connect exception: cluster claim failed"
-                                );
-                                self.session.refuse_connect(code);
-                                self.inner
-                                    .handler
-                                    .on_disconnect(app, &client, CloseReason::Refused(code))
-                                    .await;
-                                return;
+                            match cluster.claim(&req.client_id).await {
+                                Ok(session) => handed = session,
+                                Err(error) => {
+                                    let code = ReasonCode::SERVER_UNAVAILABLE;
+                                    tracing::debug!(
+                                        client_id = %req.client_id,
+                                        %error,
+                                        "connect exception: cluster claim failed"
+                                    );
+                                    self.session.refuse_connect(code);
+                                    self.inner
+                                        .handler
+                                        .on_disconnect(app, &client, CloseReason::Refused(code))
+                                        .await;
+                                    return;
+                                }
                             }
                         }
                         self.app = Some(app);
@@ -1996,7 +2012,26 @@ impl<H: Handler> Driver<H> {
                                     durable::remove_session(&req.client_id, &mut ops);
                                     None
                                 }
-                                None => None,
+                                // A session another node of the cluster handed over.
+                                None => match handed {
+                                    Some(session) if !req.clean_start => {
+                                        for (filter, options) in &session.subscriptions {
+                                            let outcome =
+                                                shared.router.subscribe(filter, self.id, *options);
+                                            if let (Some(cluster), Ok(SubscribeOutcome::New)) =
+                                                (&shared.cluster, outcome)
+                                            {
+                                                cluster.subscribed(filter);
+                                            }
+                                        }
+                                        let same_version =
+                                            session.version.is_v5() == req.protocol.is_v5();
+                                        let (tx, rx) = oneshot::channel();
+                                        let _ = tx.send(Some(session));
+                                        Some((rx, same_version))
+                                    }
+                                    _ => None,
+                                },
                             };
                             // A persistent session of a broker with a journal is durable: its
                             // metadata is written now, its messages as they come.
@@ -2332,7 +2367,6 @@ impl<H: Handler> Driver<H> {
                 // outlives its connection; its subscriptions stay in the router.
                 if expiry > 0
                     && !newer
-                    && !self.moved
                     && shared.sessions.len() < self.inner.config.max_stored_sessions
                 {
                     let expires_at =

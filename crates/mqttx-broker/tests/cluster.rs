@@ -17,7 +17,9 @@ use mqttx_broker::codec::{
     SubscribeFilter, Unsubscribe,
 };
 use mqttx_broker::router::TopicFilter;
-use mqttx_broker::{AllowAll, Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, Message};
+use mqttx_broker::{
+    AllowAll, Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, Message, StoredSession,
+};
 use tokio::sync::oneshot;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -27,6 +29,8 @@ const V311: ProtocolVersion = ProtocolVersion::V311;
 #[derive(Debug, Default)]
 struct Hub {
     members: Mutex<Vec<Arc<Member>>>,
+    /// The owning member of each client identifier.
+    owners: Mutex<HashMap<String, usize>>,
 }
 
 /// One node's side of the stand-in: it records what its broker reports and delivers on tasks
@@ -148,14 +152,27 @@ impl Cluster for Member {
         Some(Box::pin(std::future::ready(())))
     }
 
-    fn claim(&self, client_id: &str) -> ClusterFuture<Result<(), ClaimError>> {
+    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
         self.claims.lock().unwrap().push(client_id.to_owned());
-        let refused = self.refuse_claims.load(Ordering::SeqCst);
-        Box::pin(std::future::ready(if refused {
-            Err(ClaimError::Refused)
-        } else {
-            Ok(())
-        }))
+        if self.refuse_claims.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(ClaimError::Refused)));
+        }
+        let previous = self
+            .hub
+            .owners
+            .lock()
+            .unwrap()
+            .insert(client_id.to_owned(), self.index);
+        let old = previous
+            .filter(|&owner| owner != self.index)
+            .map(|owner| Arc::clone(&self.hub.members.lock().unwrap()[owner]));
+        let client_id = client_id.to_owned();
+        Box::pin(async move {
+            match old {
+                Some(old) => Ok(old.node().take_over(&client_id).await),
+                None => Ok(None),
+            }
+        })
     }
 
     fn release(&self, client_id: &str) {
@@ -392,35 +409,107 @@ async fn an_unavailable_cluster_refuses_connects() {
     assert_eq!(nodes[0].broker.client_count(), 0);
 }
 
-#[tokio::test]
-async fn a_session_taken_over_by_another_node_is_closed_and_not_kept() {
-    let (_hub, nodes) = cluster(2).await;
-    let mut c = RawClient::connect(nodes[0].addr, V311).await;
-    let mut connect = Connect::new(V311, "roamer".to_owned());
+/// CONNECT with Clean Start 0 and a Session Expiry Interval (MQTT 5.0) or Clean Session 0.
+async fn persistent(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    id: &str,
+) -> (RawClient<tokio::net::TcpStream>, bool) {
+    let mut c = RawClient::connect(addr, version).await;
+    let mut connect = Connect::new(version, id.to_owned());
     connect.clean_start = false;
+    if version == V5 {
+        connect.properties.session_expiry_interval = Some(300);
+    }
     c.send(&Packet::Connect(connect)).await;
-    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
-    subscribe(&mut c, 1, "r/#", QoS::AtLeastOnce).await;
-    assert!(nodes[0].member.node().taken_over("roamer"));
-    // MQTT 3.1.1 has no server DISCONNECT: the connection just closes.
-    c.until_closed().await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+            (c, ack.session_present)
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_moves_to_the_node_its_client_reconnects_to() {
+    let (_hub, nodes) = cluster(3).await;
+    // Connected on n1 with a message in flight (not acknowledged) when the client reconnects
+    // to n2: n1 closes the old connection with 0x8E and hands the session over.
+    let (mut old, present) = persistent(nodes[0].addr, V5, "roamer").await;
+    assert!(!present);
+    subscribe(&mut old, 1, "r/#", QoS::AtLeastOnce).await;
+    let mut publ = client(nodes[2].addr, V5, "pub-n3").await;
+    publ.send(&publish("r/1", b"one", QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    let first = match old.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    assert_eq!(&*first.topic, "r/1");
+    let (mut new, present) = persistent(nodes[1].addr, V5, "roamer").await;
+    assert!(present, "the session was handed over");
+    match old.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    // The unacknowledged message again, with DUP and its Packet Identifier.
+    match new.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(
+                (&*p.topic, p.dup, p.packet_id),
+                ("r/1", true, first.packet_id)
+            );
+        }
+        other => panic!("expected the resent PUBLISH, got {other:?}"),
+    }
+    assert_eq!(nodes[0].member.interest("r/#"), 0, "n1 let the filter go");
+    assert_eq!(nodes[1].member.interest("r/#"), 1, "n2 took it");
+    assert_eq!(nodes[0].broker.stored_sessions(), 0);
+    assert!(nodes[0].member.released.lock().unwrap().is_empty());
+    // New messages reach it on n2.
+    publ.send(&publish("r/2", b"two", QoS::AtLeastOnce, 2))
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(
+        next_message(&mut new).await,
+        ("r/2".into(), b"two".to_vec())
+    );
+
+    // An absent client's stored session, with a message queued while it was away (MQTT
+    // 3.1.1), moves too.
+    let (mut away, _) = persistent(nodes[0].addr, V311, "sleeper").await;
+    subscribe(&mut away, 1, "z", QoS::AtLeastOnce).await;
+    away.send(&Packet::Disconnect(Default::default())).await;
+    assert!(away.until_closed().await.is_empty());
     for _ in 0..200 {
-        if nodes[0].member.interest("r/#") == 0 {
+        if nodes[0].broker.stored_sessions() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(nodes[0].member.interest("r/#"), 0);
+    publ.send(&publish("z", b"queued", QoS::AtLeastOnce, 3))
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    let (mut back, present) = persistent(nodes[2].addr, V311, "sleeper").await;
+    assert!(present);
+    assert_eq!(
+        next_message(&mut back).await,
+        ("z".into(), b"queued".to_vec())
+    );
     assert_eq!(nodes[0].broker.stored_sessions(), 0);
-    assert!(nodes[0].member.released.lock().unwrap().is_empty());
 
-    let mut v5 = client(nodes[1].addr, V5, "roamer5").await;
-    assert!(nodes[1].member.node().taken_over("roamer5"));
-    match v5.recv().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER),
-        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
-    }
-    assert!(!nodes[1].member.node().taken_over("nobody"));
+    // A v3.1.1 connection taken over just closes (no server DISCONNECT in 3.1.1), and a
+    // Clean Start on the new node discards the handed-over session.
+    let (mut c, _) = persistent(nodes[0].addr, V311, "fresh").await;
+    subscribe(&mut c, 1, "f", QoS::AtLeastOnce).await;
+    let fresh = client(nodes[1].addr, V311, "fresh").await;
+    c.until_closed().await;
+    assert_eq!(nodes[0].member.interest("f"), 0);
+    assert_eq!(nodes[1].member.interest("f"), 0, "Clean Start: not resumed");
+    drop(fresh);
+    assert!(nodes[1].member.node().take_over("nobody").await.is_none());
 }
 
 #[tokio::test]
