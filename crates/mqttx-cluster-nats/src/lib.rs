@@ -47,7 +47,10 @@
 
 #![forbid(unsafe_code)]
 
+mod owner;
 pub mod proto;
+
+pub use owner::Ownership;
 
 pub use proto::subject::{
     DEFAULT_MAX_LEN, EMPTY_LEVEL, FilterSubjects, MapError, Namespace, NamespaceError,

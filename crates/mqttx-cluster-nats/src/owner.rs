@@ -1,0 +1,234 @@
+//! Session ownership: which node of the cluster holds each client's session.
+//!
+//! One JetStream key-value bucket maps each client identifier (escaped into one key with
+//! [`encode_token`]) to the identifier of the node that owns its session. An entry changes
+//! only by create-if-absent or by an update naming the revision the node read, so the
+//! revision is a fencing token: of two nodes claiming one client at once, exactly one
+//! succeeds, and the other refuses its CONNECT.
+//!
+//! A node that claims a client owned by another node asks that node, by a NATS request on the
+//! old owner's takeover subject, to close the client's connection (DISCONNECT 0x8E) and hand
+//! its session over ([`ClusterNode::take_over`]); the reply is the session's byte form
+//! ([`StoredSession::encode`]), or empty when the old owner held none. An old owner that does
+//! not answer (it is gone) hands nothing over.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use mqttx_broker::{ClaimError, ClusterNode, StoredSession};
+
+use crate::proto::subject::encode_token;
+
+/// Where the owners of sessions are recorded, and how takeovers are asked for.
+#[derive(Clone, Debug)]
+pub struct Ownership {
+    client: async_nats::Client,
+    kv: kv::Store,
+    node_id: String,
+    /// The takeover subjects are `{control}.{node token}.takeover`.
+    control: String,
+    timeout: Duration,
+}
+
+/// The wall clock and the process clock, read at one moment, for a session's byte form.
+fn now() -> (std::time::Instant, u64) {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    (std::time::Instant::now(), unix_ms)
+}
+
+impl Ownership {
+    /// Opens (creating it if need be) the bucket `bucket` with `replicas` copies. `node_id`
+    /// names this node; `control` is the subject prefix of the nodes' takeover requests (keep
+    /// it outside the subjects of any stream); `timeout` bounds every call on the engine.
+    ///
+    /// # Errors
+    /// The bucket could not be created or opened.
+    pub async fn open(
+        client: async_nats::Client,
+        bucket: &str,
+        replicas: usize,
+        node_id: &str,
+        control: &str,
+        timeout: Duration,
+    ) -> Result<Self, async_nats::Error> {
+        let js = jetstream::new(client.clone());
+        let config = kv::Config {
+            bucket: bucket.to_owned(),
+            description: "mqttx: the node that owns each client's session".to_owned(),
+            history: 1,
+            num_replicas: replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let kv = match tokio::time::timeout(timeout, js.create_key_value(config)).await {
+            Ok(Ok(kv)) => kv,
+            Ok(Err(e)) => {
+                // It may exist already with another configuration (e.g. replicas).
+                match tokio::time::timeout(timeout, js.get_key_value(bucket)).await {
+                    Ok(Ok(kv)) => kv,
+                    _ => return Err(e.into()),
+                }
+            }
+            Err(_) => return Err("timed out creating the sessions bucket".into()),
+        };
+        Ok(Self {
+            client,
+            kv,
+            node_id: node_id.to_owned(),
+            control: control.to_owned(),
+            timeout,
+        })
+    }
+
+    /// The takeover subject of node `node_id`.
+    fn takeover_subject(&self, node_id: &str) -> String {
+        format!("{}.{}.takeover", self.control, encode_token(node_id))
+    }
+
+    /// The node recorded as the owner of `client_id`, if any.
+    ///
+    /// # Errors
+    /// The engine did not answer.
+    pub async fn owner(&self, client_id: &str) -> Result<Option<String>, ClaimError> {
+        Ok(self.entry(client_id).await?.map(|(owner, _)| owner))
+    }
+
+    /// The owner and revision of `client_id`'s entry (`None`: absent or deleted).
+    async fn entry(&self, client_id: &str) -> Result<Option<(String, u64)>, ClaimError> {
+        let key = encode_token(client_id);
+        let entry = tokio::time::timeout(self.timeout, self.kv.entry(key))
+            .await
+            .map_err(|_| ClaimError::Unavailable)?
+            .map_err(|_| ClaimError::Unavailable)?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.revision)))
+    }
+
+    /// Makes this node the owner of `client_id`: creates the entry, or replaces another
+    /// node's by compare-and-set and asks that node for the session, which is returned.
+    ///
+    /// # Errors
+    /// [`ClaimError::Refused`] when another node's claim won the compare-and-set,
+    /// [`ClaimError::Unavailable`] when the engine did not answer.
+    pub async fn claim(&self, client_id: &str) -> Result<Option<StoredSession>, ClaimError> {
+        let key = encode_token(client_id);
+        let me = Bytes::from(self.node_id.clone().into_bytes());
+        let previous = match self.entry(client_id).await? {
+            Some((owner, _)) if owner == self.node_id => return Ok(None),
+            Some((owner, revision)) => {
+                let update = self.kv.update(&key, me, revision);
+                match tokio::time::timeout(self.timeout, update).await {
+                    Ok(Ok(_)) => owner,
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        tracing::debug!(%client_id, "session claim lost to another node");
+                        return Err(ClaimError::Refused);
+                    }
+                    _ => return Err(ClaimError::Unavailable),
+                }
+            }
+            None => {
+                let create = self.kv.create(&key, me);
+                return match tokio::time::timeout(self.timeout, create).await {
+                    Ok(Ok(_)) => Ok(None),
+                    Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                        tracing::debug!(%client_id, "session claim lost to another node");
+                        Err(ClaimError::Refused)
+                    }
+                    _ => Err(ClaimError::Unavailable),
+                };
+            }
+        };
+        // This node owns the session now; the previous owner hands it over.
+        let subject = self.takeover_subject(&previous);
+        let request = self.client.request(subject, client_id.to_owned().into());
+        let reply = match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => {
+                tracing::warn!(%client_id, node = %previous, %error, "the previous owner did not hand the session over");
+                return Ok(None);
+            }
+            Err(_) => {
+                tracing::warn!(%client_id, node = %previous, "the previous owner did not hand the session over in time");
+                return Ok(None);
+            }
+        };
+        if reply.payload.is_empty() {
+            return Ok(None);
+        }
+        let (now, unix_ms) = now();
+        match StoredSession::decode(&reply.payload, now, unix_ms) {
+            Ok(session) => Ok(Some(session)),
+            Err(error) => {
+                tracing::warn!(%client_id, node = %previous, %error, "the handed-over session could not be read");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes this node's entry for `client_id`, unless another node owns it by now.
+    ///
+    /// # Errors
+    /// The engine did not answer.
+    pub async fn release(&self, client_id: &str) -> Result<(), ClaimError> {
+        if let Some((owner, revision)) = self.entry(client_id).await?
+            && owner == self.node_id
+        {
+            let delete = self
+                .kv
+                .delete_expect_revision(encode_token(client_id), Some(revision));
+            // A failed revision check means another node claimed it meanwhile: its entry
+            // stays.
+            let _ = tokio::time::timeout(self.timeout, delete).await;
+        }
+        Ok(())
+    }
+
+    /// Answers the other nodes' takeover requests for this node's sessions, through `node`,
+    /// on a task of its own, until the broker is gone or the connection closes.
+    ///
+    /// # Errors
+    /// The subscription could not be made.
+    pub async fn serve_takeovers(
+        &self,
+        node: ClusterNode,
+    ) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
+        let mut requests = self
+            .client
+            .subscribe(self.takeover_subject(&self.node_id))
+            .await?;
+        let client = self.client.clone();
+        Ok(tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                if !node.is_alive() {
+                    return;
+                }
+                let Some(reply) = request.reply.clone() else {
+                    continue;
+                };
+                let Ok(client_id) = std::str::from_utf8(&request.payload).map(str::to_owned) else {
+                    continue;
+                };
+                let node = node.clone();
+                let client = client.clone();
+                // Each takeover waits for its connection to close: one task each.
+                tokio::spawn(async move {
+                    let session = node.take_over(&client_id).await;
+                    let mut bytes = Vec::new();
+                    if let Some(session) = session {
+                        let (now, unix_ms) = now();
+                        session.encode(now, unix_ms, &mut bytes);
+                    }
+                    tracing::debug!(%client_id, bytes = bytes.len(), "session handed over");
+                    if let Err(error) = client.publish(reply, bytes.into()).await {
+                        tracing::warn!(%client_id, %error, "could not answer a takeover");
+                    }
+                });
+            }
+        }))
+    }
+}
