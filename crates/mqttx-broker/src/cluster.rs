@@ -73,7 +73,12 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
 
     /// A local subscriber subscribed to `filter` (shared or not). Called once per subscriber
     /// and filter: a SUBSCRIBE that replaces an existing subscription is not reported again.
-    fn subscribed(&self, filter: &TopicFilter);
+    ///
+    /// The future returned, if any, completes once messages published anywhere in the
+    /// cluster from then on reach this node: the SUBACK waits for it, so that a client that
+    /// got its SUBACK misses nothing published on another node afterwards. Its work must be
+    /// under way when `subscribed` returns.
+    fn subscribed(&self, filter: &TopicFilter) -> Option<ClusterFuture<()>>;
 
     /// A local subscriber's subscription to `filter` was removed (UNSUBSCRIBE, the end of a
     /// session, a Clean Start).

@@ -528,7 +528,7 @@ impl<H: Handler> Builder<H> {
             let shared = inner.lock();
             for stored in shared.sessions.values() {
                 for (filter, _) in shared.router.subscriptions(stored.id) {
-                    cluster.subscribed(&filter);
+                    let _ = cluster.subscribed(&filter);
                 }
             }
         }
@@ -2021,7 +2021,7 @@ impl<H: Handler> Driver<H> {
                                             if let (Some(cluster), Ok(SubscribeOutcome::New)) =
                                                 (&shared.cluster, outcome)
                                             {
-                                                cluster.subscribed(filter);
+                                                let _ = cluster.subscribed(filter);
                                             }
                                         }
                                         let same_version =
@@ -2229,6 +2229,8 @@ impl<H: Handler> Driver<H> {
         };
         let mut codes = Vec::with_capacity(req.entries.len());
         let mut retained = Vec::new();
+        // The cluster's subscriptions the SUBACK waits for.
+        let mut interest = Vec::new();
         for entry in &req.entries {
             let decision = self
                 .inner
@@ -2257,7 +2259,7 @@ impl<H: Handler> Driver<H> {
                 }
             };
             if let (Some(cluster), SubscribeOutcome::New) = (&shared.cluster, &outcome) {
-                cluster.subscribed(&entry.filter);
+                interest.extend(cluster.subscribed(&entry.filter));
             }
             codes.push(ReasonCode::from_u8(granted.as_u8()).unwrap_or(ReasonCode::SUCCESS));
             // [MQTT-3.3.1-9] / MQTT 5.0 §3.8.3.1 Retain Handling: 0 sends the retained
@@ -2296,6 +2298,9 @@ impl<H: Handler> Driver<H> {
             }
         }
         self.journal_session();
+        for ready in interest {
+            ready.await;
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             for (entry, code) in req.entries.iter().zip(&codes) {
                 tracing::debug!(

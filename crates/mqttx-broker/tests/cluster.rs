@@ -76,6 +76,18 @@ impl Member {
             .collect()
     }
 
+    /// While `hold` is set, a future that waits for `settle`.
+    fn held_future(&self) -> Option<ClusterFuture<()>> {
+        if !self.hold.load(Ordering::SeqCst) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.held.lock().unwrap().push(tx);
+        Some(Box::pin(async move {
+            let _ = rx.await;
+        }))
+    }
+
     fn settle(&self) {
         for tx in self.held.lock().unwrap().drain(..) {
             let _ = tx.send(());
@@ -88,13 +100,14 @@ impl Cluster for Member {
         *self.node.lock().unwrap() = Some(node);
     }
 
-    fn subscribed(&self, filter: &TopicFilter) {
+    fn subscribed(&self, filter: &TopicFilter) -> Option<ClusterFuture<()>> {
         *self
             .interest
             .lock()
             .unwrap()
             .entry(filter.as_str().to_owned())
             .or_default() += 1;
+        self.held_future()
     }
 
     fn unsubscribed(&self, filter: &TopicFilter) {
@@ -142,14 +155,10 @@ impl Cluster for Member {
         if qos == QoS::AtMostOnce {
             return None;
         }
-        if self.hold.load(Ordering::SeqCst) {
-            let (tx, rx) = oneshot::channel();
-            self.held.lock().unwrap().push(tx);
-            return Some(Box::pin(async move {
-                let _ = rx.await;
-            }));
-        }
-        Some(Box::pin(std::future::ready(())))
+        Some(
+            self.held_future()
+                .unwrap_or_else(|| Box::pin(std::future::ready(()))),
+        )
     }
 
     fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
@@ -374,6 +383,16 @@ async fn acknowledgements_wait_for_the_cluster() {
         matches!(publ.recv().await, Some(Packet::PubRec(r)) if r.packet_id == pid(2)),
         "PUBREC once stored"
     );
+    // A SUBACK waits until the cluster's subscription is in place.
+    publ.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(3),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new("x/#", QoS::AtLeastOnce)].into(),
+    }))
+    .await;
+    silent(&mut publ, 300).await;
+    nodes[0].member.settle();
+    assert!(matches!(publ.recv().await, Some(Packet::SubAck(_))));
 }
 
 #[tokio::test]

@@ -89,7 +89,9 @@ impl Cluster for OwnersOnly {
     fn attach(&self, node: ClusterNode) {
         *self.node.lock().unwrap() = Some(node);
     }
-    fn subscribed(&self, _: &TopicFilter) {}
+    fn subscribed(&self, _: &TopicFilter) -> Option<ClusterFuture<()>> {
+        None
+    }
     fn unsubscribed(&self, _: &TopicFilter) {}
     fn publish(&self, _: &Message) -> Option<ClusterFuture<()>> {
         None
