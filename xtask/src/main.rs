@@ -5,7 +5,7 @@
 //! cargo xtask tidy                    layering checks (also run as a #[test])
 //! cargo xtask fuzz [TARGET] [--secs N]  build the fuzz targets, run each (or TARGET) for N s (default 10)
 //! cargo xtask bench                   run the criterion benches
-//! cargo xtask bench-broker [--runs N] [--mqtt 3|5] [--only TEXT]
+//! cargo xtask bench-broker [--runs N] [--mqtt 3|5] [--only TEXT] [--cluster]
 //!                                     Mosquitto and `mqttx broker` side by side (`mqttx bench`)
 //! ```
 
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Some("bench") => run(cargo().args(["bench", "--package", "mqttx-benches"])),
         Some("bench-broker") => bench_broker::run(&root(), cargo(), &args[1..]),
         _ => Err(String::from(
-            "usage: cargo xtask <ci | tidy | fuzz [TARGET] [--secs N] | bench | bench-broker [--runs N] [--mqtt 3|5] [--only TEXT]>",
+            "usage: cargo xtask <ci | tidy | fuzz [TARGET] [--secs N] | bench | bench-broker [--runs N] [--mqtt 3|5] [--only TEXT] [--cluster]>",
         )),
     };
     match result {

@@ -84,6 +84,10 @@ pub(crate) struct BenchArgs {
     /// The broker's address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     host: SocketAddr,
+    /// Subscribers connect to this address instead of `--host` (another node of a cluster:
+    /// publishers on one node, subscribers on another).
+    #[arg(long, value_name = "ADDR")]
+    sub_host: Option<SocketAddr>,
     /// MQTT version: 3 (3.1.1) or 5 (5.0).
     #[arg(short = 'V', long = "mqtt", default_value_t = 5, value_parser = clap::value_parser!(u8).range(3..=5))]
     version: u8,
@@ -335,7 +339,8 @@ async fn messages(args: &BenchArgs) -> Result<Report, String> {
     let mut sub_conns = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
         let id = format!("bench-{nonce:x}-s{i}");
-        let mut conn = Conn::connect(args.host, version, &id, args.session_expiry)
+        let host = args.sub_host.unwrap_or(args.host);
+        let mut conn = Conn::connect(host, version, &id, args.session_expiry)
             .await
             .map_err(|e| format!("subscriber {i}: {e}"))?;
         conn.subscribe(&filter, qos)
