@@ -1,10 +1,12 @@
-//! mqttx-cluster-nats: groundwork for running several `mqttx broker` nodes as one MQTT service
-//! on NATS with JetStream (issue #11, `docs/clustering.md`).
+//! mqttx-cluster-nats: several `mqttx broker` nodes as one MQTT service, on NATS with JetStream
+//! (issue #11, `docs/clustering.md`).
 //!
-//! It is not a cluster yet: the broker has no cluster seam to plug it into. What it has is the
-//! part every later piece builds on, the mapping between MQTT topics and NATS subjects
-//! ([`proto::subject`]), which is pure (no I/O, no clock, no async) and tested against the router's
-//! own matching.
+//! [`NatsCluster`] implements the broker's [`Cluster`](mqttx_broker::Cluster) seam: QoS 0
+//! messages cross nodes on core NATS, QoS 1 and 2 messages are stored in a JetStream stream
+//! before their publisher is acknowledged, retained messages live in a key-value bucket
+//! mirrored on every node, shared subscriptions are NATS queue groups, and each client's
+//! session has one owning node, fenced by compare-and-set in a key-value bucket
+//! ([`Ownership`]), which hands the session over when its client reconnects elsewhere.
 //!
 //! # Layout
 //!
@@ -12,6 +14,10 @@
 //!   NATS subject and back, and a [`TopicFilter`](mqttx_router::TopicFilter) (shared or not)
 //!   to the subjects to subscribe to and a queue group; [`encode_token`] and
 //!   [`decode_token`] for any other string that must become one subject token or key.
+//! - [`proto::interest`]: a node's reference-counted interest per distinct filter and the rule
+//!   that delivers one copy of a message per node (pure, like `subject`).
+//! - `node.rs`: [`NatsCluster`] and [`NatsClusterOptions`], on tokio and async-nats.
+//! - `owner.rs`: [`Ownership`], session owners and takeovers.
 //!
 //! # Getting started
 //!
@@ -38,8 +44,6 @@
 //! brings `jetstream`), `ring` (rustls's provider, as elsewhere in the workspace) and
 //! `server_2_10` (API of nats-server 2.10, such as consumers with several filter subjects,
 //! which `a/#` needs); websockets, the object store, the service API and nkeys are left out.
-//! Nothing of it is used by the library yet: the tests (`tests/nats.rs`) drive a real
-//! nats-server with it, and the cluster seam will be built on it.
 //!
 //! # Crate features
 //!
@@ -47,9 +51,11 @@
 
 #![forbid(unsafe_code)]
 
+mod node;
 mod owner;
 pub mod proto;
 
+pub use node::{ClusterError, NatsCluster, NatsClusterOptions};
 pub use owner::Ownership;
 
 pub use proto::subject::{

@@ -1,0 +1,726 @@
+//! [`NatsCluster`]: the broker's [`Cluster`] on NATS with JetStream.
+//!
+//! What goes where, under a prefix `P` (default `mqttx`):
+//!
+//! | what | where |
+//! | --- | --- |
+//! | QoS 0 messages | core NATS subjects `P.q0.{topic}` |
+//! | QoS 1 and 2 messages | subjects `P.q1.{topic}`, stored by the JetStream stream `P` (file storage, replicas as configured, a duplicate window for retried publishes) |
+//! | retained messages | the key-value bucket `P_retained`, keyed by the topic's subject |
+//! | session owners | the key-value bucket `P_sessions` ([`Ownership`]) |
+//! | takeover requests | `P.ctl.node.{node}.takeover` |
+//!
+//! Both message spaces are subscribed per distinct local filter ([`Interest`]); a message
+//! carries its origin node in a header, and a node does not deliver its own messages through
+//! its normal subscriptions (the broker delivered them locally), but does through its queue
+//! subscriptions (shared groups are picked cluster-wide by NATS). QoS 1 and 2 messages reach
+//! the other nodes' subscribers through the same core subscriptions: a JetStream publish is
+//! also a core publish. The stream keeps them for what does not exist yet: replay to sessions
+//! whose node died.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::{HeaderMap, header};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use mqttx_broker::codec::QoS;
+use mqttx_broker::{ClaimError, Cluster, ClusterFuture, ClusterNode, Message, StoredSession};
+use mqttx_router::TopicFilter;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::owner::Ownership;
+use crate::proto::interest::{Change, Interest};
+use crate::proto::subject::Namespace;
+
+/// The header naming the node a message was published on.
+const ORIGIN: &str = "Mqttx-Node";
+
+/// Publishes waiting for the publishing task: past this, QoS 0 copies for other nodes are
+/// dropped (and counted), and QoS 1 and 2 ones wait unacknowledged.
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// How to join a cluster.
+#[derive(Clone, Debug)]
+pub struct NatsClusterOptions {
+    url: String,
+    node_id: String,
+    prefix: String,
+    replicas: usize,
+    connect_timeout: Duration,
+    stream_max_age: Duration,
+    stream_max_bytes: i64,
+}
+
+impl NatsClusterOptions {
+    /// The NATS server (`nats://host:port`, or several separated by commas) and this node's
+    /// identifier, unique among the nodes.
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            node_id: node_id.into(),
+            prefix: String::from("mqttx"),
+            replicas: 1,
+            connect_timeout: Duration::from_secs(5),
+            stream_max_age: Duration::from_secs(24 * 3600),
+            stream_max_bytes: 1 << 30,
+        }
+    }
+
+    /// The subject prefix, stream name and bucket name prefix (default `mqttx`): one plain
+    /// token (letters, digits, `_`, `-`), so that several MQTT services can share a NATS
+    /// cluster.
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// Copies of the stream and buckets the NATS cluster keeps (default 1; 3 in production).
+    #[must_use]
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// How long connecting and each call on the engine may take (default 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The stream's limits: messages older than `max_age` (default 24 h) or beyond
+    /// `max_bytes` in all (default 1 GiB) are dropped, oldest first.
+    #[must_use]
+    pub fn stream_limits(mut self, max_age: Duration, max_bytes: i64) -> Self {
+        self.stream_max_age = max_age;
+        self.stream_max_bytes = max_bytes;
+        self
+    }
+}
+
+/// Why joining the cluster failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The options are not usable (the message says which).
+    Options(String),
+    /// The NATS server could not be reached.
+    Connect(String),
+    /// The stream could not be created or opened.
+    Stream(String),
+    /// A key-value bucket could not be created or opened.
+    Bucket(String),
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Options(e) => write!(f, "cluster options: {e}"),
+            Self::Connect(e) => write!(f, "cannot connect to NATS: {e}"),
+            Self::Stream(e) => write!(f, "cannot create or open the JetStream stream: {e}"),
+            Self::Bucket(e) => write!(f, "cannot create or open a key-value bucket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// What the publishing task does, in order.
+enum Command {
+    Publish(Message, Option<oneshot::Sender<()>>),
+}
+
+/// One node's link to the cluster. See the [module documentation](self).
+#[derive(Debug)]
+pub struct NatsCluster {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    node_id: String,
+    /// QoS 0 and QoS 1/2 subject spaces.
+    q0: Namespace,
+    q1: Namespace,
+    /// Retained messages' keys: topics mapped without a prefix.
+    keys: Namespace,
+    retained: kv::Store,
+    owners: Ownership,
+    node: OnceLock<ClusterNode>,
+    interest: Mutex<Interest>,
+    /// The reader tasks of each interest's subscriptions.
+    readers: Mutex<HashMap<u64, Vec<JoinHandle<()>>>>,
+    publish: mpsc::Sender<Command>,
+    /// The retained messages found at connect, handed to the broker at attach, and the
+    /// watch of later changes (started before they were read, so none is missed).
+    initial_retained: Mutex<Initial>,
+    /// QoS 0 copies for other nodes dropped because the publishing task was behind.
+    dropped: AtomicU64,
+    /// Messages received from NATS that could not be read.
+    unreadable: AtomicU64,
+    timeout: Duration,
+}
+
+/// The retained messages read at connect and the watch started before reading them.
+#[derive(Default)]
+struct Initial(Vec<Message>, Option<kv::Watch>);
+
+impl std::fmt::Debug for Initial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Initial").field(&self.0.len()).finish()
+    }
+}
+
+impl NatsCluster {
+    /// Connects to the NATS server, creates (or opens) the stream and the buckets, and reads
+    /// the retained messages.
+    ///
+    /// # Errors
+    /// The options are unusable, or the engine could not be reached or refused to create
+    /// what the cluster needs.
+    pub async fn connect(options: NatsClusterOptions) -> Result<Arc<Self>, ClusterError> {
+        let prefix = options.prefix.clone();
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ClusterError::Options(format!(
+                "the prefix {prefix:?} must be letters, digits, `_` and `-`"
+            )));
+        }
+        if options.node_id.is_empty() {
+            return Err(ClusterError::Options(String::from("the node id is empty")));
+        }
+        let namespace = |space: &str| {
+            Namespace::new(&format!("{prefix}.{space}"))
+                .map_err(|e| ClusterError::Options(e.to_string()))
+        };
+        let (q0, q1) = (namespace("q0")?, namespace("q1")?);
+        let timeout = options.connect_timeout;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("mqttx {}", options.node_id))
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .ping_interval(Duration::from_secs(10))
+            .connect(options.url.as_str())
+            .await
+            .map_err(|e| ClusterError::Connect(format!("{}: {e}", options.url)))?;
+        let js = jetstream::new(client.clone());
+        let bounded =
+            |what: &'static str| move |_| ClusterError::Stream(format!("{what}: timed out"));
+        tokio::time::timeout(
+            timeout,
+            js.get_or_create_stream(stream::Config {
+                name: prefix.clone(),
+                description: Some(String::from("mqttx: QoS 1 and 2 messages")),
+                subjects: vec![format!("{prefix}.q1.>")],
+                storage: stream::StorageType::File,
+                num_replicas: options.replicas,
+                max_age: options.stream_max_age,
+                max_bytes: options.stream_max_bytes,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(bounded("stream"))?
+        .map_err(|e| ClusterError::Stream(e.to_string()))?;
+        let bucket = format!("{prefix}_retained");
+        let retained = match tokio::time::timeout(
+            timeout,
+            js.create_key_value(kv::Config {
+                bucket: bucket.clone(),
+                description: String::from("mqttx: retained messages"),
+                history: 1,
+                num_replicas: options.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            }),
+        )
+        .await
+        {
+            Ok(Ok(store)) => store,
+            _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
+                .await
+                .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
+                .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
+        };
+        let owners = Ownership::open(
+            client.clone(),
+            &format!("{prefix}_sessions"),
+            options.replicas,
+            &options.node_id,
+            &format!("{prefix}.ctl.node"),
+            timeout,
+        )
+        .await
+        .map_err(|e| ClusterError::Bucket(format!("{prefix}_sessions: {e}")))?;
+        let keys = Namespace::root();
+        let watch = tokio::time::timeout(timeout, retained.watch_all())
+            .await
+            .map_err(|_| ClusterError::Bucket(String::from("retained messages: timed out")))?
+            .map_err(|e| ClusterError::Bucket(format!("retained messages: {e}")))?;
+        let initial = load_retained(&retained, &keys, timeout).await?;
+        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let inner = Arc::new(Inner {
+            client,
+            js,
+            node_id: options.node_id,
+            q0,
+            q1,
+            keys,
+            retained,
+            owners,
+            node: OnceLock::new(),
+            interest: Mutex::default(),
+            readers: Mutex::default(),
+            publish: tx,
+            initial_retained: Mutex::new(Initial(initial, Some(watch))),
+            dropped: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
+            timeout,
+        });
+        tokio::spawn(publisher(Arc::downgrade(&inner), rx));
+        Ok(Arc::new(Self { inner }))
+    }
+
+    /// QoS 0 copies for other nodes dropped because the engine was not keeping up.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The node identifier.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+}
+
+/// Every retained message in the bucket.
+async fn load_retained(
+    store: &kv::Store,
+    keys: &Namespace,
+    timeout: Duration,
+) -> Result<Vec<Message>, ClusterError> {
+    let fail = |e: String| ClusterError::Bucket(format!("retained messages: {e}"));
+    let load = async {
+        let mut out = Vec::new();
+        let mut names = store.keys().await.map_err(|e| fail(e.to_string()))?;
+        while let Some(key) = names.next().await {
+            let key = key.map_err(|e| fail(e.to_string()))?;
+            if let Some(value) = store
+                .get(key.as_str())
+                .await
+                .map_err(|e| fail(e.to_string()))?
+            {
+                match Message::decode_record(&value) {
+                    Ok(message) if keys.topic(&key).is_ok_and(|t| t == message.topic) => {
+                        out.push(message);
+                    }
+                    _ => tracing::warn!(%key, "unreadable retained message in the bucket"),
+                }
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout * 4, load)
+        .await
+        .map_err(|_| fail(String::from("timed out")))?
+}
+
+impl Inner {
+    fn node(&self) -> Option<&ClusterNode> {
+        self.node.get()
+    }
+
+    /// Subscribes the subjects of interest `id` and starts a reader per subscription.
+    async fn subscribe(self: &Arc<Self>, id: u64, filter: TopicFilter) {
+        let mut handles = Vec::new();
+        let shared = filter.is_shared();
+        for ns in [&self.q0, &self.q1] {
+            let subjects = match ns.filter(&filter) {
+                Ok(subjects) => subjects,
+                Err(error) => {
+                    tracing::warn!(%filter, %error, "filter not routed across the cluster");
+                    return;
+                }
+            };
+            let group = subjects.queue_group().map(str::to_owned);
+            for subject in subjects.subjects() {
+                let subscribed = match &group {
+                    Some(group) => {
+                        self.client
+                            .queue_subscribe(subject.to_owned(), group.clone())
+                            .await
+                    }
+                    None => self.client.subscribe(subject.to_owned()).await,
+                };
+                match subscribed {
+                    Ok(sub) => {
+                        let inner = Arc::downgrade(self);
+                        let filter = filter.clone();
+                        handles.push(tokio::spawn(read(inner, id, filter, shared, sub)));
+                    }
+                    Err(error) => tracing::warn!(%filter, %error, "cannot subscribe"),
+                }
+            }
+        }
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        // Unsubscribed meanwhile: the interest is gone.
+        let still = self
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(filter.as_str())
+            > 0;
+        if still {
+            readers.entry(id).or_default().extend(handles);
+        } else {
+            for handle in handles {
+                handle.abort();
+            }
+        }
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        let handles = self
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        // Aborting a reader drops its subscriber, which unsubscribes.
+        for handle in handles.into_iter().flatten() {
+            handle.abort();
+        }
+    }
+
+    /// Hands one message from NATS to the broker.
+    fn receive(&self, id: u64, filter: &TopicFilter, shared: bool, msg: &async_nats::Message) {
+        let Some(node) = self.node() else {
+            return;
+        };
+        let own = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(ORIGIN))
+            .is_some_and(|origin| origin.as_str() == self.node_id);
+        if own && !shared {
+            return;
+        }
+        let message = match Message::decode_record(&msg.payload) {
+            Ok(message) => message,
+            Err(error) => {
+                self.unreadable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = %msg.subject, %error, "unreadable message from the cluster");
+                return;
+            }
+        };
+        if shared {
+            if !node.deliver_shared(filter, &message) {
+                tracing::debug!(%filter, "shared group without a member here any more");
+            }
+            return;
+        }
+        let first = self
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_first(id, &message.topic);
+        if first {
+            node.deliver(&message);
+        }
+    }
+
+    /// The headers of a message published here; `id` for JetStream's deduplication.
+    fn headers(&self, id: Option<u64>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, self.node_id.as_str());
+        if let Some(id) = id {
+            headers.insert(
+                header::NATS_MESSAGE_ID,
+                format!("{}-{id}", self.node_id).as_str(),
+            );
+        }
+        headers
+    }
+
+    /// Publishes one message, and keeps or clears its retained copy.
+    async fn publish(
+        self: &Arc<Self>,
+        message: Message,
+        stored: Option<oneshot::Sender<()>>,
+        seq: u64,
+    ) {
+        if message.retain {
+            self.retain(&message);
+        }
+        let Ok(body) = message.encode_record() else {
+            tracing::warn!(topic = %message.topic, "message too large for the cluster");
+            return;
+        };
+        let body = Bytes::from(body);
+        if message.qos == QoS::AtMostOnce {
+            let Ok(subject) = self.q0.subject(&message.topic) else {
+                return;
+            };
+            if let Err(error) = self
+                .client
+                .publish_with_headers(subject, self.headers(None), body)
+                .await
+            {
+                tracing::debug!(%error, "QoS 0 publish to the cluster failed");
+            }
+            return;
+        }
+        let Ok(subject) = self.q1.subject(&message.topic) else {
+            // Not mappable (too long): acknowledged, as a local-only message.
+            if let Some(stored) = stored {
+                let _ = stored.send(());
+            }
+            return;
+        };
+        let headers = self.headers(Some(seq));
+        let first = self
+            .js
+            .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+            .await;
+        let inner = Arc::clone(self);
+        // Acknowledgements come back in their own time; retries keep the message id, so the
+        // stream keeps one copy.
+        tokio::spawn(async move {
+            let mut attempt = first;
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let acked = match attempt {
+                    Ok(ack) => tokio::time::timeout(inner.timeout, ack)
+                        .await
+                        .map_err(|_| String::from("timed out"))
+                        .and_then(|r| r.map_err(|e| e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                };
+                match acked {
+                    Ok(_) => {
+                        if let Some(stored) = stored {
+                            let _ = stored.send(());
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%subject, %error, "JetStream did not store a message; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        attempt = inner
+                            .js
+                            .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                            .await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Puts or deletes the retained message of `message`'s topic in the bucket.
+    fn retain(self: &Arc<Self>, message: &Message) {
+        let Ok(key) = self.keys.subject(&message.topic) else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        let value = if message.payload.is_empty() {
+            None
+        } else {
+            message.encode_record().ok()
+        };
+        tokio::spawn(async move {
+            let result = match value {
+                Some(value) => inner
+                    .retained
+                    .put(key, value.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => inner.retained.delete(key).await.map_err(|e| e.to_string()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "cannot update the retained message in the cluster");
+            }
+        });
+    }
+}
+
+/// Reads one subscription until it ends or the cluster is gone.
+async fn read(
+    inner: std::sync::Weak<Inner>,
+    id: u64,
+    filter: TopicFilter,
+    shared: bool,
+    mut sub: async_nats::Subscriber,
+) {
+    while let Some(msg) = sub.next().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.receive(id, &filter, shared, &msg);
+    }
+}
+
+/// Publishes what the broker handed over, in order.
+async fn publisher(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Command>) {
+    let mut seq = 0u64;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    while let Some(Command::Publish(message, stored)) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        seq += 1;
+        // Unique across restarts of this node within the duplicate window.
+        inner
+            .publish(message, stored, started.wrapping_add(seq))
+            .await;
+    }
+}
+
+/// Watches the retained bucket and mirrors it into the broker.
+async fn watch_retained(inner: std::sync::Weak<Inner>, mut watch: kv::Watch) {
+    while let Some(entry) = watch.next().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let Ok(entry) = entry else {
+            continue;
+        };
+        let Some(node) = inner.node() else {
+            continue;
+        };
+        let Ok(topic) = inner.keys.topic(&entry.key) else {
+            continue;
+        };
+        match entry.operation {
+            kv::Operation::Put => match Message::decode_record(&entry.value) {
+                Ok(message) if message.topic == topic => node.retain(&topic, Some(&message)),
+                _ => tracing::warn!(key = %entry.key, "unreadable retained message in the bucket"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => node.retain(&topic, None),
+        }
+    }
+}
+
+impl Cluster for NatsCluster {
+    fn attach(&self, node: ClusterNode) {
+        let inner = &self.inner;
+        if inner.node.set(node.clone()).is_err() {
+            return;
+        }
+        let Initial(initial, watch) = std::mem::take(
+            &mut *inner
+                .initial_retained
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for message in &initial {
+            node.retain(&message.topic, Some(message));
+        }
+        if let Some(watch) = watch {
+            tokio::spawn(watch_retained(Arc::downgrade(inner), watch));
+        }
+        let owners = inner.owners.clone();
+        tokio::spawn(async move {
+            if let Err(error) = owners.serve_takeovers(node).await {
+                tracing::error!(%error, "cannot answer takeovers");
+            }
+        });
+    }
+
+    fn subscribed(&self, filter: &TopicFilter) -> Option<ClusterFuture<()>> {
+        let change = self
+            .inner
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(filter);
+        let Some(Change::Subscribe { id, filter }) = change else {
+            return None;
+        };
+        let inner = Arc::clone(&self.inner);
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            inner.subscribe(id, filter).await;
+            // The server has the subscriptions once it answered a flush.
+            let _ = tokio::time::timeout(inner.timeout, inner.client.flush()).await;
+            let _ = tx.send(());
+        });
+        Some(Box::pin(async move {
+            let _ = rx.await;
+        }))
+    }
+
+    fn unsubscribed(&self, filter: &TopicFilter) {
+        let change = self
+            .inner
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(filter);
+        if let Some(Change::Unsubscribe { id }) = change {
+            self.inner.unsubscribe(id);
+        }
+    }
+
+    fn publish(&self, message: &Message) -> Option<ClusterFuture<()>> {
+        if message.qos == QoS::AtMostOnce {
+            if self
+                .inner
+                .publish
+                .try_send(Command::Publish(message.clone(), None))
+                .is_err()
+            {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .publish
+            .try_send(Command::Publish(message.clone(), Some(tx)))
+            .is_err()
+        {
+            tracing::warn!(topic = %message.topic, "cluster publishing queue full: not acknowledged");
+        }
+        Some(Box::pin(async move {
+            // Never acknowledged unless stored (fail closed).
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }))
+    }
+
+    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
+        let owners = self.inner.owners.clone();
+        let client_id = client_id.to_owned();
+        Box::pin(async move { owners.claim(&client_id).await })
+    }
+
+    fn release(&self, client_id: &str) {
+        let owners = self.inner.owners.clone();
+        let client_id = client_id.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = owners.release(&client_id).await {
+                tracing::debug!(%client_id, %error, "session release not recorded");
+            }
+        });
+    }
+
+    fn is_available(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+}

@@ -1,0 +1,394 @@
+//! Three brokers joined by `NatsCluster` on one real nats-server (`support::nats`): messages
+//! across nodes at QoS 0, 1 and 2, `#` matching its parent level, `$` topics, overlapping
+//! filters delivering once, a shared group spread over two nodes, retained messages, and a
+//! QoS 1 PUBACK held while the engine is stopped with SIGSTOP.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqttx_broker::codec::{
+    Connect, DecodeContext, Decoder, EncodeContext, OwnedPacket, Packet, PacketId, ProtocolVersion,
+    PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter, encode,
+};
+use mqttx_broker::{Broker, Config};
+use mqttx_cluster_nats::{NatsCluster, NatsClusterOptions};
+use support::nats::NatsServer;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Bounds every wait.
+const TIMEOUT: Duration = Duration::from_secs(10);
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+struct Node {
+    addr: SocketAddr,
+    broker: Broker,
+    cluster: Arc<NatsCluster>,
+}
+
+async fn node(server: &NatsServer, id: &str) -> Node {
+    let cluster = NatsCluster::connect(
+        NatsClusterOptions::new(server.url(), id).connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{id}: {e}\n{}", server.log()));
+    let mut config = Config::default();
+    config.bind = ([127, 0, 0, 1], 0).into();
+    let bound = Broker::builder()
+        .config(config)
+        .cluster(Arc::clone(&cluster) as Arc<dyn mqttx_broker::Cluster>)
+        .bind()
+        .await
+        .expect("bind");
+    let addr = bound.local_addr().expect("address");
+    let broker = bound.broker().clone();
+    tokio::spawn(bound.run());
+    Node {
+        addr,
+        broker,
+        cluster,
+    }
+}
+
+async fn three(server: &NatsServer) -> [Node; 3] {
+    [
+        node(server, "n1").await,
+        node(server, "n2").await,
+        node(server, "n3").await,
+    ]
+}
+
+struct Raw {
+    stream: tokio::net::TcpStream,
+    decoder: Decoder,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr, id: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut raw = Self {
+            stream,
+            decoder: Decoder::new(DecodeContext::new(V5)),
+        };
+        raw.send(&Packet::Connect(Connect::new(V5, id.to_owned())))
+            .await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    async fn send(&mut self, packet: &Packet<'_>) {
+        let mut bytes = Vec::new();
+        encode(packet, &EncodeContext::new(V5), &mut bytes).expect("encode");
+        self.stream.write_all(&bytes).await.expect("write");
+    }
+
+    async fn recv(&mut self) -> Option<OwnedPacket> {
+        self.recv_within(TIMEOUT)
+            .await
+            .expect("an answer within the timeout")
+    }
+
+    /// The next packet within `wait` (`Err` when none came), `Ok(None)` at the end.
+    async fn recv_within(&mut self, wait: Duration) -> Result<Option<OwnedPacket>, ()> {
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(p) = self.decoder.next_packet().expect("valid packet") {
+                return Ok(Some(p));
+            }
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .map_err(|_| ())?
+                .unwrap_or(0);
+            if n == 0 {
+                return Ok(None);
+            }
+            self.decoder.feed(&buf[..n]);
+        }
+    }
+
+    async fn subscribe(&mut self, id: u16, filter: &str, qos: QoS) {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(id).unwrap(),
+            properties: Default::default(),
+            filters: vec![SubscribeFilter::new(filter, qos)].into(),
+        }))
+        .await;
+        assert!(
+            matches!(self.recv().await, Some(Packet::SubAck(_))),
+            "SUBACK for {filter}"
+        );
+    }
+
+    /// Publishes and waits for the acknowledgement (QoS 2: through PUBCOMP).
+    async fn publish(&mut self, topic: &str, payload: &'static [u8], qos: QoS, id: u16) {
+        let mut p = Publish::new(topic.to_owned(), payload);
+        p.qos = qos;
+        p.packet_id = (qos != QoS::AtMostOnce).then(|| PacketId::new(id).unwrap());
+        self.send(&Packet::Publish(p)).await;
+        let Some(pid) = PacketId::new(id).filter(|_| qos != QoS::AtMostOnce) else {
+            return;
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                assert_eq!(
+                    self.recv().await,
+                    Some(Packet::PubAck(PubResponse::new(pid)))
+                );
+            }
+            QoS::ExactlyOnce => {
+                assert!(matches!(self.recv().await, Some(Packet::PubRec(r)) if r.packet_id == pid));
+                self.send(&Packet::PubRel(PubResponse::new(pid))).await;
+                assert!(
+                    matches!(self.recv().await, Some(Packet::PubComp(r)) if r.packet_id == pid)
+                );
+            }
+        }
+    }
+
+    /// The next PUBLISH (acknowledged as its QoS asks; a PUBREL met on the way is answered):
+    /// topic and payload.
+    async fn message(&mut self) -> (String, String) {
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => {
+                    if let Some(id) = p.packet_id {
+                        let ack = match p.qos {
+                            QoS::ExactlyOnce => Packet::PubRec(PubResponse::new(id)),
+                            _ => Packet::PubAck(PubResponse::new(id)),
+                        };
+                        self.send(&ack).await;
+                    }
+                    return (
+                        p.topic.to_string(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                    );
+                }
+                Some(Packet::PubRel(r)) => {
+                    self.send(&Packet::PubComp(PubResponse::new(r.packet_id)))
+                        .await;
+                }
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+    }
+
+    /// Nothing but PUBRELs (answered) arrives within `ms` milliseconds.
+    async fn silent(&mut self, ms: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(wait).await {
+                Err(()) => return,
+                Ok(Some(Packet::PubRel(r))) => {
+                    self.send(&Packet::PubComp(PubResponse::new(r.packet_id)))
+                        .await;
+                }
+                got => panic!("expected nothing, got {got:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_at_every_qos() {
+    let server = NatsServer::start();
+    let [n1, n2, n3] = three(&server).await;
+    let mut sub = Raw::connect(n3.addr, "sub").await;
+    sub.subscribe(1, "a/#", QoS::ExactlyOnce).await;
+    sub.subscribe(2, "a/+", QoS::AtLeastOnce).await; // overlaps a/#
+    sub.subscribe(3, "#", QoS::AtMostOnce).await; // overlaps both, not $ topics
+    let mut other = Raw::connect(n2.addr, "other").await;
+    other.subscribe(1, "a", QoS::AtLeastOnce).await;
+
+    let mut publ = Raw::connect(n1.addr, "pub").await;
+    publ.publish("a", b"parent q0", QoS::AtMostOnce, 0).await;
+    publ.publish("a/b", b"child q1", QoS::AtLeastOnce, 1).await;
+    publ.publish("a/c", b"child q2", QoS::ExactlyOnce, 2).await;
+    publ.publish("$SYS/x", b"dollar", QoS::AtLeastOnce, 3).await;
+    publ.publish("z", b"end", QoS::AtLeastOnce, 4).await;
+
+    // Each message once, in order, at the subscriber on n3; `$SYS/x` not through `#`.
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(sub.message().await);
+    }
+    let pairs: Vec<(&str, &str)> = got.iter().map(|(t, p)| (t.as_str(), p.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("a", "parent q0"),
+            ("a/b", "child q1"),
+            ("a/c", "child q2"),
+            ("z", "end")
+        ]
+    );
+    sub.silent(200).await;
+    assert_eq!(other.message().await, ("a".into(), "parent q0".into()));
+    other.silent(0).await;
+    assert_eq!(n3.cluster.dropped(), 0);
+    drop((n1, n2, n3));
+}
+
+#[tokio::test]
+async fn a_shared_group_over_two_nodes_gets_each_message_once() {
+    let server = NatsServer::start();
+    let [n1, n2, n3] = three(&server).await;
+    let mut m1 = Raw::connect(n1.addr, "m1").await;
+    m1.subscribe(1, "$share/g/jobs/+", QoS::AtLeastOnce).await;
+    let mut m3 = Raw::connect(n3.addr, "m3").await;
+    m3.subscribe(1, "$share/g/jobs/+", QoS::AtLeastOnce).await;
+    let mut publ = Raw::connect(n1.addr, "pub").await;
+    const N: u16 = 40;
+    for i in 1..=N {
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        publ.publish("jobs/x", b"job", qos, i).await;
+    }
+    publ.publish("end/x", b"end", QoS::AtLeastOnce, N + 1).await;
+    // Count what each member got until both stay silent.
+    let (mut a, mut b) = (0u16, 0u16);
+    loop {
+        tokio::select! {
+            r = m1.recv_within(Duration::from_millis(500)) => match r {
+                Ok(Some(Packet::Publish(p))) => {
+                    if let Some(id) = p.packet_id {
+                        m1.send(&Packet::PubAck(PubResponse::new(id))).await;
+                    }
+                    a += 1;
+                }
+                Err(()) => break,
+                other => panic!("{other:?}"),
+            },
+            r = m3.recv_within(Duration::from_millis(500)) => match r {
+                Ok(Some(Packet::Publish(p))) => {
+                    if let Some(id) = p.packet_id {
+                        m3.send(&Packet::PubAck(PubResponse::new(id))).await;
+                    }
+                    b += 1;
+                }
+                Err(()) => break,
+                other => panic!("{other:?}"),
+            },
+        }
+        if a + b > N {
+            break;
+        }
+    }
+    assert_eq!(
+        a + b,
+        N,
+        "each message once across the group ({a} on n1, {b} on n3)"
+    );
+    assert!(a > 0 && b > 0, "spread over both nodes: {a} and {b}");
+    drop((n1, n2, n3));
+}
+
+#[tokio::test]
+async fn retained_messages_reach_other_nodes_and_are_cleared() {
+    let server = NatsServer::start();
+    let [n1, _n2, n3] = three(&server).await;
+    let mut publ = Raw::connect(n1.addr, "retainer").await;
+    let mut p = Publish::new("home/temp".to_owned(), &b"21"[..]);
+    p.retain = true;
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(1);
+    publ.send(&Packet::Publish(p)).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while n3.broker.retained_count() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "mirrored in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sub = Raw::connect(n3.addr, "late").await;
+    sub.subscribe(1, "home/#", QoS::AtLeastOnce).await;
+    assert_eq!(sub.message().await, ("home/temp".into(), "21".into()));
+
+    // A fourth node started now loads it at connect.
+    let n4 = node(&server, "n4").await;
+    assert_eq!(n4.broker.retained_count(), 1);
+
+    let mut clear = Publish::new("home/temp".to_owned(), &b""[..]);
+    clear.retain = true;
+    publ.send(&Packet::Publish(clear)).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while n3.broker.retained_count() != 0 || n4.broker.retained_count() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "cleared in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn acknowledgements_wait_while_the_engine_is_stopped() {
+    let server = NatsServer::start();
+    let [n1, _n2, n3] = three(&server).await;
+    let mut sub = Raw::connect(n3.addr, "sub").await;
+    sub.subscribe(1, "t", QoS::AtLeastOnce).await;
+    let mut publ = Raw::connect(n1.addr, "pub").await;
+    publ.publish("t", b"before", QoS::AtLeastOnce, 1).await;
+    assert_eq!(sub.message().await, ("t".into(), "before".into()));
+
+    let pid = server.pid().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Stopped for sure (state T in /proc) before publishing.
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+    }) {
+        assert!(std::time::Instant::now() < deadline, "nats-server stopped");
+        std::thread::yield_now();
+    }
+    let mut p = Publish::new("t".to_owned(), &b"during"[..]);
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(2);
+    publ.send(&Packet::Publish(p)).await;
+    // Not stored, not acknowledged (fail closed); a new CONNECT's claim times out (0x88).
+    let held = publ.recv_within(Duration::from_millis(500)).await;
+    let refused = async {
+        let stream = tokio::net::TcpStream::connect(n1.addr)
+            .await
+            .expect("connect");
+        let mut raw = Raw {
+            stream,
+            decoder: Decoder::new(DecodeContext::new(V5)),
+        };
+        raw.send(&Packet::Connect(Connect::new(V5, "newcomer".to_owned())))
+            .await;
+        raw.recv().await
+    }
+    .await;
+    signal("-CONT");
+    assert!(
+        held.is_err(),
+        "no PUBACK while the engine is stopped: {held:?}"
+    );
+    assert!(
+        matches!(refused, Some(Packet::ConnAck(ref a)) if a.reason_code == ReasonCode::SERVER_UNAVAILABLE),
+        "{refused:?}"
+    );
+    // Resumed: the PUBACK comes, and the message is delivered.
+    assert_eq!(
+        publ.recv().await,
+        Some(Packet::PubAck(PubResponse::new(PacketId::new(2).unwrap())))
+    );
+    assert_eq!(sub.message().await, ("t".into(), "during".into()));
+}
