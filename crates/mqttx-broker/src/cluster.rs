@@ -2,32 +2,7 @@
 //! service, and [`ClusterNode`], the handle through which the cluster hands this node what the
 //! other nodes publish.
 //!
-//! A broker built without a cluster (the default) pays one `Option` test per publish,
-//! subscription change and CONNECT. With one ([`Builder::cluster`](crate::Builder::cluster)):
-//!
-//! - every local subscription added or removed is reported ([`Cluster::subscribed`],
-//!   [`Cluster::unsubscribed`]), once per subscriber and filter, so the cluster can keep one
-//!   reference-counted interest per distinct filter;
-//! - every message published on this node (by a client, a Will, the application through
-//!   [`Broker::publish`](crate::Broker::publish), the broker's `$SYS` statistics excepted) is
-//!   delivered to this node's normal subscribers and then handed to [`Cluster::publish`];
-//!   shared subscriptions are left to the cluster, which must pick one member cluster-wide
-//!   and hand the message to its node through [`ClusterNode::deliver_shared`];
-//! - a QoS 1 or 2 PUBLISH is acknowledged (PUBACK, PUBREC) only once the future
-//!   [`Cluster::publish`] returned for it has completed, that is once the cluster has stored
-//!   the message;
-//! - a CONNECT is accepted only once [`Cluster::claim`] has made this node the owner of the
-//!   client identifier, and resumes the session the previous owner handed over; a node that
-//!   loses a client identifier to another node is asked for the session through
-//!   [`ClusterNode::take_over`], which closes the connection here (DISCONNECT 0x8E) and hands
-//!   the session over;
-//! - while [`Cluster::is_available`] is false, CONNECTs are refused with 0x88 Server
-//!   unavailable (0x03 for MQTT 3.1.x): a node cut off from its engine fails closed.
-//!
-//! The broker calls these methods from synchronous sections, some under its shared lock: an
-//! implementation must return at once (queueing the work for a task of its own), and must
-//! never call back into the broker from within them. Its own tasks call the [`ClusterNode`]
-//! handle, which takes the broker's lock briefly.
+//! See [`Cluster`] for what the broker does with one.
 
 use std::fmt;
 use std::future::Future;
@@ -64,8 +39,35 @@ impl fmt::Display for ClaimError {
 
 impl std::error::Error for ClaimError {}
 
-/// A broker's link to the other nodes of its cluster. See the [module documentation](self)
-/// for when the broker calls each method.
+/// A broker's link to the other nodes of its cluster.
+///
+/// A broker built without a cluster (the default) pays one `Option` test per publish,
+/// subscription change and CONNECT. With one ([`Builder::cluster`](crate::Builder::cluster)):
+///
+/// - every local subscription added or removed is reported ([`Cluster::subscribed`],
+///   [`Cluster::unsubscribed`]), once per subscriber and filter, so the cluster can keep one
+///   reference-counted interest per distinct filter;
+/// - every message published on this node (by a client, a Will, the application through
+///   [`Broker::publish`](crate::Broker::publish), the broker's `$SYS` statistics excepted) is
+///   delivered to this node's normal subscribers and then handed to [`Cluster::publish`];
+///   shared subscriptions are left to the cluster, which must pick one member cluster-wide
+///   and hand the message to its node through [`ClusterNode::deliver_shared`];
+/// - a QoS 1 or 2 PUBLISH is acknowledged (PUBACK, PUBREC) only once the future
+///   [`Cluster::publish`] returned for it has completed, that is once the cluster has stored
+///   the message;
+/// - a CONNECT is accepted only once [`Cluster::claim`] has made this node the owner of the
+///   client identifier, and resumes the session the previous owner handed over; a node that
+///   loses a client identifier to another node is asked for the session through
+///   [`ClusterNode::take_over`], which closes the connection here (DISCONNECT 0x8E) and hands
+///   the session over;
+/// - while [`Cluster::is_available`] is false, CONNECTs are refused with 0x88 Server
+///   unavailable (0x03 for MQTT 3.1.x): a node cut off from its engine fails closed.
+///
+/// The broker calls these methods from synchronous sections, some under its shared lock: an
+/// implementation must return at once (queueing the work for a task of its own), and must
+/// never call back into the broker from within them, `attach` excepted (it is called once,
+/// holding no lock). Its own tasks call the [`ClusterNode`] handle, which takes the broker's
+/// lock briefly.
 pub trait Cluster: Send + Sync + fmt::Debug + 'static {
     /// Called once, when the broker is built, with the handle through which the cluster
     /// hands this node what other nodes publish.

@@ -66,6 +66,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use mqttx_auth::{Security, SecurityConfig};
 use mqttx_broker::{Broker, CertificateReloader, Config, Handler, Listener, ListenerKind, Server};
+use mqttx_cluster_nats::{NatsCluster, NatsClusterOptions};
 use mqttx_store_fjall::{FjallJournal, SyncPolicy};
 
 mod metrics_http;
@@ -152,6 +153,16 @@ struct BrokerArgs {
     /// Keep everything in memory only: nothing survives a restart.
     #[arg(long)]
     memory: bool,
+    /// Run as one node of a cluster on this NATS server with JetStream (e.g.
+    /// nats://127.0.0.1:4222; several separated by commas), which then keeps the stored
+    /// messages, retained messages and session owners (see docs/clustering.md); the node
+    /// itself keeps nothing on disk [default: the config file's `[cluster] url`].
+    #[arg(long, value_name = "URL", conflicts_with_all = ["data_dir", "sync"])]
+    cluster: Option<String>,
+    /// This node's name in the cluster, unique among its nodes [default: the config file's
+    /// `[cluster] node_id`; required in a cluster].
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
     /// Log level [default: info, or what RUST_LOG says when it is set, e.g.
     /// RUST_LOG=info,mqttx_broker=debug].
     #[arg(long, value_enum)]
@@ -169,6 +180,20 @@ struct StorageConfig {
     /// Keep nothing on disk.
     #[serde(default)]
     memory: bool,
+}
+
+/// The `[cluster]` table of the configuration file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterConfig {
+    /// The NATS server(s).
+    url: Option<String>,
+    /// This node's name.
+    node_id: Option<String>,
+    /// The subject, stream and bucket prefix (default `mqttx`).
+    prefix: Option<String>,
+    /// Copies of the stream and buckets (default 1).
+    replicas: Option<usize>,
 }
 
 /// The data directory when neither the flags nor the configuration file name one.
@@ -247,14 +272,20 @@ fn read_config(path: &Path) -> Result<(Config, Option<SecurityConfig>), String> 
     parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The `[storage]` table of a TOML configuration (defaults without one).
-fn parse_storage(text: &str) -> Result<StorageConfig, toml::de::Error> {
+/// The `[storage]` and `[cluster]` tables of a TOML configuration (defaults without them).
+fn parse_storage(text: &str) -> Result<(StorageConfig, ClusterConfig), toml::de::Error> {
     let mut table: toml::Table = toml::from_str(text)?;
-    Ok(table
+    let storage = table
         .remove("storage")
         .map(toml::Value::try_into::<StorageConfig>)
         .transpose()?
-        .unwrap_or_default())
+        .unwrap_or_default();
+    let cluster = table
+        .remove("cluster")
+        .map(toml::Value::try_into::<ClusterConfig>)
+        .transpose()?
+        .unwrap_or_default();
+    Ok((storage, cluster))
 }
 
 /// The broker's `Config` and, from the `[security]` table, the access control settings (the
@@ -262,6 +293,7 @@ fn parse_storage(text: &str) -> Result<StorageConfig, toml::de::Error> {
 fn parse_config(text: &str) -> Result<(Config, Option<SecurityConfig>), toml::de::Error> {
     let mut table: toml::Table = toml::from_str(text)?;
     table.remove("storage");
+    table.remove("cluster");
     let security = table
         .remove("security")
         .map(toml::Value::try_into::<SecurityConfig>)
@@ -319,7 +351,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
         },
         None => (Config::default(), None),
     };
-    let storage = match &args.config {
+    let (storage, cluster_config) = match &args.config {
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|text| parse_storage(&text).map_err(|e| e.to_string()))
@@ -330,13 +362,29 @@ fn broker(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => StorageConfig::default(),
+        None => Default::default(),
     };
-    let journal = match open_journal(&args, storage) {
-        Ok(journal) => journal,
+    let cluster = match cluster_options(&args, cluster_config) {
+        Ok(cluster) => cluster,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let journal = if cluster.is_some() {
+        // A cluster node keeps its state in the engine.
+        tracing::info!(
+            "cluster node: stored and retained messages and session owners are kept by NATS \
+             JetStream; nothing is written to this node's disk"
+        );
+        None
+    } else {
+        match open_journal(&args, storage) {
+            Ok(journal) => journal,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let listeners = args.listeners();
@@ -358,10 +406,21 @@ fn broker(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let cluster = match cluster {
+            Some(options) => match join_cluster(options).await {
+                Some(cluster) => Some(cluster),
+                None => return ExitCode::FAILURE,
+            },
+            None => None,
+        };
         let Some(security) = security else {
             // No `[security]` table: the allow-all handler, with nothing on the hot path.
             let Some(builder) = recover(Broker::builder().config(config), journal) else {
                 return ExitCode::FAILURE;
+            };
+            let builder = match cluster {
+                Some(cluster) => builder.cluster(cluster),
+                None => builder,
             };
             return serve(builder.bind().await, args.metrics_bind).await;
         };
@@ -376,12 +435,60 @@ fn broker(args: BrokerArgs) -> ExitCode {
         else {
             return ExitCode::FAILURE;
         };
+        let builder = match cluster {
+            Some(cluster) => builder.cluster(cluster),
+            None => builder,
+        };
         let server = builder.bind().await;
         if let (Ok(server), Some(path)) = (&server, args.config.clone()) {
             reload_on_sighup(server.broker().clone(), path);
         }
         serve(server, args.metrics_bind).await
     })
+}
+
+/// The cluster to join, from the flags or the `[cluster]` table (`None`: a single node).
+fn cluster_options(
+    args: &BrokerArgs,
+    table: ClusterConfig,
+) -> Result<Option<NatsClusterOptions>, String> {
+    let Some(url) = args.cluster.clone().or(table.url) else {
+        if args.node_id.is_some() {
+            return Err(String::from(
+                "--node-id needs --cluster (or a [cluster] url)",
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(node_id) = args.node_id.clone().or(table.node_id) else {
+        return Err(String::from(
+            "a cluster node needs a name unique among the nodes: --node-id ID (or [cluster] node_id)",
+        ));
+    };
+    let mut options = NatsClusterOptions::new(url, node_id);
+    if let Some(prefix) = &table.prefix {
+        options = options.prefix(prefix);
+    }
+    if let Some(replicas) = table.replicas {
+        options = options.replicas(replicas);
+    }
+    Ok(Some(options))
+}
+
+/// Connects to the cluster's engine; logs why not and returns `None` when it cannot.
+async fn join_cluster(
+    options: NatsClusterOptions,
+) -> Option<std::sync::Arc<dyn mqttx_broker::Cluster>> {
+    match NatsCluster::connect(options).await {
+        Ok(cluster) => {
+            tracing::info!(node_id = cluster.node_id(), "joined the cluster");
+            Some(cluster)
+        }
+        Err(e) => {
+            tracing::error!("cannot join the cluster: {e}");
+            None
+        }
+    }
 }
 
 /// Opens the data directory the flags or the `[storage]` table name (`None` with

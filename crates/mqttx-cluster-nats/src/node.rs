@@ -136,7 +136,7 @@ enum Command {
     Publish(Message, Option<oneshot::Sender<()>>),
 }
 
-/// One node's link to the cluster. See the [module documentation](self).
+/// One node's link to the cluster: see the crate documentation and `docs/clustering.md`.
 #[derive(Debug)]
 pub struct NatsCluster {
     inner: Arc<Inner>,

@@ -1,0 +1,285 @@
+//! `mqttx broker --cluster`: three broker processes on one real nats-server with JetStream,
+//! with clients no one here wrote (`mosquitto_pub`/`mosquitto_sub`, Eclipse Paho for Python)
+//! connected to different nodes: QoS 0, 1 and 2 across nodes, a retained message set on one
+//! node and read on another, and a persistent session that moves with its client.
+//!
+//! The nats-server fixture is the cluster crate's (`nats-server -a 127.0.0.1 -p -1 -js`,
+//! killed by pid); `.ci/run` installs nats-server, the Mosquitto clients and Paho.
+
+#[path = "../../mqttx-cluster-nats/tests/support/nats.rs"]
+#[allow(dead_code)]
+mod nats;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nats::NatsServer;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// Bounds every wait.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A `mqttx broker --cluster` process, killed when dropped.
+struct Node {
+    _child: Child,
+    port: String,
+}
+
+async fn node(nats: &NatsServer, id: &str) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqttx"))
+        .args(["broker", "--bind", "127.0.0.1:0", "--log-level", "info"])
+        .args(["--cluster", nats.url(), "--node-id", id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mqttx broker");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(WAIT, async {
+        loop {
+            match log.next_line().await.expect("read log") {
+                Some(line) if line.contains("mqttx broker listening") => return line,
+                Some(_) => {}
+                None => panic!("node {id} exited before listening"),
+            }
+        }
+    })
+    .await
+    .expect("the node listens in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+        .to_owned();
+    Node {
+        _child: child,
+        port,
+    }
+}
+
+/// `mosquitto_pub` to `node`, to completion.
+async fn publish(node: &Node, args: &[&str]) {
+    let status = tokio::time::timeout(
+        WAIT,
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &node.port])
+            .args(args)
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("mosquitto_pub ends in time")
+    .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
+    assert!(status.success(), "mosquitto_pub {args:?}");
+}
+
+/// A `mosquitto_sub -v` on `node` and its output lines.
+struct Sub {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+fn subscribe(node: &Node, args: &[&str]) -> Sub {
+    let mut child = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &node.port, "-v"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_sub runs (apt-get install mosquitto-clients)");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    Sub {
+        _child: child,
+        lines,
+    }
+}
+
+impl Sub {
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+    }
+
+    /// Publishes `topic` at QoS 0 on `from` until this subscriber prints it (the subscription
+    /// is in place across the cluster), at most 100 times.
+    async fn ready(&mut self, from: &Node, topic: &str) {
+        for _ in 0..100 {
+            publish(from, &["-t", topic, "-m", "ping"]).await;
+            if let Ok(line) =
+                tokio::time::timeout(Duration::from_millis(100), self.lines.next_line()).await
+            {
+                assert_eq!(
+                    line.expect("read").as_deref(),
+                    Some(&*format!("{topic} ping"))
+                );
+                return;
+            }
+        }
+        panic!("the subscription on {topic} never got a message");
+    }
+
+    /// The next line that is not a readiness ping.
+    async fn message(&mut self) -> String {
+        loop {
+            let line = self.line().await.expect("mosquitto_sub still running");
+            if !line.ends_with(" ping") {
+                return line;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn mosquitto_clients_on_different_nodes() {
+    let server = NatsServer::start();
+    let (n1, n2, n3) = (
+        node(&server, "n1").await,
+        node(&server, "n2").await,
+        node(&server, "n3").await,
+    );
+    for version in ["mqttv311", "mqttv5"] {
+        let mut sub = subscribe(&n3, &["-V", version, "-q", "2", "-t", "m/#"]);
+        sub.ready(&n1, "m/ping").await;
+        for qos in ["0", "1", "2"] {
+            publish(&n1, &["-V", version, "-q", qos, "-t", "m/x", "-m", qos]).await;
+            assert_eq!(sub.message().await, format!("m/x {qos}"), "{version}");
+        }
+        // `m/#` matches `m` itself; `$SYS` topics are not matched by `#`.
+        let mut all = subscribe(&n2, &["-V", version, "-t", "#"]);
+        all.ready(&n1, "any/ping").await;
+        publish(
+            &n1,
+            &["-V", version, "-q", "1", "-t", "$SYS/x", "-m", "hidden"],
+        )
+        .await;
+        publish(&n1, &["-V", version, "-q", "1", "-t", "m", "-m", "parent"]).await;
+        assert_eq!(sub.message().await, "m parent");
+        assert_eq!(
+            all.message().await,
+            "m parent",
+            "$SYS/x is not matched by #"
+        );
+    }
+
+    // A retained message set through n1 is answered by n2 to a new subscriber.
+    publish(&n1, &["-t", "ret/a", "-m", "kept", "-r", "-q", "1"]).await;
+    let mut got = None;
+    for _ in 0..50 {
+        let mut one = subscribe(&n2, &["-t", "ret/+", "-C", "1", "-W", "1"]);
+        if let Some(line) = one.line().await {
+            got = Some(line);
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some("ret/a kept"));
+}
+
+#[tokio::test]
+async fn a_persistent_session_follows_its_client_to_another_node() {
+    let server = NatsServer::start();
+    let (n1, n2, n3) = (
+        node(&server, "n1").await,
+        node(&server, "n2").await,
+        node(&server, "n3").await,
+    );
+    let args = ["-c", "-i", "roamer", "-q", "1", "-t", "r/#"];
+    let mut first = subscribe(&n1, &args);
+    first.ready(&n3, "r/ping").await;
+    drop(first); // killed: the session stays on n1
+    // Published while the client is away: in its session on n1 (queued, or in flight to the
+    // connection n1 has not yet seen die, which the session keeps too).
+    publish(&n3, &["-q", "1", "-t", "r/away", "-m", "queued"]).await;
+    // Reconnecting to n2 takes the session over from n1, message included.
+    let mut again = subscribe(&n2, &args);
+    assert_eq!(again.message().await, "r/away queued");
+}
+
+/// A Paho subscriber on one node and a Paho publisher on another, QoS 0, 1 and 2.
+const PAHO: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+
+sub_port, pub_port = int(sys.argv[1]), int(sys.argv[2])
+got, subscribed = threading.Event(), threading.Event()
+
+def on_message(client, userdata, message):
+    print(message.topic, message.payload.decode(), message.qos, flush=True)
+    got.set()
+
+def on_subscribe(client, userdata, mid, *rest):
+    subscribed.set()
+
+def client(name, port):
+    c = mqtt.Client(client_id=name, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+sub = client("paho-sub", sub_port)
+sub.on_message, sub.on_subscribe = on_message, on_subscribe
+sub.subscribe("paho/cluster", qos=2)
+if not subscribed.wait(10):
+    sys.exit("no SUBACK")
+pub = client("paho-pub", pub_port)
+for qos in (0, 1, 2):
+    got.clear()
+    pub.publish("paho/cluster", "hello %d" % qos, qos=qos).wait_for_publish(10)
+    if not got.wait(10):
+        sys.exit("QoS %d not received" % qos)
+for c in (pub, sub):
+    c.disconnect()
+    c.loop_stop()
+"#;
+
+#[tokio::test]
+async fn paho_clients_on_different_nodes() {
+    let server = NatsServer::start();
+    let (n1, n2) = (node(&server, "n1").await, node(&server, "n2").await);
+    let mut python = None;
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let ok = Command::new(candidate)
+            .args(["-c", "import paho.mqtt"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if ok {
+            python = Some(candidate);
+            break;
+        }
+    }
+    let python = python.expect("a Python with paho.mqtt (apt-get install python3-paho-mqtt)");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(python)
+            .args(["-c", PAHO, &n2.port, &n1.port])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("paho finishes in time")
+    .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "paho/cluster hello 0 0",
+            "paho/cluster hello 1 1",
+            "paho/cluster hello 2 2"
+        ]
+    );
+}
