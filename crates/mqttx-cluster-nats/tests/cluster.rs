@@ -392,3 +392,63 @@ async fn acknowledgements_wait_while_the_engine_is_stopped() {
     );
     assert_eq!(sub.message().await, ("t".into(), "during".into()));
 }
+
+#[tokio::test]
+async fn qos2_is_delivered_once_across_a_reconnect_to_another_node() {
+    let server = NatsServer::start();
+    let [n1, n2, n3] = three(&server).await;
+    let mut sub = Raw::connect(n3.addr, "sub").await;
+    sub.subscribe(1, "q2/#", QoS::ExactlyOnce).await;
+
+    // CONNECT with Clean Start 0 and a Session Expiry Interval.
+    async fn persistent(addr: SocketAddr) -> (Raw, bool) {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut raw = Raw {
+            stream,
+            decoder: Decoder::new(DecodeContext::new(V5)),
+        };
+        let mut connect = Connect::new(V5, "exactly".to_owned());
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(300);
+        raw.send(&Packet::Connect(connect)).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+                (raw, ack.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+    let pid = PacketId::new(7).unwrap();
+    let packet = |dup: bool| {
+        let mut p = Publish::new("q2/once".to_owned(), &b"once"[..]);
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = Some(pid);
+        p.dup = dup;
+        Packet::Publish(p)
+    };
+    let (mut publ, _) = persistent(n1.addr).await;
+    publ.send(&packet(false)).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubRec(r)) if r.packet_id == pid));
+    // The PUBREC is lost with the connection: the client resends the PUBLISH, on n2.
+    drop(publ);
+    let (mut publ, present) = persistent(n2.addr).await;
+    assert!(
+        present,
+        "the session (with its inbound QoS 2 identifier) moved to n2"
+    );
+    publ.send(&packet(true)).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubRec(r)) if r.packet_id == pid));
+    publ.send(&Packet::PubRel(PubResponse::new(pid))).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubComp(r)) if r.packet_id == pid));
+    publ.publish("q2/end", b"end", QoS::AtLeastOnce, 8).await;
+
+    assert_eq!(sub.message().await, ("q2/once".into(), "once".into()));
+    assert_eq!(
+        sub.message().await,
+        ("q2/end".into(), "end".into()),
+        "once, not twice"
+    );
+    sub.silent(200).await;
+    drop((n1, n2, n3));
+}
