@@ -291,6 +291,47 @@ pub(crate) struct Recovered {
     pub(crate) messages: usize,
 }
 
+/// One client's persistent session read from another broker's journal entries
+/// ([`recover_session`]): the session, and the keys it was read from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ForeignSession {
+    /// The session: subscriptions, expiry, queued messages, messages in flight, inbound QoS 2
+    /// identifiers.
+    pub session: StoredSession,
+    /// The entries it was built from, to remove from that journal.
+    pub keys: Vec<(Table, Vec<u8>)>,
+}
+
+/// Reads `client_id`'s persistent session out of `entries`, all or some of another broker's
+/// journal (a cluster node taking over the session of a node that died). `None`: the
+/// entries hold no session of that client.
+///
+/// # Errors
+/// An entry of that client is not a valid record.
+pub fn recover_session(
+    client_id: &str,
+    entries: Vec<Entry>,
+) -> std::io::Result<Option<ForeignSession>> {
+    let mine: Vec<Entry> = entries
+        .into_iter()
+        .filter(|(table, key, _)| {
+            matches!(
+                table,
+                Table::Sessions | Table::Messages | Table::Flights | Table::Inbound
+            ) && split_client(key).is_some_and(|(client, _)| client == client_id)
+        })
+        .collect();
+    let keys = mine.iter().map(|(t, k, _)| (*t, k.clone())).collect();
+    let recovered = recover(mine, Clock::read())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(recovered
+        .sessions
+        .into_iter()
+        .next()
+        .map(|(_, session)| ForeignSession { session, keys }))
+}
+
 /// Decodes everything a journal holds. Entries of a session that is not there (a crash
 /// between batches cannot cause that: batches are atomic) are ignored.
 pub(crate) fn recover(entries: Vec<Entry>, clock: Clock) -> Result<Recovered, CorruptEntry> {

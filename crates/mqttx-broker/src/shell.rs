@@ -1666,6 +1666,35 @@ impl<H: Handler> Driver<H> {
         }
     }
 
+    /// Journals every message and inbound QoS 2 identifier of `state`, under new keys, when
+    /// the session is durable: for a session another node handed over.
+    fn journal_state(&mut self, state: &mut crate::proto::SessionState) {
+        let Some(client_id) = self.durable().cloned() else {
+            return;
+        };
+        let clock = Clock::read();
+        let mut shared = self.inner.lock();
+        let rekeyed = state.rekey(clock.now, || shared.message_id());
+        let mut ops = Vec::new();
+        for (message, flight, since) in &rekeyed.messages {
+            let Some(id) = message.id() else {
+                continue;
+            };
+            durable::put_message(&client_id, id, clock.to_unix(*since), message, &mut ops);
+            if let Some((packet_id, flight)) = flight {
+                let released = *flight == crate::proto::FlightState::Released;
+                durable::put_flight(&client_id, id, *packet_id, released, &mut ops);
+            }
+        }
+        for packet_id in &rekeyed.inbound {
+            durable::put_inbound(&client_id, *packet_id, &mut ops);
+        }
+        shared.journal(ops);
+        let seq = shared.store_seq;
+        drop(shared);
+        self.needs(seq);
+    }
+
     /// Journals the session's metadata (subscriptions, expiry) when it is durable.
     fn journal_session(&mut self) {
         let Some(client_id) = self.durable().cloned() else {
@@ -2002,7 +2031,7 @@ impl<H: Handler> Driver<H> {
                                     if !same_version {
                                         durable::remove_messages(&req.client_id, &mut ops);
                                     }
-                                    Some((rx, same_version))
+                                    Some((rx, same_version, false))
                                 }
                                 // [MQTT-3.1.2-4] Clean Start 1: the existing session is
                                 // discarded.
@@ -2028,7 +2057,7 @@ impl<H: Handler> Driver<H> {
                                             session.version.is_v5() == req.protocol.is_v5();
                                         let (tx, rx) = oneshot::channel();
                                         let _ = tx.send(Some(session));
-                                        Some((rx, same_version))
+                                        Some((rx, same_version, true))
                                     }
                                     _ => None,
                                 },
@@ -2086,8 +2115,8 @@ impl<H: Handler> Driver<H> {
                         };
                         // The store answers after every message queued for the session.
                         let resumed = match resumed {
-                            Some((taken, same_version)) => Some(
-                                taken
+                            Some((taken, same_version, handed)) => {
+                                let mut state = taken
                                     .await
                                     .ok()
                                     .flatten()
@@ -2095,8 +2124,13 @@ impl<H: Handler> Driver<H> {
                                     // carry over; the subscriptions (in the router) do.
                                     .filter(|_| same_version)
                                     .map(|stored| stored.state)
-                                    .unwrap_or_default(),
-                            ),
+                                    .unwrap_or_default();
+                                if handed {
+                                    // Another node's session: into this broker's journal.
+                                    self.journal_state(&mut state);
+                                }
+                                Some(state)
+                            }
                             None => None,
                         };
                         tracing::Span::current().record("client_id", req.client_id.as_str());

@@ -418,9 +418,8 @@ fn broker(args: BrokerArgs) -> ExitCode {
             let Some(builder) = recover(Broker::builder().config(config), journal) else {
                 return ExitCode::FAILURE;
             };
-            let builder = match cluster {
-                Some(cluster) => builder.cluster(cluster),
-                None => builder,
+            let Some(builder) = clustered(builder, cluster) else {
+                return ExitCode::FAILURE;
             };
             return serve(builder.bind().await, args.metrics_bind).await;
         };
@@ -435,9 +434,8 @@ fn broker(args: BrokerArgs) -> ExitCode {
         else {
             return ExitCode::FAILURE;
         };
-        let builder = match cluster {
-            Some(cluster) => builder.cluster(cluster),
-            None => builder,
+        let Some(builder) = clustered(builder, cluster) else {
+            return ExitCode::FAILURE;
         };
         let server = builder.bind().await;
         if let (Ok(server), Some(path)) = (&server, args.config.clone()) {
@@ -475,10 +473,34 @@ fn cluster_options(
     Ok(Some(options))
 }
 
+/// Makes the broker a node of `cluster` (when there is one), with its journal in the
+/// cluster's bucket; `None` (logged) when that journal cannot be read.
+fn clustered<H: Handler>(
+    builder: mqttx_broker::Builder<H>,
+    cluster: Option<std::sync::Arc<NatsCluster>>,
+) -> Option<mqttx_broker::Builder<H>> {
+    let Some(cluster) = cluster else {
+        return Some(builder);
+    };
+    match builder.journal(cluster.journal()) {
+        Ok((builder, recovery)) => {
+            tracing::info!(
+                "recovered {} sessions and {} messages from the cluster's journal in {:?}",
+                recovery.sessions,
+                recovery.messages,
+                recovery.elapsed,
+            );
+            Some(builder.cluster(cluster))
+        }
+        Err(e) => {
+            tracing::error!("cannot recover from the cluster's journal: {e}");
+            None
+        }
+    }
+}
+
 /// Connects to the cluster's engine; logs why not and returns `None` when it cannot.
-async fn join_cluster(
-    options: NatsClusterOptions,
-) -> Option<std::sync::Arc<dyn mqttx_broker::Cluster>> {
+async fn join_cluster(options: NatsClusterOptions) -> Option<std::sync::Arc<NatsCluster>> {
     match NatsCluster::connect(options).await {
         Ok(cluster) => {
             tracing::info!(node_id = cluster.node_id(), "joined the cluster");

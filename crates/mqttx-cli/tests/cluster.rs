@@ -9,11 +9,13 @@
 #[path = "../../mqttx-cluster-nats/tests/support/nats.rs"]
 #[allow(dead_code)]
 mod nats;
+mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use nats::NatsServer;
+use support::{Broker, Client, start_broker};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -22,43 +24,20 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// A `mqttx broker --cluster` process, killed when dropped.
 struct Node {
-    _child: Child,
+    broker: Broker,
     port: String,
 }
 
 async fn node(nats: &NatsServer, id: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mqttx"))
-        .args(["broker", "--bind", "127.0.0.1:0", "--log-level", "info"])
-        .args(["--cluster", nats.url(), "--node-id", id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn mqttx broker");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let line = tokio::time::timeout(WAIT, async {
-        loop {
-            match log.next_line().await.expect("read log") {
-                Some(line) if line.contains("mqttx broker listening") => return line,
-                Some(_) => {}
-                None => panic!("node {id} exited before listening"),
-            }
-        }
-    })
-    .await
-    .expect("the node listens in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    let port = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-        .to_owned();
-    Node {
-        _child: child,
-        port,
-    }
+    let broker = start_broker(&[
+        "--cluster".as_ref(),
+        nats.url().as_ref(),
+        "--node-id".as_ref(),
+        id.as_ref(),
+    ])
+    .await;
+    let port = broker.port.to_string();
+    Node { broker, port }
 }
 
 /// `mosquitto_pub` to `node`, to completion.
@@ -282,4 +261,106 @@ async fn paho_clients_on_different_nodes() {
             "paho/cluster hello 2 2"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_killed_node_s_sessions_are_recovered_by_another_node() {
+    use futures_util::StreamExt as _;
+    use mqttx_codec::{Packet, PacketId, PubResponse, Publish, QoS, Subscribe, SubscribeFilter};
+
+    const N: u16 = 50;
+    let server = NatsServer::start();
+    let (n1, n2) = (node(&server, "n1").await, node(&server, "n2").await);
+    let (mut sub, _) = Client::connect(n1.broker.port, "victim")
+        .await
+        .expect("connect to n1");
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Default::default(),
+        filters: vec![SubscribeFilter::new("k/#", QoS::AtLeastOnce)].into(),
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+
+    // QoS 1 messages published on n2, received on n1 and not acknowledged.
+    let (mut publ, _) = Client::connect(n2.broker.port, "pub")
+        .await
+        .expect("connect to n2");
+    for i in 1..=N {
+        let mut p = Publish::new(format!("k/{i}"), format!("m{i}").into_bytes());
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(i);
+        publ.send(&Packet::Publish(p)).await.unwrap();
+        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    }
+    let mut first = Vec::new();
+    for _ in 0..N {
+        match sub.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert!(!p.dup);
+                first.push((p.topic.to_string(), p.packet_id));
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    // Wait until n1's journal in the cluster holds them, then kill it.
+    let nats = async_nats::connect(server.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let bucket = js
+        .get_key_value("mqttx_journal")
+        .await
+        .expect("journal bucket");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut keys = bucket.keys().await.expect("keys");
+        let mut flights = 0;
+        while let Some(key) = keys.next().await {
+            if key.expect("key").starts_with("n1.flights.") {
+                flights += 1;
+            }
+        }
+        if flights == usize::from(N) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{flights} of {N} journaled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n1.broker.kill().await;
+    drop(sub);
+
+    // The client comes back on n2: its session, from n1's journal, with every message again,
+    // DUP set and the original Packet Identifiers.
+    let (mut back, present) = Client::connect(n2.broker.port, "victim")
+        .await
+        .expect("connect to n2");
+    assert!(
+        present,
+        "the session was recovered from the dead node's journal"
+    );
+    let mut again = Vec::new();
+    for _ in 0..N {
+        match back.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert!(p.dup, "resent with DUP");
+                let id = p.packet_id.expect("QoS 1");
+                again.push((p.topic.to_string(), Some(id)));
+                back.send(&Packet::PubAck(PubResponse::new(id)))
+                    .await
+                    .unwrap();
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(again, first);
+    // And the session lives on at n2.
+    let mut p = Publish::new("k/after".to_owned(), &b"after"[..]);
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(N + 1);
+    publ.send(&Packet::Publish(p)).await.unwrap();
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    assert!(matches!(back.recv().await, Some(Packet::Publish(p)) if &*p.topic == "k/after"));
 }

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
+mod support;
+
 use mqttx_codec::{
-    Connect, DecodeContext, Decoder, EncodeContext, Packet, PacketId, ProtocolVersion, PubResponse,
-    Publish, QoS, ReasonCode, Subscribe, SubscribeFilter, encode,
+    Packet, PacketId, PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use support::{Broker, Client, start_broker};
+use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// QoS 1 messages, then QoS 2 ones, numbered from 0.
@@ -24,7 +24,6 @@ const QOS1: u32 = 10_000;
 const QOS2: u32 = 500;
 /// Publishes in flight at once.
 const WINDOW: usize = 64;
-const V5: ProtocolVersion = ProtocolVersion::V5;
 
 /// A small deterministic generator (xorshift), seeded per run and printed, so that a failing
 /// run can be repeated with `MQTTX_CRASH_SEED`.
@@ -39,109 +38,15 @@ impl Rng {
     }
 }
 
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
 /// Starts `mqttx broker` on a free port with `dir` as its data directory.
 async fn start(dir: &std::path::Path, config: &std::path::Path) -> Broker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mqttx"))
-        .args(["broker", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn mqttx broker");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let line = tokio::time::timeout(WAIT, async {
-        loop {
-            match log.next_line().await.expect("read log") {
-                Some(line) if line.contains("mqttx broker listening") => return line,
-                Some(_) => {}
-                None => panic!("the broker exited before listening"),
-            }
-        }
-    })
+    start_broker(&[
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
     .await
-    .expect("the broker listens in time");
-    // Keep draining the log so that the broker never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    let port = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Broker { child, port }
-}
-
-impl Broker {
-    /// SIGKILL, then wait for the process to be gone.
-    async fn kill(mut self) {
-        self.child.start_kill().expect("kill -9");
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("the broker dies in time")
-            .expect("wait");
-    }
-}
-
-/// A scripted MQTT 5.0 client over TCP.
-struct Client {
-    stream: TcpStream,
-    decoder: Decoder,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    /// Connects with Clean Start 0 and a Session Expiry of an hour; returns Session Present.
-    async fn connect(port: u16, id: &str) -> Option<(Self, bool)> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let mut client = Self {
-            stream,
-            decoder: Decoder::new(DecodeContext::new(V5)),
-            buf: Vec::new(),
-        };
-        let mut connect = Connect::new(V5, id.to_owned());
-        connect.clean_start = false;
-        connect.properties.session_expiry_interval = Some(3600);
-        client.send(&Packet::Connect(connect)).await.ok()?;
-        match client.recv().await? {
-            Packet::ConnAck(ack) if ack.reason_code == ReasonCode::SUCCESS => {
-                Some((client, ack.session_present))
-            }
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, packet: &Packet<'_>) -> std::io::Result<()> {
-        self.buf.clear();
-        encode(packet, &EncodeContext::new(V5), &mut self.buf).expect("encode");
-        self.stream.write_all(&self.buf).await
-    }
-
-    /// The next packet, or `None` once the connection is gone (or silent for `WAIT`).
-    async fn recv(&mut self) -> Option<Packet<'static>> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if let Some(packet) = self.decoder.next_packet().expect("a valid packet") {
-                return Some(packet);
-            }
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .ok()?
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            self.decoder.feed(&chunk[..n]);
-        }
-    }
 }
 
 fn pid(n: u32) -> PacketId {

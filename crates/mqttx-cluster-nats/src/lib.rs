@@ -51,10 +51,12 @@
 
 #![forbid(unsafe_code)]
 
+mod journal;
 mod node;
 mod owner;
 pub mod proto;
 
+pub use journal::{NatsJournal, purge_node, read_node};
 pub use node::{ClusterError, NatsCluster, NatsClusterOptions};
 pub use owner::Ownership;
 

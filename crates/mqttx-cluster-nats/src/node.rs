@@ -33,6 +33,7 @@ use mqttx_router::TopicFilter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::journal::NatsJournal;
 use crate::owner::Ownership;
 use crate::proto::interest::{Change, Interest};
 use crate::proto::subject::Namespace;
@@ -162,6 +163,8 @@ struct Inner {
     /// The retained messages found at connect, handed to the broker at attach, and the
     /// watch of later changes (started before they were read, so none is missed).
     initial_retained: Mutex<Initial>,
+    /// This node's journal in the cluster's journal bucket.
+    journal: Arc<NatsJournal>,
     /// QoS 0 copies for other nodes dropped because the publishing task was behind.
     dropped: AtomicU64,
     /// Messages received from NATS that could not be read.
@@ -254,6 +257,29 @@ impl NatsCluster {
                 .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
                 .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
         };
+        let bucket = format!("{prefix}_journal");
+        let journal_store = match tokio::time::timeout(
+            timeout,
+            js.create_key_value(kv::Config {
+                bucket: bucket.clone(),
+                description: String::from("mqttx: the nodes' persistent sessions"),
+                history: 1,
+                num_replicas: options.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            }),
+        )
+        .await
+        {
+            Ok(Ok(store)) => store,
+            _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
+                .await
+                .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
+                .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
+        };
+        let journal = NatsJournal::open(journal_store.clone(), &options.node_id, timeout)
+            .await
+            .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?;
         let owners = Ownership::open(
             client.clone(),
             &format!("{prefix}_sessions"),
@@ -263,7 +289,8 @@ impl NatsCluster {
             timeout,
         )
         .await
-        .map_err(|e| ClusterError::Bucket(format!("{prefix}_sessions: {e}")))?;
+        .map_err(|e| ClusterError::Bucket(format!("{prefix}_sessions: {e}")))?
+        .with_journal(journal_store);
         let keys = Namespace::root();
         let watch = tokio::time::timeout(timeout, retained.watch_all())
             .await
@@ -285,6 +312,7 @@ impl NatsCluster {
             readers: Mutex::default(),
             publish: tx,
             initial_retained: Mutex::new(Initial(initial, Some(watch))),
+            journal: Arc::new(journal),
             dropped: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
             timeout,
@@ -301,6 +329,14 @@ impl NatsCluster {
     /// The node identifier.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// This node's journal in the cluster's journal bucket, for
+    /// [`Builder::journal`](mqttx_broker::Builder::journal): with it, the node's persistent
+    /// sessions outlive the node (a node that claims one of them after this node died reads
+    /// it from there), and QoS 1 and 2 messages for them are acknowledged once journaled.
+    pub fn journal(&self) -> Arc<NatsJournal> {
+        Arc::clone(&self.inner.journal)
     }
 }
 

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use mqttx_broker::{ClaimError, ClusterNode, StoredSession};
 
+use crate::journal::{purge_node, read_node};
 use crate::proto::subject::encode_token;
 
 /// Where the owners of sessions are recorded, and how takeovers are asked for.
@@ -30,6 +31,8 @@ pub struct Ownership {
     /// The takeover subjects are `{control}.{node token}.takeover`.
     control: String,
     timeout: Duration,
+    /// The cluster's journal bucket: a dead owner's sessions are read from it.
+    journal: Option<kv::Store>,
 }
 
 /// The wall clock and the process clock, read at one moment, for a session's byte form.
@@ -81,7 +84,42 @@ impl Ownership {
             node_id: node_id.to_owned(),
             control: control.to_owned(),
             timeout,
+            journal: None,
         })
+    }
+
+    /// Reads the session of an owner that does not answer a takeover from the nodes' journal
+    /// bucket ([`NatsJournal`](crate::NatsJournal)), and moves it out of that node's keys.
+    #[must_use]
+    pub fn with_journal(mut self, journal: kv::Store) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The session of `client_id` that node `previous` journaled, taken out of its keys.
+    async fn recover_from_journal(&self, client_id: &str, previous: &str) -> Option<StoredSession> {
+        let store = self.journal.as_ref()?;
+        let entries = match read_node(store, previous, self.timeout).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::warn!(%client_id, node = %previous, %error, "cannot read the previous owner's journal");
+                return None;
+            }
+        };
+        match mqttx_broker::recover_session(client_id, entries) {
+            Ok(Some(found)) => {
+                if let Err(error) = purge_node(store, previous, &found.keys).await {
+                    tracing::warn!(%client_id, node = %previous, %error, "cannot remove the session from the previous owner's journal");
+                }
+                tracing::info!(%client_id, node = %previous, "session recovered from the journal of a node that did not answer");
+                Some(found.session)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%client_id, node = %previous, %error, "the previous owner's journal holds an unreadable session");
+                None
+            }
+        }
     }
 
     /// The takeover subject of node `node_id`.
@@ -150,11 +188,11 @@ impl Ownership {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
                 tracing::warn!(%client_id, node = %previous, %error, "the previous owner did not hand the session over");
-                return Ok(None);
+                return Ok(self.recover_from_journal(client_id, &previous).await);
             }
             Err(_) => {
                 tracing::warn!(%client_id, node = %previous, "the previous owner did not hand the session over in time");
-                return Ok(None);
+                return Ok(self.recover_from_journal(client_id, &previous).await);
             }
         };
         if reply.payload.is_empty() {

@@ -2449,4 +2449,4 @@ mod persist;
 #[cfg(test)]
 mod tests;
 
-pub use persist::{FlightState, StateDecodeError};
+pub use persist::{FlightOf, FlightState, Rekeyed, StateDecodeError};

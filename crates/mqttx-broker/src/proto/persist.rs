@@ -294,6 +294,52 @@ impl SessionState {
     pub fn restore_inbound(&mut self, packet_id: u16) {
         self.incoming_qos2.insert(packet_id);
     }
+
+    /// Gives every message a new journal key from `next_id`, and returns what a journal needs
+    /// to restore this state: each message (those in flight first, in the order they were
+    /// sent, then the queued ones) and the inbound QoS 2 identifiers. For moving a session
+    /// into another journal, as when a cluster node takes a session over. A QoS 2 message
+    /// whose PUBREC came and whose message was not kept (only its PUBREL is owed) is left out
+    /// of the list: a journal cannot hold a flight without its message.
+    pub fn rekey(&mut self, now: Instant, mut next_id: impl FnMut() -> u64) -> Rekeyed {
+        let mut out = Rekeyed::default();
+        self.inflight.sort_by_key(|f| f.seq);
+        for flight in &mut self.inflight {
+            let Some(message) = flight.message.take() else {
+                continue;
+            };
+            let message = message.with_id(next_id());
+            let state = match flight.state {
+                InFlight::Qos2Released => FlightState::Released,
+                InFlight::Qos1 | InFlight::Qos2Sent => FlightState::Sent,
+            };
+            out.messages
+                .push((message.clone(), Some((flight.packet_id, state)), now));
+            flight.message = Some(message);
+        }
+        for (message, since) in &mut self.queue {
+            let rekeyed = message.clone().with_id(next_id());
+            out.messages.push((rekeyed.clone(), None, *since));
+            *message = rekeyed;
+        }
+        out.inbound.extend(self.incoming_qos2.iter().copied());
+        out.inbound.sort_unstable();
+        out
+    }
+}
+
+/// A message in flight: its Packet Identifier and how far its acknowledgement went.
+pub type FlightOf = (u16, FlightState);
+
+/// What [`SessionState::rekey`] lists for a journal.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Rekeyed {
+    /// Each message with its new key ([`Outbound::id`]), its Packet Identifier and state
+    /// when in flight, and when it started waiting.
+    pub messages: Vec<(Outbound, Option<FlightOf>, Instant)>,
+    /// The inbound QoS 2 identifiers awaiting PUBREL.
+    pub inbound: Vec<u16>,
 }
 
 impl SessionState {

@@ -1,0 +1,123 @@
+//! Helpers shared by the integration tests that run `mqttx broker` as a child process: start
+//! it and read its port from its log, kill it by its pid, and a scripted MQTT 5.0 client
+//! speaking raw packets (the codec's).
+
+#![allow(dead_code, unreachable_pub)] // Each test crate uses a different subset.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use mqttx_codec::{
+    Connect, DecodeContext, Decoder, EncodeContext, Packet, ProtocolVersion, ReasonCode, encode,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// Bounds every wait of these helpers.
+pub const WAIT: Duration = Duration::from_secs(30);
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// A `mqttx broker` process, killed (SIGKILL) when dropped.
+pub struct Broker {
+    pub child: Child,
+    pub port: u16,
+}
+
+/// Starts `mqttx broker --bind 127.0.0.1:0 ARGS` and waits until it logs its address.
+pub async fn start_broker(args: &[&std::ffi::OsStr]) -> Broker {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqttx"))
+        .args(["broker", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mqttx broker");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(WAIT, async {
+        loop {
+            match log.next_line().await.expect("read log") {
+                Some(line) if line.contains("mqttx broker listening") => return line,
+                Some(_) => {}
+                None => panic!("the broker exited before listening"),
+            }
+        }
+    })
+    .await
+    .expect("the broker listens in time");
+    // Keep draining the log so that the broker never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Broker { child, port }
+}
+
+impl Broker {
+    /// SIGKILL, then wait for the process to be gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("kill -9");
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the broker dies in time")
+            .expect("wait");
+    }
+}
+
+/// A scripted MQTT 5.0 client over TCP.
+pub struct Client {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects with Clean Start 0 and a Session Expiry of an hour; returns Session Present.
+    pub async fn connect(port: u16, id: &str) -> Option<(Self, bool)> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut client = Self {
+            stream,
+            decoder: Decoder::new(DecodeContext::new(V5)),
+            buf: Vec::new(),
+        };
+        let mut connect = Connect::new(V5, id.to_owned());
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(3600);
+        client.send(&Packet::Connect(connect)).await.ok()?;
+        match client.recv().await? {
+            Packet::ConnAck(ack) if ack.reason_code == ReasonCode::SUCCESS => {
+                Some((client, ack.session_present))
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: &Packet<'_>) -> std::io::Result<()> {
+        self.buf.clear();
+        encode(packet, &EncodeContext::new(V5), &mut self.buf).expect("encode");
+        self.stream.write_all(&self.buf).await
+    }
+
+    /// The next packet, or `None` once the connection is gone (or silent for `WAIT`).
+    pub async fn recv(&mut self) -> Option<Packet<'static>> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some(packet) = self.decoder.next_packet().expect("a valid packet") {
+                return Some(packet);
+            }
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .ok()?
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.decoder.feed(&chunk[..n]);
+        }
+    }
+}
