@@ -133,6 +133,12 @@ pub(crate) trait LocalNode: Send + Sync {
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
     fn retain(&self, topic: &TopicName, message: Option<&Message>);
     fn take_over(self: Arc<Self>, client_id: String) -> ClusterFuture<Option<StoredSession>>;
+    fn adopt(
+        &self,
+        client_id: &str,
+        session: StoredSession,
+        will: Option<(std::time::Instant, Message)>,
+    ) -> bool;
 }
 
 /// The cluster's handle on its broker: cheap to clone, and inert once the broker is dropped.
@@ -187,6 +193,22 @@ impl ClusterNode {
         if let Some(local) = self.local() {
             local.retain(topic, message);
         }
+    }
+
+    /// Keeps, as the session of a client that is away, `client_id`'s session from a node that
+    /// died (read from its journal), with its delayed Will (when it is due, and the Will) if it
+    /// had one: here it collects messages for its client, ends at its Session Expiry Interval,
+    /// and its Will is published when due unless the client comes back first. Returns false,
+    /// changing nothing, when the client is connected here, this node already holds a session
+    /// for it, or the stored-session limit is reached.
+    pub fn adopt(
+        &self,
+        client_id: &str,
+        session: StoredSession,
+        will: Option<(std::time::Instant, Message)>,
+    ) -> bool {
+        self.local()
+            .is_some_and(|local| local.adopt(client_id, session, will))
     }
 
     /// Another node now owns `client_id`'s session: closes its connection here, if any, with

@@ -299,6 +299,8 @@ pub struct ForeignSession {
     /// The session: subscriptions, expiry, queued messages, messages in flight, inbound QoS 2
     /// identifiers.
     pub session: StoredSession,
+    /// Its delayed Will, if it has one: when it is due, and the Will.
+    pub will: Option<(Instant, Message)>,
     /// The entries it was built from, to remove from that journal.
     pub keys: Vec<(Table, Vec<u8>)>,
 }
@@ -318,18 +320,27 @@ pub fn recover_session(
         .filter(|(table, key, _)| {
             matches!(
                 table,
-                Table::Sessions | Table::Messages | Table::Flights | Table::Inbound
+                Table::Sessions | Table::Messages | Table::Flights | Table::Inbound | Table::Wills
             ) && split_client(key).is_some_and(|(client, _)| client == client_id)
         })
         .collect();
     let keys = mine.iter().map(|(t, k, _)| (*t, k.clone())).collect();
     let recovered = recover(mine, Clock::read())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let will = recovered
+        .wills
+        .into_iter()
+        .next()
+        .map(|(_, due, will)| (due, will));
     Ok(recovered
         .sessions
         .into_iter()
         .next()
-        .map(|(_, session)| ForeignSession { session, keys }))
+        .map(|(_, session)| ForeignSession {
+            session,
+            will,
+            keys,
+        }))
 }
 
 /// Decodes everything a journal holds. Entries of a session that is not there (a crash

@@ -1060,6 +1060,58 @@ impl<H: Handler> LocalNode for Inner<H> {
         }
     }
 
+    fn adopt(
+        &self,
+        client_id: &str,
+        mut session: StoredSession,
+        will: Option<(std::time::Instant, Message)>,
+    ) -> bool {
+        let mut shared = self.lock();
+        if shared.by_client_id.contains_key(client_id)
+            || shared.sessions.contains_key(client_id)
+            || shared.sessions.len() >= self.config.max_stored_sessions
+        {
+            return false;
+        }
+        let id = SubscriberId::new(self.next_connection.fetch_add(1, Ordering::Relaxed));
+        for (filter, options) in &session.subscriptions {
+            let outcome = shared.router.subscribe(filter, id, *options);
+            if let (Some(cluster), Ok(SubscribeOutcome::New)) = (&shared.cluster, outcome) {
+                let _ = cluster.subscribed(filter);
+            }
+        }
+        let mut ops = Vec::new();
+        let durable = shared.journaling && durable::fits(client_id);
+        if durable {
+            let clock = Clock::read();
+            let state = std::mem::take(&mut session.state);
+            durable::put_session(client_id, &session, clock, &mut ops);
+            session.state = state;
+            shared.journal_rekeyed(client_id, &mut session.state, clock, &mut ops);
+        }
+        if let Some((due, will)) = will {
+            if durable {
+                let due_unix = Clock::read().to_unix(due);
+                durable::put_will(client_id, due_unix, &will, &mut ops);
+            }
+            shared
+                .delayed_wills
+                .insert(client_id.to_owned(), (Instant::from_std(due), will, id));
+        }
+        shared.journal(ops);
+        shared.sessions.insert(
+            client_id.to_owned(),
+            Stored {
+                id,
+                version: session.version,
+                expires_at: session.expires_at.map(Instant::from_std),
+            },
+        );
+        shared.offline.insert(id, client_id.to_owned());
+        shared.store(StoreOp::Save(client_id.to_owned(), session));
+        true
+    }
+
     fn take_over(self: Arc<Self>, client_id: String) -> ClusterFuture<Option<StoredSession>> {
         Box::pin(async move {
             let connected = {
@@ -1281,6 +1333,31 @@ impl Shared {
             }
         }
         expired
+    }
+
+    /// Gives every message of `state` a new journal key and adds the records that restore it
+    /// (messages, flights, inbound QoS 2 identifiers) to `ops`.
+    fn journal_rekeyed(
+        &mut self,
+        client_id: &str,
+        state: &mut crate::proto::SessionState,
+        clock: Clock,
+        ops: &mut Vec<JournalOp>,
+    ) {
+        let rekeyed = state.rekey(clock.now, || self.message_id());
+        for (message, flight, since) in &rekeyed.messages {
+            let Some(id) = message.id() else {
+                continue;
+            };
+            durable::put_message(client_id, id, clock.to_unix(*since), message, ops);
+            if let Some((packet_id, flight)) = flight {
+                let released = *flight == crate::proto::FlightState::Released;
+                durable::put_flight(client_id, id, *packet_id, released, ops);
+            }
+        }
+        for packet_id in &rekeyed.inbound {
+            durable::put_inbound(client_id, *packet_id, ops);
+        }
     }
 
     /// Removes every subscription of `id`, reporting each to the cluster.
@@ -1674,21 +1751,8 @@ impl<H: Handler> Driver<H> {
         };
         let clock = Clock::read();
         let mut shared = self.inner.lock();
-        let rekeyed = state.rekey(clock.now, || shared.message_id());
         let mut ops = Vec::new();
-        for (message, flight, since) in &rekeyed.messages {
-            let Some(id) = message.id() else {
-                continue;
-            };
-            durable::put_message(&client_id, id, clock.to_unix(*since), message, &mut ops);
-            if let Some((packet_id, flight)) = flight {
-                let released = *flight == crate::proto::FlightState::Released;
-                durable::put_flight(&client_id, id, *packet_id, released, &mut ops);
-            }
-        }
-        for packet_id in &rekeyed.inbound {
-            durable::put_inbound(&client_id, *packet_id, &mut ops);
-        }
+        shared.journal_rekeyed(&client_id, state, clock, &mut ops);
         shared.journal(ops);
         let seq = shared.store_seq;
         drop(shared);

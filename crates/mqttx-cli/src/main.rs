@@ -194,6 +194,9 @@ struct ClusterConfig {
     prefix: Option<String>,
     /// Copies of the stream and buckets (default 1).
     replicas: Option<usize>,
+    /// How often the node's heartbeat is written, in milliseconds (default 2000); a node
+    /// silent for three of these is taken for dead and its sessions adopted.
+    heartbeat_ms: Option<u64>,
 }
 
 /// The data directory when neither the flags nor the configuration file name one.
@@ -469,6 +472,9 @@ fn cluster_options(
     }
     if let Some(replicas) = table.replicas {
         options = options.replicas(replicas);
+    }
+    if let Some(ms) = table.heartbeat_ms {
+        options = options.heartbeat(std::time::Duration::from_millis(ms));
     }
     Ok(Some(options))
 }

@@ -364,3 +364,116 @@ async fn a_killed_node_s_sessions_are_recovered_by_another_node() {
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     assert!(matches!(back.recv().await, Some(Packet::Publish(p)) if &*p.topic == "k/after"));
 }
+
+#[tokio::test]
+async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
+    use futures_util::StreamExt as _;
+    use mqttx_codec::{
+        Connect, Packet, PacketId, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
+    };
+
+    let server = NatsServer::start();
+    // Heartbeats every 300 ms: a node silent for 0.9 s is taken for dead.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[cluster]\nheartbeat_ms = 300\n").expect("config");
+    let start = |id: &'static str| {
+        let config = config.clone();
+        let url = server.url().to_owned();
+        async move {
+            start_broker(&[
+                "--cluster".as_ref(),
+                url.as_ref(),
+                "--node-id".as_ref(),
+                id.as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+            ])
+            .await
+        }
+    };
+    let (n1, n2) = (start("n1").await, start("n2").await);
+    let (mut watcher, _) = Client::connect(n2.port, "watcher").await.expect("watcher");
+    watcher
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Default::default(),
+            filters: vec![SubscribeFilter::new("will/#", QoS::AtLeastOnce)].into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+
+    // A client with a persistent session and a Will delayed by 3 s loses its connection to
+    // n1: n1 keeps the session and the Will, journaled in the cluster.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", n1.port))
+        .await
+        .expect("connect");
+    let mut raw = mqttx_codec::Decoder::new(mqttx_codec::DecodeContext::new(ProtocolVersion::V5));
+    let mut connect = Connect::new(ProtocolVersion::V5, "mortal".to_owned());
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(60);
+    let mut will = mqttx_codec::Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+        topic: "will/mortal".into(),
+        payload: (&b"gone"[..]).into(),
+    };
+    will.properties.will_delay_interval = Some(3);
+    connect.will = Some(Box::new(will));
+    let mut bytes = Vec::new();
+    mqttx_codec::encode(
+        &Packet::Connect(connect),
+        &mqttx_codec::EncodeContext::new(ProtocolVersion::V5),
+        &mut bytes,
+    )
+    .unwrap();
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = stream;
+        stream.write_all(&bytes).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("CONNACK in time")
+            .unwrap();
+        raw.feed(&buf[..n]);
+        assert!(matches!(raw.next_packet(), Ok(Some(Packet::ConnAck(_)))));
+        // Dropped without DISCONNECT.
+    }
+    let nats = async_nats::connect(server.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let bucket = js
+        .get_key_value("mqttx_journal")
+        .await
+        .expect("journal bucket");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut keys = bucket.keys().await.expect("keys");
+        let mut will = false;
+        while let Some(key) = keys.next().await {
+            will |= key.expect("key").starts_with("n1.wills.");
+        }
+        if will {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Will journaled in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n1.kill().await;
+
+    // n2 adopts the session once n1's heartbeat expires, and publishes the Will when due.
+    match watcher.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!((&*p.topic, &p.payload[..]), ("will/mortal", &b"gone"[..]));
+        }
+        other => panic!("expected the Will, got {other:?}"),
+    }
+    // The session lives on at n2.
+    let (_back, present) = Client::connect(n2.port, "mortal").await.expect("connect");
+    assert!(present, "n2 adopted the session");
+}

@@ -55,6 +55,7 @@ pub struct NatsClusterOptions {
     connect_timeout: Duration,
     stream_max_age: Duration,
     stream_max_bytes: i64,
+    heartbeat: Duration,
 }
 
 impl NatsClusterOptions {
@@ -69,7 +70,16 @@ impl NatsClusterOptions {
             connect_timeout: Duration::from_secs(5),
             stream_max_age: Duration::from_secs(24 * 3600),
             stream_max_bytes: 1 << 30,
+            heartbeat: Duration::from_secs(2),
         }
+    }
+
+    /// How often the node tells the others it is alive (default 2 s). A node silent for
+    /// three of these is taken for dead: the others adopt its sessions.
+    #[must_use]
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(100));
+        self
     }
 
     /// The subject prefix, stream name and bucket name prefix (default `mqttx`): one plain
@@ -165,6 +175,9 @@ struct Inner {
     initial_retained: Mutex<Initial>,
     /// This node's journal in the cluster's journal bucket.
     journal: Arc<NatsJournal>,
+    /// The nodes' heartbeats.
+    nodes: kv::Store,
+    heartbeat: Duration,
     /// QoS 0 copies for other nodes dropped because the publishing task was behind.
     dropped: AtomicU64,
     /// Messages received from NATS that could not be read.
@@ -291,6 +304,32 @@ impl NatsCluster {
         .await
         .map_err(|e| ClusterError::Bucket(format!("{prefix}_sessions: {e}")))?
         .with_journal(journal_store);
+        let bucket = format!("{prefix}_nodes");
+        let nodes = tokio::time::timeout(
+            timeout,
+            js.create_key_value(kv::Config {
+                bucket: bucket.clone(),
+                description: String::from("mqttx: the nodes' heartbeats"),
+                history: 1,
+                max_age: options.heartbeat * 3,
+                num_replicas: options.replicas,
+                storage: stream::StorageType::Memory,
+                ..Default::default()
+            }),
+        )
+        .await;
+        let nodes = match nodes {
+            Ok(Ok(store)) => store,
+            _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
+                .await
+                .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
+                .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
+        };
+        let me = crate::proto::subject::encode_token(&options.node_id);
+        tokio::time::timeout(timeout, nodes.put(&me, Bytes::from_static(b"alive")))
+            .await
+            .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
+            .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?;
         let keys = Namespace::root();
         let watch = tokio::time::timeout(timeout, retained.watch_all())
             .await
@@ -313,6 +352,8 @@ impl NatsCluster {
             publish: tx,
             initial_retained: Mutex::new(Initial(initial, Some(watch))),
             journal: Arc::new(journal),
+            nodes,
+            heartbeat: options.heartbeat,
             dropped: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
             timeout,
@@ -625,6 +666,48 @@ async fn publisher(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Command
     }
 }
 
+/// Puts this node's heartbeat every interval and, once the node has been up long enough to
+/// have seen everyone's, adopts the sessions of nodes whose heartbeat expired.
+async fn heartbeat(inner: std::sync::Weak<Inner>, node: ClusterNode) {
+    let Some(every) = inner.upgrade().map(|i| i.heartbeat) else {
+        return;
+    };
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if !node.is_alive() {
+            return;
+        }
+        let me = crate::proto::subject::encode_token(&inner.node_id);
+        let put = inner.nodes.put(&me, Bytes::from_static(b"alive"));
+        if !matches!(tokio::time::timeout(inner.timeout, put).await, Ok(Ok(_))) {
+            tracing::debug!("heartbeat not recorded");
+            continue;
+        }
+        if started.elapsed() < every * 4 {
+            continue;
+        }
+        let listed = async {
+            let mut alive = std::collections::HashSet::new();
+            let mut keys = inner.nodes.keys().await.ok()?;
+            while let Some(key) = keys.next().await {
+                let key = key.ok()?;
+                alive.insert(crate::proto::subject::decode_token(&key).ok()?);
+            }
+            Some(alive)
+        };
+        let Ok(Some(alive)) = tokio::time::timeout(inner.timeout, listed).await else {
+            continue;
+        };
+        inner.owners.adopt_orphans(&alive, &node).await;
+    }
+}
+
 /// Watches the retained bucket and mirrors it into the broker.
 async fn watch_retained(inner: std::sync::Weak<Inner>, mut watch: kv::Watch) {
     while let Some(entry) = watch.next().await {
@@ -669,11 +752,13 @@ impl Cluster for NatsCluster {
             tokio::spawn(watch_retained(Arc::downgrade(inner), watch));
         }
         let owners = inner.owners.clone();
+        let served = node.clone();
         tokio::spawn(async move {
-            if let Err(error) = owners.serve_takeovers(node).await {
+            if let Err(error) = owners.serve_takeovers(served).await {
                 tracing::error!(%error, "cannot answer takeovers");
             }
         });
+        tokio::spawn(heartbeat(Arc::downgrade(inner), node));
     }
 
     fn subscribed(&self, filter: &TopicFilter) -> Option<ClusterFuture<()>> {

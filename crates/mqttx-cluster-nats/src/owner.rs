@@ -12,15 +12,17 @@
 //! ([`StoredSession::encode`]), or empty when the old owner held none. An old owner that does
 //! not answer (it is gone) hands nothing over.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use mqttx_broker::{ClaimError, ClusterNode, StoredSession};
+
+use mqttx_broker::{ClaimError, ClusterNode, ForeignSession, StoredSession};
 
 use crate::journal::{purge_node, read_node};
-use crate::proto::subject::encode_token;
+use crate::proto::subject::{decode_token, encode_token};
 
 /// Where the owners of sessions are recorded, and how takeovers are asked for.
 #[derive(Clone, Debug)]
@@ -98,6 +100,14 @@ impl Ownership {
 
     /// The session of `client_id` that node `previous` journaled, taken out of its keys.
     async fn recover_from_journal(&self, client_id: &str, previous: &str) -> Option<StoredSession> {
+        self.take_from_journal(client_id, previous)
+            .await
+            .map(|found| found.session)
+    }
+
+    /// The session (and delayed Will) of `client_id` that node `previous` journaled, taken out
+    /// of its keys.
+    async fn take_from_journal(&self, client_id: &str, previous: &str) -> Option<ForeignSession> {
         let store = self.journal.as_ref()?;
         let entries = match read_node(store, previous, self.timeout).await {
             Ok(entries) => entries,
@@ -112,7 +122,7 @@ impl Ownership {
                     tracing::warn!(%client_id, node = %previous, %error, "cannot remove the session from the previous owner's journal");
                 }
                 tracing::info!(%client_id, node = %previous, "session recovered from the journal of a node that did not answer");
-                Some(found.session)
+                Some(found)
             }
             Ok(None) => None,
             Err(error) => {
@@ -206,6 +216,52 @@ impl Ownership {
                 Ok(None)
             }
         }
+    }
+
+    /// Claims every session whose owner is not in `alive` (the nodes whose heartbeat is
+    /// current) and reads it from that node's journal for `node` to keep until its client
+    /// comes back ([`ClusterNode::adopt`]): its Session Expiry and delayed Will are honoured
+    /// here. Of several nodes doing this at once, the compare-and-set lets one win each
+    /// session. Returns how many sessions were adopted.
+    pub async fn adopt_orphans(&self, alive: &HashSet<String>, node: &ClusterNode) -> usize {
+        let listed = async {
+            let mut out = Vec::new();
+            let mut keys = self.kv.keys().await.ok()?;
+            while let Some(key) = keys.next().await {
+                out.push(key.ok()?);
+            }
+            Some(out)
+        };
+        let Ok(Some(keys)) = tokio::time::timeout(self.timeout, listed).await else {
+            return 0;
+        };
+        let mut adopted = 0;
+        for key in keys {
+            let Ok(client_id) = decode_token(&key) else {
+                continue;
+            };
+            let Ok(Some((owner, revision))) = self.entry(&client_id).await else {
+                continue;
+            };
+            if owner == self.node_id || alive.contains(&owner) {
+                continue;
+            }
+            let me = Bytes::from(self.node_id.clone().into_bytes());
+            let update = self.kv.update(&key, me, revision);
+            if !matches!(tokio::time::timeout(self.timeout, update).await, Ok(Ok(_))) {
+                continue;
+            }
+            let Some(found) = self.take_from_journal(&client_id, &owner).await else {
+                // Nothing journaled (it ended with its connection): nothing to keep.
+                let _ = self.release(&client_id).await;
+                continue;
+            };
+            if node.adopt(&client_id, found.session, found.will) {
+                tracing::info!(%client_id, node = %owner, "adopted the session of a node that stopped");
+                adopted += 1;
+            }
+        }
+        adopted
     }
 
     /// Removes this node's entry for `client_id`, unless another node owns it by now.
