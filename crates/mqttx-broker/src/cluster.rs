@@ -130,6 +130,7 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
 /// state, behind a `Weak` so that the cluster does not keep a dropped broker alive).
 pub(crate) trait LocalNode: Send + Sync {
     fn deliver(&self, message: &Message);
+    fn deliver_stored(self: Arc<Self>, message: &Message) -> ClusterFuture<()>;
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
     fn retain(&self, topic: &TopicName, message: Option<&Message>);
     fn take_over(self: Arc<Self>, client_id: String) -> ClusterFuture<Option<StoredSession>>;
@@ -176,6 +177,17 @@ impl ClusterNode {
     pub fn deliver(&self, message: &Message) {
         if let Some(local) = self.local() {
             local.deliver(message);
+        }
+    }
+
+    /// Like [`deliver`](Self::deliver), for a message the cluster keeps until this node has
+    /// taken it: the future completes once what the delivery made durable here (the message
+    /// queued or in flight for persistent sessions, with a journal) is committed, so the
+    /// cluster may then forget the message for this node.
+    pub fn deliver_stored(&self, message: &Message) -> ClusterFuture<()> {
+        match self.local() {
+            Some(local) => local.deliver_stored(message),
+            None => Box::pin(std::future::ready(())),
         }
     }
 

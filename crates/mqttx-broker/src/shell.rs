@@ -1043,6 +1043,21 @@ impl<H: Handler> LocalNode for Inner<H> {
         self.lock().route(&self.config, None, message, true);
     }
 
+    fn deliver_stored(self: Arc<Self>, message: &Message) -> ClusterFuture<()> {
+        // The store task runs from the first connection on; messages for restored sessions
+        // may come before it.
+        self.start_housekeeping();
+        let seq = {
+            let mut shared = self.lock();
+            shared.route(&self.config, None, message, true);
+            shared.store_seq
+        };
+        let mut committed = self.committed.subscribe();
+        Box::pin(async move {
+            let _ = committed.wait_for(|&done| done >= seq).await;
+        })
+    }
+
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool {
         self.lock().route_group(&self.config, filter, message)
     }

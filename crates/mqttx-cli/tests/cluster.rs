@@ -477,3 +477,89 @@ async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
     let (_back, present) = Client::connect(n2.port, "mortal").await.expect("connect");
     assert!(present, "n2 adopted the session");
 }
+
+#[tokio::test]
+async fn a_restarted_node_catches_up_from_the_stream() {
+    use futures_util::StreamExt as _;
+    use mqttx_codec::{
+        Disconnect, Packet, PacketId, PubResponse, Publish, QoS, Subscribe, SubscribeFilter,
+    };
+
+    const N: u16 = 20;
+    let server = NatsServer::start();
+    let (n1, n3) = (node(&server, "n1").await, node(&server, "n3").await);
+    // A persistent session on n3 whose client is away.
+    let (mut sleeper, _) = Client::connect(n3.broker.port, "sleeper")
+        .await
+        .expect("connect to n3");
+    sleeper
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Default::default(),
+            filters: vec![SubscribeFilter::new("c/#", QoS::AtLeastOnce)].into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(sleeper.recv().await, Some(Packet::SubAck(_))));
+    sleeper
+        .send(&Packet::Disconnect(Disconnect::default()))
+        .await
+        .unwrap();
+    assert!(sleeper.recv().await.is_none());
+    let nats = async_nats::connect(server.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let bucket = js
+        .get_key_value("mqttx_journal")
+        .await
+        .expect("journal bucket");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    'journaled: loop {
+        let mut keys = bucket.keys().await.expect("keys");
+        while let Some(key) = keys.next().await {
+            if key.expect("key").starts_with("n3.sessions.") {
+                break 'journaled;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "journaled in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // n3 is down while n1 takes messages for it; JetStream keeps them.
+    n3.broker.kill().await;
+    let (mut publ, _) = Client::connect(n1.broker.port, "pub")
+        .await
+        .expect("connect to n1");
+    for i in 1..=N {
+        let mut p = Publish::new(format!("c/{i}"), format!("m{i}").into_bytes());
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(i);
+        publ.send(&Packet::Publish(p)).await.unwrap();
+        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    }
+
+    // n3 comes back: its session from the journal, the messages from its stream consumer.
+    let n3 = node(&server, "n3").await;
+    let (mut back, present) = Client::connect(n3.broker.port, "sleeper")
+        .await
+        .expect("connect to n3 again");
+    assert!(present);
+    let mut got = Vec::new();
+    while got.len() < usize::from(N) {
+        match back.recv().await {
+            Some(Packet::Publish(p)) => {
+                got.push(p.topic.to_string());
+                if let Some(id) = p.packet_id {
+                    back.send(&Packet::PubAck(PubResponse::new(id)))
+                        .await
+                        .unwrap();
+                }
+            }
+            other => panic!(
+                "expected PUBLISH, got {other:?} after {} messages",
+                got.len()
+            ),
+        }
+    }
+    let want: Vec<String> = (1..=N).map(|i| format!("c/{i}")).collect();
+    assert_eq!(got, want, "every message, in order");
+}

@@ -10,13 +10,13 @@
 //! | session owners | the key-value bucket `P_sessions` ([`Ownership`]) |
 //! | takeover requests | `P.ctl.node.{node}.takeover` |
 //!
-//! Both message spaces are subscribed per distinct local filter ([`Interest`]); a message
-//! carries its origin node in a header, and a node does not deliver its own messages through
-//! its normal subscriptions (the broker delivered them locally), but does through its queue
-//! subscriptions (shared groups are picked cluster-wide by NATS). QoS 1 and 2 messages reach
-//! the other nodes' subscribers through the same core subscriptions: a JetStream publish is
-//! also a core publish. The stream keeps them for what does not exist yet: replay to sessions
-//! whose node died.
+//! QoS 0 subjects are subscribed per distinct local filter ([`Interest`]). QoS 1 and 2
+//! messages reach each node through its own durable consumer of the stream (`node-{id}`, every
+//! QoS 1/2 subject), acknowledged once what a message made durable on the node is committed
+//! (`ClusterNode::deliver_stored`), so a node that restarts catches up from where it was. A
+//! message carries its origin node in a header, and a node does not deliver its own messages
+//! again (the broker delivered them locally), except through its queue subscriptions: shared
+//! groups, at every QoS, are NATS queue groups picked cluster-wide.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ use mqttx_broker::codec::QoS;
 use mqttx_broker::{ClaimError, Cluster, ClusterFuture, ClusterNode, Message, StoredSession};
 use mqttx_router::TopicFilter;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::journal::NatsJournal;
 use crate::owner::Ownership;
@@ -178,6 +178,11 @@ struct Inner {
     /// The nodes' heartbeats.
     nodes: kv::Store,
     heartbeat: Duration,
+    /// The stream of QoS 1 and 2 messages.
+    stream: stream::Stream,
+    /// The reader of the durable consumer that delivers the stream's messages to this node.
+    consumer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    prefix: String,
     /// QoS 0 copies for other nodes dropped because the publishing task was behind.
     dropped: AtomicU64,
     /// Messages received from NATS that could not be read.
@@ -233,7 +238,7 @@ impl NatsCluster {
         let js = jetstream::new(client.clone());
         let bounded =
             |what: &'static str| move |_| ClusterError::Stream(format!("{what}: timed out"));
-        tokio::time::timeout(
+        let qos1_stream = tokio::time::timeout(
             timeout,
             js.get_or_create_stream(stream::Config {
                 name: prefix.clone(),
@@ -250,6 +255,7 @@ impl NatsCluster {
         .await
         .map_err(bounded("stream"))?
         .map_err(|e| ClusterError::Stream(e.to_string()))?;
+        let prefix_owned = prefix.clone();
         let bucket = format!("{prefix}_retained");
         let retained = match tokio::time::timeout(
             timeout,
@@ -354,6 +360,9 @@ impl NatsCluster {
             journal: Arc::new(journal),
             nodes,
             heartbeat: options.heartbeat,
+            stream: qos1_stream,
+            consumer: tokio::sync::Mutex::new(None),
+            prefix: prefix_owned,
             dropped: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
             timeout,
@@ -422,7 +431,13 @@ impl Inner {
     async fn subscribe(self: &Arc<Self>, id: u64, filter: TopicFilter) {
         let mut handles = Vec::new();
         let shared = filter.is_shared();
-        for ns in [&self.q0, &self.q1] {
+        // QoS 1 and 2 messages reach normal subscriptions through the node's stream consumer.
+        let spaces: &[&Namespace] = if shared {
+            &[&self.q0, &self.q1]
+        } else {
+            &[&self.q0]
+        };
+        for ns in spaces {
             let subjects = match ns.filter(&filter) {
                 Ok(subjects) => subjects,
                 Err(error) => {
@@ -465,6 +480,50 @@ impl Inner {
                 handle.abort();
             }
         }
+    }
+
+    /// Creates (or opens) the node's durable stream consumer and starts its reader.
+    ///
+    /// Its filter is every QoS 1 and 2 subject, not the node's interest: a consumer whose
+    /// filter changes may deliver messages stored before the change, which a subscription
+    /// made after them must not get. The node's router drops what no local subscriber wants.
+    async fn start_consumer(self: &Arc<Self>) {
+        let mut reader = self.consumer.lock().await;
+        if reader.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let subjects = vec![format!("{}.q1.>", self.prefix)];
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(format!(
+                "node-{}",
+                crate::proto::subject::encode_token(&self.node_id)
+            )),
+            description: Some(format!(
+                "mqttx: QoS 1 and 2 messages for node {}",
+                self.node_id
+            )),
+            filter_subjects: subjects,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            // A node gone for an hour: its consumer goes too.
+            inactive_threshold: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let created = tokio::time::timeout(self.timeout, self.stream.create_consumer(config)).await;
+        let consumer: jetstream::consumer::PullConsumer = match created {
+            Ok(Ok(consumer)) => consumer,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot update the node's stream consumer");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("updating the node's stream consumer timed out");
+                return;
+            }
+        };
+        *reader = Some(tokio::spawn(consume(Arc::downgrade(self), consumer)));
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -648,6 +707,64 @@ async fn read(
     }
 }
 
+/// Delivers the stream's messages to the broker, acknowledging each once what it made durable
+/// here is committed (many at once, in any order).
+async fn consume(inner: std::sync::Weak<Inner>, consumer: jetstream::consumer::PullConsumer) {
+    const IN_PROGRESS: usize = 1024;
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the node's stream consumer");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut pending = JoinSet::new();
+        while let Some(msg) = messages.next().await {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let Ok(msg) = msg else {
+                // Missed heartbeats and the like: the stream of messages goes on.
+                continue;
+            };
+            let own = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(ORIGIN))
+                .is_some_and(|origin| origin.as_str() == inner.node_id);
+            let done = match (own, inner.node()) {
+                (false, Some(node)) => match Message::decode_record(&msg.payload) {
+                    Ok(message) => Some(node.deliver_stored(&message)),
+                    Err(error) => {
+                        inner.unreadable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(subject = %msg.subject, %error, "unreadable message in the stream");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            pending.spawn(async move {
+                if let Some(done) = done {
+                    done.await;
+                }
+                let _ = msg.ack().await;
+            });
+            while pending.len() > IN_PROGRESS {
+                pending.join_next().await;
+            }
+            while pending.try_join_next().is_some() {}
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
 /// Publishes what the broker handed over, in order.
 async fn publisher(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Command>) {
     let mut seq = 0u64;
@@ -774,9 +891,14 @@ impl Cluster for NatsCluster {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
+            let shared = filter.is_shared();
             inner.subscribe(id, filter).await;
             // The server has the subscriptions once it answered a flush.
             let _ = tokio::time::timeout(inner.timeout, inner.client.flush()).await;
+            if !shared {
+                // Started with the first subscription (and again if its reader ended).
+                inner.start_consumer().await;
+            }
             let _ = tx.send(());
         });
         Some(Box::pin(async move {
