@@ -15,8 +15,11 @@
 //! QoS 1/2 subject), acknowledged once what a message made durable on the node is committed
 //! (`ClusterNode::deliver_stored`), so a node that restarts catches up from where it was. A
 //! message carries its origin node in a header, and a node does not deliver its own messages
-//! again (the broker delivered them locally), except through its queue subscriptions: shared
-//! groups, at every QoS, are NATS queue groups picked cluster-wide.
+//! again (the broker delivered them locally), except for shared groups, which the cluster picks
+//! a member for: at QoS 0 a NATS queue group, at QoS 1 and 2 one durable consumer per group
+//! (`share-{group}`) that every node with members reads, so each message goes to one node; a
+//! node whose members are gone refuses the message, and one that does not acknowledge it within
+//! 10 s (it died) has it redelivered to another.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -431,13 +434,12 @@ impl Inner {
     async fn subscribe(self: &Arc<Self>, id: u64, filter: TopicFilter) {
         let mut handles = Vec::new();
         let shared = filter.is_shared();
-        // QoS 1 and 2 messages reach normal subscriptions through the node's stream consumer.
-        let spaces: &[&Namespace] = if shared {
-            &[&self.q0, &self.q1]
-        } else {
-            &[&self.q0]
-        };
-        for ns in spaces {
+        // QoS 1 and 2 messages come from the stream: through the node's consumer for normal
+        // subscriptions, through the group's consumer for shared ones.
+        if shared {
+            handles.extend(self.shared_consumer(&filter).await);
+        }
+        for ns in [&self.q0] {
             let subjects = match ns.filter(&filter) {
                 Ok(subjects) => subjects,
                 Err(error) => {
@@ -478,6 +480,42 @@ impl Inner {
         } else {
             for handle in handles {
                 handle.abort();
+            }
+        }
+    }
+
+    /// Creates (or opens) the durable stream consumer of the shared group `filter`, which every
+    /// node with members of the group reads, so that each QoS 1 or 2 message goes to one node,
+    /// and starts this node's reader of it.
+    async fn shared_consumer(self: &Arc<Self>, filter: &TopicFilter) -> Option<JoinHandle<()>> {
+        let subjects = self.q1.filter(filter).ok()?;
+        let group = subjects.queue_group()?.to_owned();
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(format!("share-{group}")),
+            description: Some(format!("mqttx: shared subscription {filter}")),
+            filter_subjects: subjects.subjects().map(str::to_owned).collect(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            // Not acknowledged in time (the node died): another node gets it.
+            ack_wait: Duration::from_secs(10),
+            max_ack_pending: 10_000,
+            inactive_threshold: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let created = tokio::time::timeout(self.timeout, self.stream.create_consumer(config)).await;
+        match created {
+            Ok(Ok(consumer)) => Some(tokio::spawn(consume_shared(
+                Arc::downgrade(self),
+                filter.clone(),
+                consumer,
+            ))),
+            Ok(Err(error)) => {
+                tracing::warn!(%filter, %error, "cannot create the shared group's stream consumer");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%filter, "creating the shared group's stream consumer timed out");
+                None
             }
         }
     }
@@ -758,6 +796,57 @@ async fn consume(inner: std::sync::Weak<Inner>, consumer: jetstream::consumer::P
                 pending.join_next().await;
             }
             while pending.try_join_next().is_some() {}
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+/// Hands the group consumer's messages to a member of the local group `filter`: acknowledged
+/// when a member took it, refused (redelivered, possibly to another node) when the group has
+/// no member here any more.
+async fn consume_shared(
+    inner: std::sync::Weak<Inner>,
+    filter: TopicFilter,
+    consumer: jetstream::consumer::PullConsumer,
+) {
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%filter, %error, "cannot read the shared group's stream consumer");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        while let Some(msg) = messages.next().await {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let Ok(msg) = msg else {
+                continue;
+            };
+            let Some(node) = inner.node() else {
+                continue;
+            };
+            let taken = match Message::decode_record(&msg.payload) {
+                Ok(message) => node.deliver_shared(&filter, &message),
+                Err(error) => {
+                    inner.unreadable.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(subject = %msg.subject, %error, "unreadable message in the stream");
+                    true
+                }
+            };
+            let kind = if taken {
+                jetstream::AckKind::Ack
+            } else {
+                jetstream::AckKind::Nak(None)
+            };
+            let _ = msg.ack_with(kind).await;
         }
         if inner.strong_count() == 0 {
             return;
