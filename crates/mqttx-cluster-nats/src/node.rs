@@ -48,6 +48,9 @@ const ORIGIN: &str = "Mqttx-Node";
 /// dropped (and counted), and QoS 1 and 2 ones wait unacknowledged.
 const PUBLISH_QUEUE: usize = 65_536;
 
+/// Retained updates waiting for the bucket: past this, the publishing task waits.
+const RETAIN_QUEUE: usize = 1024;
+
 /// How to join a cluster.
 #[derive(Clone, Debug)]
 pub struct NatsClusterOptions {
@@ -166,13 +169,14 @@ struct Inner {
     q1: Namespace,
     /// Retained messages' keys: topics mapped without a prefix.
     keys: Namespace,
-    retained: kv::Store,
     owners: Ownership,
     node: OnceLock<ClusterNode>,
     interest: Mutex<Interest>,
     /// The reader tasks of each interest's subscriptions.
     readers: Mutex<HashMap<u64, Vec<JoinHandle<()>>>>,
     publish: mpsc::Sender<Command>,
+    /// Retained updates for the bucket, applied in order by their own task.
+    retain_queue: mpsc::Sender<RetainUpdate>,
     /// The retained messages found at connect, handed to the broker at attach, and the
     /// watch of later changes (started before they were read, so none is missed).
     initial_retained: Mutex<Initial>,
@@ -188,6 +192,8 @@ struct Inner {
     prefix: String,
     /// QoS 0 copies for other nodes dropped because the publishing task was behind.
     dropped: AtomicU64,
+    /// Times NATS dropped messages for this node because it read them too slowly.
+    slow: Arc<AtomicU64>,
     /// Messages received from NATS that could not be read.
     unreadable: AtomicU64,
     timeout: Duration,
@@ -230,8 +236,16 @@ impl NatsCluster {
         };
         let (q0, q1) = (namespace("q0")?, namespace("q1")?);
         let timeout = options.connect_timeout;
+        let slow = Arc::new(AtomicU64::new(0));
         let client = async_nats::ConnectOptions::new()
             .name(format!("mqttx {}", options.node_id))
+            .event_callback({
+                let slow = Arc::clone(&slow);
+                move |event| {
+                    let slow = Arc::clone(&slow);
+                    async move { on_event(&event, &slow) }
+                }
+            })
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
             .ping_interval(Duration::from_secs(10))
@@ -346,6 +360,8 @@ impl NatsCluster {
             .map_err(|e| ClusterError::Bucket(format!("retained messages: {e}")))?;
         let initial = load_retained(&retained, &keys, timeout).await?;
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (retain_tx, retain_rx) = mpsc::channel(RETAIN_QUEUE);
+        tokio::spawn(retainer(retained, retain_rx, timeout));
         let inner = Arc::new(Inner {
             client,
             js,
@@ -353,12 +369,12 @@ impl NatsCluster {
             q0,
             q1,
             keys,
-            retained,
             owners,
             node: OnceLock::new(),
             interest: Mutex::default(),
             readers: Mutex::default(),
             publish: tx,
+            retain_queue: retain_tx,
             initial_retained: Mutex::new(Initial(initial, Some(watch))),
             journal: Arc::new(journal),
             nodes,
@@ -367,6 +383,7 @@ impl NatsCluster {
             consumer: tokio::sync::Mutex::new(None),
             prefix: prefix_owned,
             dropped: AtomicU64::new(0),
+            slow,
             unreadable: AtomicU64::new(0),
             timeout,
         });
@@ -377,6 +394,17 @@ impl NatsCluster {
     /// QoS 0 copies for other nodes dropped because the engine was not keeping up.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Times the NATS client dropped messages from the cluster because this node read them
+    /// too slowly (a subscription's buffer was full; each time is also logged).
+    pub fn slow_consumers(&self) -> u64 {
+        self.inner.slow.load(Ordering::Relaxed)
+    }
+
+    /// Messages from the cluster that could not be read and were dropped (each is logged).
+    pub fn unreadable(&self) -> u64 {
+        self.inner.unreadable.load(Ordering::Relaxed)
     }
 
     /// The node identifier.
@@ -390,6 +418,24 @@ impl NatsCluster {
     /// it from there), and QoS 1 and 2 messages for them are acknowledged once journaled.
     pub fn journal(&self) -> Arc<NatsJournal> {
         Arc::clone(&self.inner.journal)
+    }
+}
+
+/// Logs what the NATS client reports about its connection, and counts slow-consumer drops.
+fn on_event(event: &async_nats::Event, slow: &AtomicU64) {
+    match event {
+        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+        async_nats::Event::Disconnected => {
+            tracing::warn!("disconnected from NATS: new CONNECTs refused until it is back");
+        }
+        async_nats::Event::SlowConsumer(sid) => {
+            slow.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                sid,
+                "NATS dropped cluster messages: this node reads them too slowly"
+            );
+        }
+        other => tracing::warn!(event = %other, "NATS"),
     }
 }
 
@@ -468,13 +514,14 @@ impl Inner {
             }
         }
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        // Unsubscribed meanwhile: the interest is gone.
+        // Unsubscribed meanwhile: the interest is gone, or was dropped and taken again under
+        // a new id whose own subscriptions are on their way.
         let still = self
             .interest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .count(filter.as_str())
-            > 0;
+            .id(filter.as_str())
+            == Some(id);
         if still {
             readers.entry(id).or_default().extend(handles);
         } else {
@@ -633,9 +680,11 @@ impl Inner {
         stored: Option<oneshot::Sender<()>>,
         seq: u64,
     ) {
-        if message.retain {
-            self.retain(&message);
-        }
+        let stored = if message.retain {
+            self.retain(&message, stored).await
+        } else {
+            stored
+        };
         let Ok(body) = message.encode_record() else {
             tracing::warn!(topic = %message.topic, "message too large for the cluster");
             return;
@@ -701,31 +750,92 @@ impl Inner {
         });
     }
 
-    /// Puts or deletes the retained message of `message`'s topic in the bucket.
-    fn retain(self: &Arc<Self>, message: &Message) {
+    /// Queues the put or delete of the retained message of `message`'s topic in the bucket,
+    /// behind the earlier ones (so a set followed by a clear never ends up set). When the
+    /// publisher waits for `stored`, the returned sender stands for the stream's store and
+    /// `stored` is sent once both the stream and the bucket have the message.
+    async fn retain(
+        &self,
+        message: &Message,
+        stored: Option<oneshot::Sender<()>>,
+    ) -> Option<oneshot::Sender<()>> {
         let Ok(key) = self.keys.subject(&message.topic) else {
-            return;
+            return stored;
         };
-        let inner = Arc::clone(self);
         let value = if message.payload.is_empty() {
             None
         } else {
-            message.encode_record().ok()
-        };
-        tokio::spawn(async move {
-            let result = match value {
-                Some(value) => inner
-                    .retained
-                    .put(key, value.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None => inner.retained.delete(key).await.map_err(|e| e.to_string()),
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "cannot update the retained message in the cluster");
+            match message.encode_record() {
+                Ok(value) => Some(Bytes::from(value)),
+                Err(_) => return stored,
             }
-        });
+        };
+        let (done, stream) = match stored {
+            Some(stored) => {
+                let (kv_tx, kv_rx) = oneshot::channel();
+                let (stream_tx, stream_rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    if let (Ok(()), Ok(())) = tokio::join!(kv_rx, stream_rx) {
+                        let _ = stored.send(());
+                    }
+                });
+                (Some(kv_tx), Some(stream_tx))
+            }
+            None => (None, None),
+        };
+        let update = RetainUpdate { key, value, done };
+        if self.retain_queue.send(update).await.is_err() {
+            tracing::warn!("retained updates stopped");
+        }
+        stream
+    }
+}
+
+/// One change of the retained bucket, in the order the node received the messages.
+struct RetainUpdate {
+    key: String,
+    /// The record to keep, or none to clear the topic.
+    value: Option<Bytes>,
+    /// Sent once the bucket has it.
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// How many times a retained update is tried before it is given up (with a warning; a
+/// publisher waiting for it gets no acknowledgement).
+const RETAIN_ATTEMPTS: u32 = 8;
+
+/// Applies the retained updates one after the other, each retried with bounded backoff.
+async fn retainer(store: kv::Store, mut rx: mpsc::Receiver<RetainUpdate>, timeout: Duration) {
+    while let Some(update) = rx.recv().await {
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=RETAIN_ATTEMPTS {
+            let result = match &update.value {
+                Some(value) => tokio::time::timeout(timeout, store.put(&update.key, value.clone()))
+                    .await
+                    .map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+                None => tokio::time::timeout(timeout, store.delete(&update.key))
+                    .await
+                    .map(|r| r.map_err(|e| e.to_string())),
+            };
+            match result {
+                Ok(Ok(())) => {
+                    if let Some(done) = update.done {
+                        let _ = done.send(());
+                    }
+                    break;
+                }
+                Ok(Err(error)) if attempt == RETAIN_ATTEMPTS => {
+                    tracing::warn!(key = %update.key, %error, "cannot update the retained message in the cluster; given up");
+                }
+                Err(_) if attempt == RETAIN_ATTEMPTS => {
+                    tracing::warn!(key = %update.key, "retained message update timed out; given up");
+                }
+                _ => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
     }
 }
 

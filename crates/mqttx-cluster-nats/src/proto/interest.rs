@@ -104,6 +104,12 @@ impl Interest {
         self.entries.is_empty()
     }
 
+    /// The id of the interest in `filter`, while it is held. A filter dropped and added again
+    /// gets a new id, so the id tells an interest from its successor.
+    pub fn id(&self, filter: &str) -> Option<u64> {
+        self.entries.get(filter).map(|e| e.id)
+    }
+
     /// How many local subscriptions hold `filter`.
     pub fn count(&self, filter: &str) -> usize {
         self.entries.get(filter).map_or(0, |e| e.count)
@@ -146,11 +152,13 @@ mod tests {
         assert_eq!(i.remove(&f("a/#")), Some(Change::Unsubscribe { id: 1 }));
         assert_eq!(i.remove(&f("a/#")), None, "never added");
         assert!(i.is_empty());
+        assert_eq!(i.id("a/#"), None);
         // A filter added again gets a new id.
         assert!(matches!(
             i.add(&f("a/#")),
             Some(Change::Subscribe { id: 2, .. })
         ));
+        assert_eq!(i.id("a/#"), Some(2));
         // A shared filter is its own interest, apart from the same filter unshared.
         assert!(matches!(
             i.add(&f("$share/g/a/#")),
