@@ -129,6 +129,7 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
 /// What the broker does for its [`ClusterNode`] handle (implemented by the broker's shared
 /// state, behind a `Weak` so that the cluster does not keep a dropped broker alive).
 pub(crate) trait LocalNode: Send + Sync {
+    fn holds(&self, client_id: &str) -> bool;
     fn deliver(&self, message: &Message);
     fn deliver_stored(self: Arc<Self>, message: &Message) -> ClusterFuture<()>;
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
@@ -168,6 +169,11 @@ impl ClusterNode {
     /// Whether the broker still exists.
     pub fn is_alive(&self) -> bool {
         self.local.strong_count() > 0
+    }
+
+    /// Whether `client_id` is connected here or has a session kept here.
+    pub fn holds(&self, client_id: &str) -> bool {
+        self.local().is_some_and(|local| local.holds(client_id))
     }
 
     /// Delivers a message another node published to this node's normal subscribers: each

@@ -1039,6 +1039,11 @@ impl<H: Handler> Inner<H> {
 }
 
 impl<H: Handler> LocalNode for Inner<H> {
+    fn holds(&self, client_id: &str) -> bool {
+        let shared = self.lock();
+        shared.by_client_id.contains_key(client_id) || shared.sessions.contains_key(client_id)
+    }
+
     fn deliver(&self, message: &Message) {
         self.lock().route(&self.config, None, message, true);
     }

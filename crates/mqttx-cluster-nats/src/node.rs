@@ -1074,6 +1074,14 @@ impl Cluster for NatsCluster {
                 tracing::error!(%error, "cannot answer takeovers");
             }
         });
+        let owners = inner.owners.clone();
+        let fenced = node.clone();
+        let grace = inner.heartbeat * 5;
+        tokio::spawn(async move {
+            if let Err(error) = owners.fence(fenced, grace).await {
+                tracing::error!(%error, "cannot watch the session owners");
+            }
+        });
         tokio::spawn(heartbeat(Arc::downgrade(inner), node));
     }
 

@@ -251,6 +251,11 @@ impl Ownership {
             if !matches!(tokio::time::timeout(self.timeout, update).await, Ok(Ok(_))) {
                 continue;
             }
+            if node.holds(&client_id) {
+                // This node serves the client (the dead owner's claim came after a partition
+                // here): the entry is this node's again, and nothing is to be read.
+                continue;
+            }
             let Some(found) = self.take_from_journal(&client_id, &owner).await else {
                 // Nothing journaled (it ended with its connection): nothing to keep.
                 let _ = self.release(&client_id).await;
@@ -262,6 +267,51 @@ impl Ownership {
             }
         }
         adopted
+    }
+
+    /// Watches the owners: when another node becomes the owner of a client this node still
+    /// holds and has not asked for it within `grace` (this node was cut off, and the takeover
+    /// request never came), closes the client's connection here (DISCONNECT 0x8E) and drops
+    /// its session. Runs on a task of its own until the broker is gone.
+    ///
+    /// # Errors
+    /// The watch could not be started.
+    pub async fn fence(
+        &self,
+        node: ClusterNode,
+        grace: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
+        let mut watch = self.kv.watch_all().await?;
+        let this = self.clone();
+        Ok(tokio::spawn(async move {
+            while let Some(entry) = watch.next().await {
+                if !node.is_alive() {
+                    return;
+                }
+                let Ok(entry) = entry else {
+                    continue;
+                };
+                if entry.operation != kv::Operation::Put || entry.value == this.node_id.as_bytes() {
+                    continue;
+                }
+                let Ok(client_id) = decode_token(&entry.key) else {
+                    continue;
+                };
+                if !node.holds(&client_id) {
+                    continue;
+                }
+                let (node, this) = (node.clone(), this.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let owner = this.owner(&client_id).await.ok().flatten();
+                    if node.holds(&client_id) && owner.as_ref().is_some_and(|o| *o != this.node_id)
+                    {
+                        tracing::warn!(%client_id, owner = ?owner, "another node owns this session: closing it here");
+                        let _ = node.take_over(&client_id).await;
+                    }
+                });
+            }
+        }))
     }
 
     /// Removes this node's entry for `client_id`, unless another node owns it by now.

@@ -30,11 +30,18 @@ struct Node {
 }
 
 async fn node(server: &NatsServer, id: &str) -> Node {
-    let cluster = NatsCluster::connect(
+    node_with(
+        server,
         NatsClusterOptions::new(server.url(), id).connect_timeout(Duration::from_secs(2)),
     )
     .await
-    .unwrap_or_else(|e| panic!("{id}: {e}\n{}", server.log()));
+}
+
+async fn node_with(server: &NatsServer, options: NatsClusterOptions) -> Node {
+    let id = options_id(&options);
+    let cluster = NatsCluster::connect(options)
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}\n{}", server.log()));
     let mut config = Config::default();
     config.bind = ([127, 0, 0, 1], 0).into();
     let bound = Broker::builder()
@@ -59,6 +66,11 @@ async fn three(server: &NatsServer) -> [Node; 3] {
         node(server, "n2").await,
         node(server, "n3").await,
     ]
+}
+
+/// The node id of `options`, for messages.
+fn options_id(options: &NatsClusterOptions) -> String {
+    format!("{options:?}")
 }
 
 struct Raw {
@@ -526,4 +538,33 @@ async fn unreadable_messages_from_nats_are_dropped() {
     sub.silent(100).await;
     assert_eq!(n3.cluster.unreadable(), 6);
     assert_eq!(n3.cluster.slow_consumers(), 0);
+}
+
+#[tokio::test]
+async fn a_node_that_lost_a_session_without_a_takeover_closes_it() {
+    let server = NatsServer::start();
+    // Heartbeats every 200 ms: the grace before fencing is 1 s.
+    let n1 = node_with(
+        &server,
+        NatsClusterOptions::new(server.url(), "n1").heartbeat(Duration::from_millis(200)),
+    )
+    .await;
+    let _n2 = node_with(
+        &server,
+        NatsClusterOptions::new(server.url(), "n2").heartbeat(Duration::from_millis(200)),
+    )
+    .await;
+    let mut c = Raw::connect(n1.addr, "fenced").await;
+    // n2, alive, becomes the owner without asking n1 (as when n1 was cut off meanwhile).
+    let nats = async_nats::connect(server.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let owners = js.get_key_value("mqttx_sessions").await.expect("owners");
+    owners.put("fenced", "n2".into()).await.expect("put");
+    match c.recv_within(Duration::from_secs(10)).await {
+        Ok(Some(Packet::Disconnect(d))) => {
+            assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER);
+        }
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    assert!(n1.broker.clients().is_empty());
 }
