@@ -40,6 +40,36 @@ async fn node(nats: &NatsServer, id: &str) -> Node {
     Node { broker, port }
 }
 
+/// Waits until the cluster's journal bucket holds `count` keys starting with `prefix` (a node
+/// id and a table: what that node has journaled).
+async fn journaled(server: &NatsServer, prefix: &str, count: usize) {
+    use futures_util::StreamExt as _;
+    let nats = async_nats::connect(server.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let bucket = js
+        .get_key_value("mqttx_journal")
+        .await
+        .expect("journal bucket");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut keys = bucket.keys().await.expect("keys");
+        let mut found = 0;
+        while let Some(key) = keys.next().await {
+            if key.expect("key").starts_with(prefix) {
+                found += 1;
+            }
+        }
+        if found >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{found} of {count} {prefix} keys journaled in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `mosquitto_pub` to `node`, to completion.
 async fn publish(node: &Node, args: &[&str]) {
     let status = tokio::time::timeout(
@@ -265,7 +295,6 @@ async fn paho_clients_on_different_nodes() {
 
 #[tokio::test]
 async fn a_killed_node_s_sessions_are_recovered_by_another_node() {
-    use futures_util::StreamExt as _;
     use mqttx_codec::{Packet, PacketId, PubResponse, Publish, QoS, Subscribe, SubscribeFilter};
 
     const N: u16 = 50;
@@ -305,30 +334,7 @@ async fn a_killed_node_s_sessions_are_recovered_by_another_node() {
         }
     }
     // Wait until n1's journal in the cluster holds them, then kill it.
-    let nats = async_nats::connect(server.url()).await.expect("nats");
-    let js = async_nats::jetstream::new(nats);
-    let bucket = js
-        .get_key_value("mqttx_journal")
-        .await
-        .expect("journal bucket");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut keys = bucket.keys().await.expect("keys");
-        let mut flights = 0;
-        while let Some(key) = keys.next().await {
-            if key.expect("key").starts_with("n1.flights.") {
-                flights += 1;
-            }
-        }
-        if flights == usize::from(N) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{flights} of {N} journaled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    journaled(&server, "n1.flights.", usize::from(N)).await;
     n1.broker.kill().await;
     drop(sub);
 
@@ -367,7 +373,6 @@ async fn a_killed_node_s_sessions_are_recovered_by_another_node() {
 
 #[tokio::test]
 async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
-    use futures_util::StreamExt as _;
     use mqttx_codec::{
         Connect, Packet, PacketId, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
     };
@@ -442,28 +447,7 @@ async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
         assert!(matches!(raw.next_packet(), Ok(Some(Packet::ConnAck(_)))));
         // Dropped without DISCONNECT.
     }
-    let nats = async_nats::connect(server.url()).await.expect("nats");
-    let js = async_nats::jetstream::new(nats);
-    let bucket = js
-        .get_key_value("mqttx_journal")
-        .await
-        .expect("journal bucket");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut keys = bucket.keys().await.expect("keys");
-        let mut will = false;
-        while let Some(key) = keys.next().await {
-            will |= key.expect("key").starts_with("n1.wills.");
-        }
-        if will {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Will journaled in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    journaled(&server, "n1.wills.", 1).await;
     n1.kill().await;
 
     // n2 adopts the session once n1's heartbeat expires, and publishes the Will when due.
@@ -480,7 +464,6 @@ async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
 
 #[tokio::test]
 async fn a_restarted_node_catches_up_from_the_stream() {
-    use futures_util::StreamExt as _;
     use mqttx_codec::{
         Disconnect, Packet, PacketId, PubResponse, Publish, QoS, Subscribe, SubscribeFilter,
     };
@@ -506,23 +489,7 @@ async fn a_restarted_node_catches_up_from_the_stream() {
         .await
         .unwrap();
     assert!(sleeper.recv().await.is_none());
-    let nats = async_nats::connect(server.url()).await.expect("nats");
-    let js = async_nats::jetstream::new(nats);
-    let bucket = js
-        .get_key_value("mqttx_journal")
-        .await
-        .expect("journal bucket");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    'journaled: loop {
-        let mut keys = bucket.keys().await.expect("keys");
-        while let Some(key) = keys.next().await {
-            if key.expect("key").starts_with("n3.sessions.") {
-                break 'journaled;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "journaled in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    journaled(&server, "n3.sessions.", 1).await;
 
     // n3 is down while n1 takes messages for it; JetStream keeps them.
     n3.broker.kill().await;

@@ -274,45 +274,33 @@ impl NatsCluster {
         .map_err(|e| ClusterError::Stream(e.to_string()))?;
         let prefix_owned = prefix.clone();
         let bucket = format!("{prefix}_retained");
-        let retained = match tokio::time::timeout(
-            timeout,
-            js.create_key_value(kv::Config {
+        let retained = open_bucket(
+            &js,
+            kv::Config {
                 bucket: bucket.clone(),
                 description: String::from("mqttx: retained messages"),
                 history: 1,
                 num_replicas: options.replicas,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            }),
-        )
-        .await
-        {
-            Ok(Ok(store)) => store,
-            _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
-                .await
-                .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
-                .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
-        };
-        let bucket = format!("{prefix}_journal");
-        let journal_store = match tokio::time::timeout(
+            },
             timeout,
-            js.create_key_value(kv::Config {
+        )
+        .await?;
+        let bucket = format!("{prefix}_journal");
+        let journal_store = open_bucket(
+            &js,
+            kv::Config {
                 bucket: bucket.clone(),
                 description: String::from("mqttx: the nodes' persistent sessions"),
                 history: 1,
                 num_replicas: options.replicas,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            }),
+            },
+            timeout,
         )
-        .await
-        {
-            Ok(Ok(store)) => store,
-            _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
-                .await
-                .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
-                .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
-        };
+        .await?;
         let journal = NatsJournal::open(journal_store.clone(), &options.node_id, timeout)
             .await
             .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?;
@@ -328,9 +316,9 @@ impl NatsCluster {
         .map_err(|e| ClusterError::Bucket(format!("{prefix}_sessions: {e}")))?
         .with_journal(journal_store);
         let bucket = format!("{prefix}_nodes");
-        let nodes = tokio::time::timeout(
-            timeout,
-            js.create_key_value(kv::Config {
+        let nodes = open_bucket(
+            &js,
+            kv::Config {
                 bucket: bucket.clone(),
                 description: String::from("mqttx: the nodes' heartbeats"),
                 history: 1,
@@ -338,16 +326,10 @@ impl NatsCluster {
                 num_replicas: options.replicas,
                 storage: stream::StorageType::Memory,
                 ..Default::default()
-            }),
+            },
+            timeout,
         )
-        .await;
-        let nodes = match nodes {
-            Ok(Ok(store)) => store,
-            _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
-                .await
-                .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
-                .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}")))?,
-        };
+        .await?;
         let me = crate::proto::subject::encode_token(&options.node_id);
         tokio::time::timeout(timeout, nodes.put(&me, Bytes::from_static(b"alive")))
             .await
@@ -436,6 +418,23 @@ fn on_event(event: &async_nats::Event, slow: &AtomicU64) {
             );
         }
         other => tracing::warn!(event = %other, "NATS"),
+    }
+}
+
+/// Creates the key-value bucket `config` describes, or opens it when it exists (perhaps with
+/// another configuration, such as its replicas).
+async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+    timeout: Duration,
+) -> Result<kv::Store, ClusterError> {
+    let bucket = config.bucket.clone();
+    match tokio::time::timeout(timeout, js.create_key_value(config)).await {
+        Ok(Ok(store)) => Ok(store),
+        _ => tokio::time::timeout(timeout, js.get_key_value(bucket.clone()))
+            .await
+            .map_err(|_| ClusterError::Bucket(format!("{bucket}: timed out")))?
+            .map_err(|e| ClusterError::Bucket(format!("{bucket}: {e}"))),
     }
 }
 
