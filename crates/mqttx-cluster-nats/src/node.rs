@@ -196,6 +196,8 @@ struct Inner {
     slow: Arc<AtomicU64>,
     /// Messages received from NATS that could not be read.
     unreadable: AtomicU64,
+    /// Messages too large for NATS, kept on this node.
+    too_large: AtomicU64,
     timeout: Duration,
 }
 
@@ -367,6 +369,7 @@ impl NatsCluster {
             dropped: AtomicU64::new(0),
             slow,
             unreadable: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
             timeout,
         });
         tokio::spawn(publisher(Arc::downgrade(&inner), rx));
@@ -387,6 +390,20 @@ impl NatsCluster {
     /// Messages from the cluster that could not be read and were dropped (each is logged).
     pub fn unreadable(&self) -> u64 {
         self.inner.unreadable.load(Ordering::Relaxed)
+    }
+
+    /// Messages published here that were too large for NATS (its `max_payload`, 1 MiB by
+    /// default, less room for headers), and were delivered on this node only: acknowledged
+    /// (QoS 1 and 2) as such, and a retained one cleared on every node. Each is logged.
+    /// Keeping the broker's `max_packet_size` below NATS's `max_payload` avoids them.
+    pub fn too_large(&self) -> u64 {
+        self.inner.too_large.load(Ordering::Relaxed)
+    }
+
+    /// NATS's `max_payload` for this connection: the size a message's record plus its headers
+    /// may have to cross nodes.
+    pub fn max_payload(&self) -> usize {
+        self.inner.client.max_payload()
     }
 
     /// The node identifier.
@@ -679,16 +696,36 @@ impl Inner {
         stored: Option<oneshot::Sender<()>>,
         seq: u64,
     ) {
+        let max = self.client.max_payload();
+        let body = match message.encode_record() {
+            Ok(body) if body.len().saturating_add(self.headroom()) <= max => Bytes::from(body),
+            _ => {
+                // Beyond what NATS carries: a message of this node only, acknowledged as such,
+                // since holding its acknowledgement back would hold back every later one of
+                // the node. A retained one is cleared cluster-wide rather than left stale on
+                // the other nodes.
+                self.too_large.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    topic = %message.topic,
+                    size = message.payload.len(),
+                    max_payload = max,
+                    "message too large for NATS: delivered on this node only"
+                );
+                if message.retain {
+                    let _ = self.retain(&message, None, None).await;
+                }
+                if let Some(stored) = stored {
+                    let _ = stored.send(());
+                }
+                return;
+            }
+        };
         let stored = if message.retain {
-            self.retain(&message, stored).await
+            let value = (!message.payload.is_empty()).then(|| body.clone());
+            self.retain(&message, value, stored).await
         } else {
             stored
         };
-        let Ok(body) = message.encode_record() else {
-            tracing::warn!(topic = %message.topic, "message too large for the cluster");
-            return;
-        };
-        let body = Bytes::from(body);
         if message.qos == QoS::AtMostOnce {
             let Ok(subject) = self.q0.subject(&message.topic) else {
                 return;
@@ -726,6 +763,18 @@ impl Inner {
                         .await
                         .map_err(|_| String::from("timed out"))
                         .and_then(|r| r.map_err(|e| e.to_string())),
+                    Err(e)
+                        if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
+                    {
+                        // The server's limit is lower than the one checked (another server
+                        // since): as above, a message of this node only.
+                        inner.too_large.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%subject, error = %e, "message too large for NATS: delivered on this node only");
+                        if let Some(stored) = stored {
+                            let _ = stored.send(());
+                        }
+                        return;
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 match acked {
@@ -749,25 +798,24 @@ impl Inner {
         });
     }
 
-    /// Queues the put or delete of the retained message of `message`'s topic in the bucket,
+    /// Room kept in NATS's `max_payload` for the headers of a message (origin and message id).
+    fn headroom(&self) -> usize {
+        128 + 2 * self.node_id.len()
+    }
+
+    /// Queues the put (`value`, the record) or delete (none) of the retained message of
+    /// `message`'s topic in the bucket,
     /// behind the earlier ones (so a set followed by a clear never ends up set). When the
     /// publisher waits for `stored`, the returned sender stands for the stream's store and
     /// `stored` is sent once both the stream and the bucket have the message.
     async fn retain(
         &self,
         message: &Message,
+        value: Option<Bytes>,
         stored: Option<oneshot::Sender<()>>,
     ) -> Option<oneshot::Sender<()>> {
         let Ok(key) = self.keys.subject(&message.topic) else {
             return stored;
-        };
-        let value = if message.payload.is_empty() {
-            None
-        } else {
-            match message.encode_record() {
-                Ok(value) => Some(Bytes::from(value)),
-                Err(_) => return stored,
-            }
         };
         let (done, stream) = match stored {
             Some(stored) => {
@@ -795,12 +843,11 @@ struct RetainUpdate {
     key: String,
     /// The record to keep, or none to clear the topic.
     value: Option<Bytes>,
-    /// Sent once the bucket has it.
+    /// Sent once the bucket has it, or the update was given up.
     done: Option<oneshot::Sender<()>>,
 }
 
-/// How many times a retained update is tried before it is given up (with a warning; a
-/// publisher waiting for it gets no acknowledgement).
+/// How many times a retained update is tried before it is given up (with a warning).
 const RETAIN_ATTEMPTS: u32 = 8;
 
 /// Applies the retained updates one after the other, each retried with bounded backoff.
@@ -816,24 +863,23 @@ async fn retainer(store: kv::Store, mut rx: mpsc::Receiver<RetainUpdate>, timeou
                     .await
                     .map(|r| r.map_err(|e| e.to_string())),
             };
-            match result {
-                Ok(Ok(())) => {
-                    if let Some(done) = update.done {
-                        let _ = done.send(());
-                    }
-                    break;
-                }
-                Ok(Err(error)) if attempt == RETAIN_ATTEMPTS => {
-                    tracing::warn!(key = %update.key, %error, "cannot update the retained message in the cluster; given up");
-                }
-                Err(_) if attempt == RETAIN_ATTEMPTS => {
-                    tracing::warn!(key = %update.key, "retained message update timed out; given up");
-                }
-                _ => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+            let error = match result {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => error,
+                Err(_) => String::from("timed out"),
+            };
+            if attempt == RETAIN_ATTEMPTS {
+                // Given up: the publisher's acknowledgement still waits for the stream (fail
+                // closed while the engine is away), but not for the bucket, whose refusal
+                // would otherwise hold back every later acknowledgement of the node.
+                tracing::warn!(key = %update.key, %error, "cannot update the retained message in the cluster; given up");
+            } else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
+        }
+        if let Some(done) = update.done {
+            let _ = done.send(());
         }
     }
 }
@@ -1137,15 +1183,20 @@ impl Cluster for NatsCluster {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .publish
-            .try_send(Command::Publish(message.clone(), Some(tx)))
-            .is_err()
-        {
-            tracing::warn!(topic = %message.topic, "cluster publishing queue full: not acknowledged");
-        }
+        let command = Command::Publish(message.clone(), Some(tx));
+        let waiting = match self.inner.publish.try_send(command) {
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                tracing::warn!(topic = %message.topic, "cluster publishing queue full: waiting for room");
+                Some((self.inner.publish.clone(), command))
+            }
+            _ => None,
+        };
         Some(Box::pin(async move {
+            // The queue was full: queued once there is room, which the broker waits for
+            // (a message handed over since may reach the stream first).
+            if let Some((queue, command)) = waiting {
+                let _ = queue.send(command).await;
+            }
             // Never acknowledged unless stored (fail closed).
             if rx.await.is_err() {
                 std::future::pending::<()>().await;

@@ -568,3 +568,35 @@ async fn a_node_that_lost_a_session_without_a_takeover_closes_it() {
     }
     assert!(n1.broker.clients().is_empty());
 }
+
+#[tokio::test]
+async fn a_message_too_large_for_nats_stays_local_and_stalls_nothing() {
+    let server = NatsServer::start();
+    let [n1, _n2, n3] = three(&server).await;
+    let mut local = Raw::connect(n1.addr, "local").await;
+    local.subscribe(1, "big/#", QoS::AtLeastOnce).await;
+    let mut remote = Raw::connect(n3.addr, "remote").await;
+    remote.subscribe(1, "big/#", QoS::AtLeastOnce).await;
+    // Within the broker's packet limit (1 MiB), beyond NATS's max_payload (1 MiB) once the
+    // headers are added.
+    let payload: &'static [u8] = vec![b'x'; 1024 * 1024 - 64].leak();
+    let mut publ = Raw::connect(n1.addr, "big").await;
+    let mut p = Publish::new("big/one".to_owned(), payload);
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(1);
+    publ.send(&Packet::Publish(p)).await;
+    assert_eq!(local.message().await.0, "big/one");
+    // The node goes on: the next message is acknowledged and crosses nodes.
+    let mut other = Raw::connect(n1.addr, "other").await;
+    other
+        .publish("big/two", b"small", QoS::AtLeastOnce, 1)
+        .await;
+    assert_eq!(remote.message().await, ("big/two".into(), "small".into()));
+    // The large one is acknowledged too, as a message of this node only.
+    assert_eq!(
+        publ.recv().await,
+        Some(Packet::PubAck(PubResponse::new(PacketId::new(1).unwrap())))
+    );
+    assert_eq!(n1.cluster.too_large(), 1);
+    remote.silent(100).await;
+}
