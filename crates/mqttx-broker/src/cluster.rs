@@ -124,6 +124,14 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
     fn is_available(&self) -> bool {
         true
     }
+
+    /// Whether messages still go from this node's publishers to its own subscribers while it
+    /// is unavailable (QoS 0 ones, in effect: QoS 1 and 2 PUBLISHes are not acknowledged
+    /// then, so their publishers send them again). The default is yes; `false` makes a node
+    /// cut off from its cluster deliver nothing.
+    fn local_while_unavailable(&self) -> bool {
+        true
+    }
 }
 
 /// What the broker does for its [`ClusterNode`] handle (implemented by the broker's shared

@@ -1424,8 +1424,14 @@ impl Shared {
             self.store_retained(config, message, sys);
         }
         let cluster = self.cluster.clone();
-        // Shared subscriptions are the cluster's to pick a member for, cluster-wide.
-        self.route(config, publisher, message, cluster.is_some());
+        // A node cut off from its cluster delivers locally only if the cluster allows it.
+        let here = cluster
+            .as_ref()
+            .is_none_or(|c| c.local_while_unavailable() || c.is_available());
+        if here {
+            // Shared subscriptions are the cluster's to pick a member for, cluster-wide.
+            self.route(config, publisher, message, cluster.is_some());
+        }
         if let (Some(cluster), false) = (cluster, sys) {
             if let Some(settle) = cluster.publish(message) {
                 self.store(StoreOp::Cluster(Settle(settle)));

@@ -191,6 +191,10 @@ impl Cluster for Member {
     fn is_available(&self) -> bool {
         self.available.load(Ordering::SeqCst)
     }
+
+    fn local_while_unavailable(&self) -> bool {
+        self.index != 1
+    }
 }
 
 struct Node {
@@ -563,4 +567,33 @@ async fn retained_messages_are_mirrored_and_cleared() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(nodes[1].broker.retained_count(), 0);
+}
+
+#[tokio::test]
+async fn a_cut_off_node_delivers_locally_only_when_allowed() {
+    // Node 0 keeps local delivery while unavailable (the default); node 1 does not.
+    let (_hub, nodes) = cluster(2).await;
+    for (node, delivered) in [(&nodes[0], true), (&nodes[1], false)] {
+        let mut sub = client(node.addr, V5, "local-sub").await;
+        subscribe(&mut sub, 1, "l/#", QoS::AtMostOnce).await;
+        let mut publ = client(node.addr, V5, "local-pub").await;
+        node.member.available.store(false, Ordering::SeqCst);
+        publ.send(&publish("l/x", b"cut off", QoS::AtMostOnce, 0))
+            .await;
+        if delivered {
+            assert_eq!(
+                next_message(&mut sub).await,
+                ("l/x".into(), b"cut off".to_vec())
+            );
+        } else {
+            silent(&mut sub, 300).await;
+        }
+        node.member.available.store(true, Ordering::SeqCst);
+        publ.send(&publish("l/y", b"back", QoS::AtMostOnce, 0))
+            .await;
+        assert_eq!(
+            next_message(&mut sub).await,
+            ("l/y".into(), b"back".to_vec())
+        );
+    }
 }

@@ -197,6 +197,9 @@ struct ClusterConfig {
     /// How often the node's heartbeat is written, in milliseconds (default 2000); a node
     /// silent for three of these is taken for dead and its sessions adopted.
     heartbeat_ms: Option<u64>,
+    /// Whether QoS 0 messages still go between this node's own clients while it is cut off
+    /// from the engine (default true).
+    local_while_unavailable: Option<bool>,
 }
 
 /// The data directory when neither the flags nor the configuration file name one.
@@ -472,6 +475,9 @@ fn cluster_options(
     }
     if let Some(replicas) = table.replicas {
         options = options.replicas(replicas);
+    }
+    if let Some(yes) = table.local_while_unavailable {
+        options = options.local_while_unavailable(yes);
     }
     if let Some(ms) = table.heartbeat_ms {
         options = options.heartbeat(std::time::Duration::from_millis(ms));

@@ -62,6 +62,7 @@ pub struct NatsClusterOptions {
     stream_max_age: Duration,
     stream_max_bytes: i64,
     heartbeat: Duration,
+    local_while_unavailable: bool,
 }
 
 impl NatsClusterOptions {
@@ -77,7 +78,16 @@ impl NatsClusterOptions {
             stream_max_age: Duration::from_secs(24 * 3600),
             stream_max_bytes: 1 << 30,
             heartbeat: Duration::from_secs(2),
+            local_while_unavailable: true,
         }
+    }
+
+    /// Whether QoS 0 messages still go between this node's own clients while it is cut off
+    /// from the engine (default: yes). QoS 1 and 2 are never acknowledged then.
+    #[must_use]
+    pub fn local_while_unavailable(mut self, yes: bool) -> Self {
+        self.local_while_unavailable = yes;
+        self
     }
 
     /// How often the node tells the others it is alive (default 2 s). A node silent for
@@ -184,6 +194,7 @@ struct Inner {
     journal: Arc<NatsJournal>,
     /// The nodes' heartbeats.
     nodes: kv::Store,
+    local_while_unavailable: bool,
     heartbeat: Duration,
     /// The stream of QoS 1 and 2 messages.
     stream: stream::Stream,
@@ -362,6 +373,7 @@ impl NatsCluster {
             initial_retained: Mutex::new(Initial(initial, Some(watch))),
             journal: Arc::new(journal),
             nodes,
+            local_while_unavailable: options.local_while_unavailable,
             heartbeat: options.heartbeat,
             stream: qos1_stream,
             consumer: tokio::sync::Mutex::new(None),
@@ -1218,6 +1230,10 @@ impl Cluster for NatsCluster {
                 tracing::debug!(%client_id, %error, "session release not recorded");
             }
         });
+    }
+
+    fn local_while_unavailable(&self) -> bool {
+        self.inner.local_while_unavailable
     }
 
     fn is_available(&self) -> bool {
