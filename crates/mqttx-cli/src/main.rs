@@ -202,6 +202,9 @@ struct ClusterConfig {
     local_while_unavailable: Option<bool>,
 }
 
+/// Bytes a cluster node adds to a PUBLISH it sends over NATS (headers, framing), at most.
+const NATS_OVERHEAD: usize = 1024;
+
 /// The data directory when neither the flags nor the configuration file name one.
 const DEFAULT_DATA_DIR: &str = "mqttx-data";
 
@@ -419,6 +422,20 @@ fn broker(args: BrokerArgs) -> ExitCode {
             },
             None => None,
         };
+        let mut config = config;
+        if let Some(cluster) = &cluster {
+            // A PUBLISH travels between nodes with NATS headers: one that NATS would refuse is
+            // refused at the MQTT level (0x95) instead of staying on its node.
+            let cap = u32::try_from(cluster.max_payload().saturating_sub(NATS_OVERHEAD))
+                .unwrap_or(u32::MAX);
+            if config.max_packet_size > cap {
+                tracing::info!(
+                    max_packet_size = cap,
+                    "maximum packet size lowered to what NATS carries between nodes"
+                );
+                config.max_packet_size = cap;
+            }
+        }
         let Some(security) = security else {
             // No `[security]` table: the allow-all handler, with nothing on the hot path.
             let Some(builder) = recover(Broker::builder().config(config), journal) else {
