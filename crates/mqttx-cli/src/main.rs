@@ -269,8 +269,19 @@ fn main() -> ExitCode {
         Commands::Sub(args) => pubsub::run_sub(args),
         Commands::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "mqttx", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            use std::io::Write as _;
+            // Generated into memory first: clap_complete panics when its own write fails,
+            // as it does on a closed pipe (`mqttx completions zsh | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mqttx", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mqttx completions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -66,6 +66,20 @@ pub struct Will<'a> {
     pub payload: Cow<'a, [u8]>,
 }
 
+impl<'a> Will<'a> {
+    /// A Will Message on `topic` with `payload`, at QoS 0, not retained, without properties
+    /// (set `qos`, `retain` and `properties`, e.g. the Will Delay Interval, as needed).
+    pub fn new(topic: impl Into<Cow<'a, str>>, payload: impl Into<Cow<'a, [u8]>>) -> Self {
+        Self {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Props::new(),
+            topic: topic.into(),
+            payload: payload.into(),
+        }
+    }
+}
+
 /// CONNACK: the server's answer to CONNECT (MQTT 5.0 §3.2).
 ///
 /// For MQTT 3.1.x, the Connect Return Code is mapped to the MQTT 5.0 reason code with the same

@@ -289,10 +289,7 @@ fn connect_v311() {
             keep_alive: 10,
             will: Some(Box::new(Will {
                 qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: Props::new(),
-                topic: "w/t".into(),
-                payload: (&b"bye"[..]).into(),
+                ..Will::new("w/t", &b"bye"[..])
             })),
             username: Some("user".into()),
             password: Some((&b"pw"[..]).into()),
