@@ -39,6 +39,34 @@ impl fmt::Display for ClaimError {
 
 impl std::error::Error for ClaimError {}
 
+/// The Will of a connection, handed to the cluster with its claim ([`Cluster::claim`]) so that
+/// it is published even if this node stops while the connection lasts: a node that adopts
+/// this node's clients then publishes it, after [`delay`](Self::delay) seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterWill {
+    /// The Will.
+    pub message: Message,
+    /// Seconds between the end of the connection and the Will's publication: the smaller of
+    /// its Will Delay Interval and the session's Session Expiry Interval.
+    pub delay: u32,
+    /// Which connection set it, unique on this node: [`Cluster::will_settled`] names it, so
+    /// that a later connection's Will is never taken for this one's.
+    pub connection: u64,
+}
+
+impl ClusterWill {
+    /// The Will `message` of connection `connection`, due `delay` seconds after the
+    /// connection ends.
+    pub fn new(message: Message, delay: u32, connection: u64) -> Self {
+        Self {
+            message,
+            delay,
+            connection,
+        }
+    }
+}
+
 /// A broker's link to the other nodes of its cluster.
 ///
 /// A broker built without a cluster (the default) pays one `Option` test per publish,
@@ -61,7 +89,12 @@ impl std::error::Error for ClaimError {}
 ///   [`ClusterNode::take_over`], which closes the connection here (DISCONNECT 0x8E) and hands
 ///   the session over;
 /// - while [`Cluster::is_available`] is false, CONNECTs are refused with 0x88 Server
-///   unavailable (0x03 for MQTT 3.1.x): a node cut off from its engine fails closed.
+///   unavailable (0x03 for MQTT 3.1.x): a node cut off from its engine fails closed;
+/// - a connection's Will goes to the cluster with its claim (once the handler's
+///   [`on_publish`](crate::Handler::on_publish) accepted it, at CONNECT), so that the cluster
+///   can publish it should this node stop while the connection lasts; once the connection has
+///   ended and this node has settled the Will (published it, kept it as a delayed Will, or
+///   dropped it after a normal DISCONNECT), [`Cluster::will_settled`] says so.
 ///
 /// The broker calls these methods from synchronous sections, some under its shared lock: an
 /// implementation must return at once (queueing the work for a task of its own), and must
@@ -104,11 +137,28 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
     /// taking it over from another node if need be: that node closes its connection and hands
     /// the session over ([`ClusterNode::take_over`]), which the claim returns. The CONNECT
     /// then resumes it (Clean Start 0: its subscriptions, queued messages and messages in
-    /// flight) or discards it (Clean Start 1). The default grants the claim at once, with no
-    /// session.
-    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
-        let _ = client_id;
+    /// flight) or discards it (Clean Start 1).
+    ///
+    /// `will` is the Will of the connecting client, if it has one the handler accepted: the
+    /// cluster keeps it with the claim until [`will_settled`](Self::will_settled), and has
+    /// another node publish it should this one stop meanwhile ([`ClusterNode::publish`],
+    /// [`ClusterNode::adopt`]).
+    ///
+    /// The default grants the claim at once, with no session.
+    fn claim(
+        &self,
+        client_id: &str,
+        will: Option<&ClusterWill>,
+    ) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
+        let _ = (client_id, will);
         Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// The connection `connection` of `client_id`, whose Will went with its claim, has ended
+    /// and its Will is settled here: the cluster forgets it (unless a later connection's Will
+    /// replaced it). Not called when [`release`](Self::release) is, which forgets it too.
+    fn will_settled(&self, client_id: &str, connection: u64) {
+        let _ = (client_id, connection);
     }
 
     /// This node no longer holds `client_id`'s session: its connection ended with its session
@@ -138,6 +188,7 @@ pub trait Cluster: Send + Sync + fmt::Debug + 'static {
 /// state, behind a `Weak` so that the cluster does not keep a dropped broker alive).
 pub(crate) trait LocalNode: Send + Sync {
     fn holds(&self, client_id: &str) -> bool;
+    fn publish(self: Arc<Self>, message: &Message);
     fn deliver(&self, message: &Message);
     fn deliver_stored(self: Arc<Self>, message: &Message) -> ClusterFuture<()>;
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
@@ -182,6 +233,17 @@ impl ClusterNode {
     /// Whether `client_id` is connected here or has a session kept here.
     pub fn holds(&self, client_id: &str) -> bool {
         self.local().is_some_and(|local| local.holds(client_id))
+    }
+
+    /// Publishes `message` as if published on this node (as [`Broker::publish`] does): to
+    /// this node's subscribers and, through [`Cluster::publish`], to the rest of the cluster,
+    /// retained if RETAIN is set. For the Will of a client whose node stopped.
+    ///
+    /// [`Broker::publish`]: crate::Broker::publish
+    pub fn publish(&self, message: &Message) {
+        if let Some(local) = self.local() {
+            local.publish(message);
+        }
     }
 
     /// Delivers a message another node published to this node's normal subscribers: each

@@ -157,7 +157,7 @@ mod shell;
 mod stats;
 mod store;
 
-pub use cluster::{ClaimError, Cluster, ClusterFuture, ClusterNode};
+pub use cluster::{ClaimError, Cluster, ClusterFuture, ClusterNode, ClusterWill};
 pub use config::{Config, Listener, ListenerKind};
 pub use durable::{ForeignSession, recover_session};
 pub use handler::{

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::PeerIdentity;
-use crate::cluster::{Cluster, ClusterFuture, ClusterNode, LocalNode};
+use crate::cluster::{Cluster, ClusterFuture, ClusterNode, ClusterWill, LocalNode};
 use crate::config::Config;
 use crate::durable::{self, Clock};
 use crate::handler::{
@@ -1044,6 +1044,12 @@ impl<H: Handler> LocalNode for Inner<H> {
         shared.by_client_id.contains_key(client_id) || shared.sessions.contains_key(client_id)
     }
 
+    fn publish(self: Arc<Self>, message: &Message) {
+        // A QoS 1 or 2 message waits in the store task for the cluster to store it.
+        self.start_housekeeping();
+        self.lock().publish(&self.config, None, message);
+    }
+
     fn deliver(&self, message: &Message) {
         self.lock().route(&self.config, None, message, true);
     }
@@ -1619,6 +1625,9 @@ struct Driver<H: Handler> {
     connected_at: Option<Instant>,
     /// Another node of the cluster took the session over.
     moved: bool,
+    /// The connection whose Will went to the cluster with the claim (see
+    /// [`Cluster::will_settled`]).
+    cluster_will: Option<u64>,
 }
 
 /// A connection's part in a durable broker.
@@ -1658,6 +1667,7 @@ impl<H: Handler> Driver<H> {
             durability: None,
             connected_at: None,
             moved: false,
+            cluster_will: None,
         }
     }
 
@@ -2036,8 +2046,28 @@ impl<H: Handler> Driver<H> {
                         // over from another node.
                         let mut handed = None;
                         if let Some(cluster) = &self.inner.cluster {
-                            match cluster.claim(&req.client_id).await {
-                                Ok(session) => handed = session,
+                            // The Will goes with the claim, for another node to publish should
+                            // this one stop while the connection lasts: authorized now, since
+                            // that node has no handler state for this client.
+                            let mut will = None;
+                            if let Some(message) = self.session.will().cloned() {
+                                let decision =
+                                    self.inner.handler.on_publish(&app, &client, &message).await;
+                                if decision == PublishDecision::Accept {
+                                    let granted = req
+                                        .session_expiry_interval
+                                        .min(self.inner.config.max_session_expiry);
+                                    let delay = self.session.will_delay().min(granted);
+                                    let connection =
+                                        self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+                                    will = Some(ClusterWill::new(message, delay, connection));
+                                }
+                            }
+                            match cluster.claim(&req.client_id, will.as_ref()).await {
+                                Ok(session) => {
+                                    handed = session;
+                                    self.cluster_will = will.map(|w| w.connection);
+                                }
                                 Err(error) => {
                                     let code = ReasonCode::SERVER_UNAVAILABLE;
                                     tracing::debug!(
@@ -2483,6 +2513,7 @@ impl<H: Handler> Driver<H> {
                 shared.clients.remove(&self.id);
             }
             let mut kept = false;
+            let mut released = false;
             if let Some(client) = &self.client {
                 let newer = shared
                     .by_client_id
@@ -2555,12 +2586,26 @@ impl<H: Handler> Driver<H> {
                     self.connected_at,
                 ) {
                     cluster.release(&client.client_id);
+                    released = true;
                 }
                 if let (Some(client_id), false) = (self.durable(), newer) {
                     durable::remove_session(client_id, &mut ops);
                 }
             }
             shared.journal(ops);
+            // The Will is settled here by now (published, kept as a delayed Will, or
+            // dropped): the cluster forgets it once that is stored.
+            if let (Some(cluster), Some(client), Some(connection), false) =
+                (&shared.cluster, &self.client, self.cluster_will, released)
+            {
+                let (cluster, client_id) = (Arc::clone(cluster), client.client_id.clone());
+                let seq = shared.store_seq;
+                let mut committed = self.inner.committed.subscribe();
+                tokio::spawn(async move {
+                    let _ = committed.wait_for(|&done| done >= seq).await;
+                    cluster.will_settled(&client_id, connection);
+                });
+            }
         }
         self.mailbox.finish();
         let reason = self.close_reason.unwrap_or(CloseReason::ConnectionLost);

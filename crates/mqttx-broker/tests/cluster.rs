@@ -18,7 +18,8 @@ use mqttx_broker::codec::{
 };
 use mqttx_broker::router::TopicFilter;
 use mqttx_broker::{
-    AllowAll, Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, Message, StoredSession,
+    AllowAll, Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, ClusterWill, Message,
+    StoredSession,
 };
 use tokio::sync::oneshot;
 
@@ -49,6 +50,9 @@ struct Member {
     refuse_claims: AtomicBool,
     claims: Mutex<Vec<String>>,
     released: Mutex<Vec<String>>,
+    /// The Wills that came with claims, and the (client, connection) pairs settled.
+    wills: Mutex<Vec<ClusterWill>>,
+    settled: Mutex<Vec<(String, u64)>>,
 }
 
 impl Member {
@@ -161,8 +165,15 @@ impl Cluster for Member {
         )
     }
 
-    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
+    fn claim(
+        &self,
+        client_id: &str,
+        will: Option<&ClusterWill>,
+    ) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
         self.claims.lock().unwrap().push(client_id.to_owned());
+        if let Some(will) = will {
+            self.wills.lock().unwrap().push(will.clone());
+        }
         if self.refuse_claims.load(Ordering::SeqCst) {
             return Box::pin(std::future::ready(Err(ClaimError::Refused)));
         }
@@ -186,6 +197,13 @@ impl Cluster for Member {
 
     fn release(&self, client_id: &str) {
         self.released.lock().unwrap().push(client_id.to_owned());
+    }
+
+    fn will_settled(&self, client_id: &str, connection: u64) {
+        self.settled
+            .lock()
+            .unwrap()
+            .push((client_id.to_owned(), connection));
     }
 
     fn is_available(&self) -> bool {
@@ -218,6 +236,8 @@ async fn cluster(n: usize) -> (Arc<Hub>, Vec<Node>) {
             refuse_claims: AtomicBool::new(false),
             claims: Mutex::default(),
             released: Mutex::default(),
+            wills: Mutex::default(),
+            settled: Mutex::default(),
         });
         hub.members.lock().unwrap().push(Arc::clone(&member));
         let server = Broker::builder()
@@ -596,4 +616,124 @@ async fn a_cut_off_node_delivers_locally_only_when_allowed() {
             ("l/y".into(), b"back".to_vec())
         );
     }
+}
+
+/// CONNECT (Clean Start 1) with a Will on `topic`, its delay `delay` and Session Expiry
+/// `expiry`.
+async fn with_will(
+    addr: std::net::SocketAddr,
+    id: &str,
+    topic: &str,
+    delay: u32,
+    expiry: u32,
+) -> RawClient<tokio::net::TcpStream> {
+    let mut c = RawClient::connect(addr, V5).await;
+    let mut connect = Connect::new(V5, id.to_owned());
+    connect.properties.session_expiry_interval = Some(expiry);
+    let mut will = Box::new(mqttx_broker::codec::Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+        topic: topic.into(),
+        payload: b"gone".to_vec().into(),
+    });
+    will.properties.will_delay_interval = Some(delay);
+    connect.will = Some(will);
+    c.send(&Packet::Connect(connect)).await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c
+}
+
+/// Waits (bounded) until `member` has settled `client_id`'s Will.
+async fn settled(member: &Member, client_id: &str) -> Vec<u64> {
+    for _ in 0..300 {
+        let done: Vec<u64> = member
+            .settled
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| c == client_id)
+            .map(|(_, n)| *n)
+            .collect();
+        if !done.is_empty() {
+            return done;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Vec::new()
+}
+
+#[tokio::test]
+async fn wills_go_with_claims_and_are_settled_when_their_connection_ends() {
+    let (_hub, nodes) = cluster(2).await;
+    let mut watcher = client(nodes[1].addr, V5, "watcher").await;
+    subscribe(&mut watcher, 1, "wills/#", QoS::AtLeastOnce).await;
+
+    // A persistent session's Will: handed to the cluster with the claim, its delay capped by
+    // the Session Expiry Interval.
+    let mut c = with_will(nodes[0].addr, "willing", "wills/willing", 60, 30).await;
+    let armed = nodes[0].member.wills.lock().unwrap().clone();
+    assert_eq!(armed.len(), 1);
+    assert_eq!(
+        (armed[0].message.topic.as_str(), armed[0].delay),
+        ("wills/willing", 30)
+    );
+    assert!(
+        nodes[0].member.settled.lock().unwrap().is_empty(),
+        "still connected"
+    );
+    // A normal DISCONNECT drops the Will; the session stays here, so it is settled, not
+    // released.
+    c.send(&Packet::Disconnect(Default::default())).await;
+    c.until_closed().await;
+    assert_eq!(
+        settled(&nodes[0].member, "willing").await,
+        [armed[0].connection]
+    );
+    assert!(nodes[0].member.released.lock().unwrap().is_empty());
+
+    // The next connection has a number of its own; a session that ends with its connection
+    // is released (which forgets the Will too), not settled, and its Will is published.
+    let c = with_will(nodes[0].addr, "willing", "wills/willing", 0, 0).await;
+    let armed = nodes[0].member.wills.lock().unwrap().clone();
+    assert_eq!(armed.len(), 2);
+    assert_ne!(armed[0].connection, armed[1].connection);
+    assert_eq!(armed[1].delay, 0);
+    drop(c);
+    assert_eq!(
+        next_message(&mut watcher).await,
+        ("wills/willing".into(), b"gone".to_vec())
+    );
+    for _ in 0..300 {
+        if !nodes[0].member.released.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*nodes[0].member.released.lock().unwrap(), ["willing"]);
+    assert_eq!(settled(&nodes[0].member, "willing").await.len(), 1);
+
+    // A client without a Will hands none over.
+    let plain = client(nodes[0].addr, V5, "plain").await;
+    assert_eq!(nodes[0].member.wills.lock().unwrap().len(), 2);
+    drop(plain);
+
+    // What the cluster publishes through a node's handle (a stopped node's Will) reaches that
+    // node's subscribers and, through the cluster, the others'.
+    let mut local = client(nodes[0].addr, V5, "local").await;
+    subscribe(&mut local, 1, "wills/#", QoS::AtLeastOnce).await;
+    let topic = mqttx_broker::router::TopicName::new("wills/orphan").unwrap();
+    let will = Message::new(topic, &b"lost"[..], QoS::AtLeastOnce, false);
+    nodes[0].member.node().publish(&will);
+    assert_eq!(
+        next_message(&mut local).await,
+        ("wills/orphan".into(), b"lost".to_vec())
+    );
+    assert_eq!(
+        next_message(&mut watcher).await,
+        ("wills/orphan".into(), b"lost".to_vec())
+    );
 }

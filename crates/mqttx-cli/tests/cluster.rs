@@ -371,61 +371,28 @@ async fn a_killed_node_s_sessions_are_recovered_by_another_node() {
     assert!(matches!(back.recv().await, Some(Packet::Publish(p)) if &*p.topic == "k/after"));
 }
 
-#[tokio::test]
-async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
-    use mqttx_codec::{
-        Connect, Packet, PacketId, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
-    };
+/// A raw MQTT 5.0 connection to `port` as `id`, with a QoS 1 Will on `topic` delayed by
+/// `delay` s and a Session Expiry Interval of `expiry` s (Clean Start 0 when above 0), once
+/// its CONNACK came.
+async fn with_will(
+    port: u16,
+    id: &str,
+    topic: &str,
+    delay: u32,
+    expiry: u32,
+) -> tokio::net::TcpStream {
+    use mqttx_codec::{Connect, Packet, ProtocolVersion, QoS};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    let server = NatsServer::start();
-    // Heartbeats every 300 ms: a node silent for 0.9 s is taken for dead.
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, "[cluster]\nheartbeat_ms = 300\n").expect("config");
-    let start = |id: &'static str| {
-        let config = config.clone();
-        let url = server.url().to_owned();
-        async move {
-            start_broker(&[
-                "--cluster".as_ref(),
-                url.as_ref(),
-                "--node-id".as_ref(),
-                id.as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-            ])
-            .await
-        }
-    };
-    let (n1, n2) = (start("n1").await, start("n2").await);
-    let (mut watcher, _) = Client::connect(n2.port, "watcher").await.expect("watcher");
-    watcher
-        .send(&Packet::Subscribe(Subscribe {
-            packet_id: PacketId::new(1).unwrap(),
-            properties: Default::default(),
-            filters: vec![SubscribeFilter::new("will/#", QoS::AtLeastOnce)].into(),
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
-
-    // A client with a persistent session and a Will delayed by 3 s loses its connection to
-    // n1: n1 keeps the session and the Will, journaled in the cluster.
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", n1.port))
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut raw = mqttx_codec::Decoder::new(mqttx_codec::DecodeContext::new(ProtocolVersion::V5));
-    let mut connect = Connect::new(ProtocolVersion::V5, "mortal".to_owned());
-    connect.clean_start = false;
-    connect.properties.session_expiry_interval = Some(60);
-    let mut will = mqttx_codec::Will {
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Default::default(),
-        topic: "will/mortal".into(),
-        payload: (&b"gone"[..]).into(),
-    };
-    will.properties.will_delay_interval = Some(3);
+    let mut connect = Connect::new(ProtocolVersion::V5, id.to_owned());
+    connect.clean_start = expiry == 0;
+    connect.properties.session_expiry_interval = Some(expiry);
+    let mut will = mqttx_codec::Will::new(topic, &b"gone"[..]);
+    will.qos = QoS::AtLeastOnce;
+    will.properties.will_delay_interval = Some(delay);
     connect.will = Some(Box::new(will));
     let mut bytes = Vec::new();
     mqttx_codec::encode(
@@ -434,19 +401,136 @@ async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
         &mut bytes,
     )
     .unwrap();
-    {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut stream = stream;
-        stream.write_all(&bytes).await.unwrap();
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
-            .await
-            .expect("CONNACK in time")
-            .unwrap();
-        raw.feed(&buf[..n]);
-        assert!(matches!(raw.next_packet(), Ok(Some(Packet::ConnAck(_)))));
-        // Dropped without DISCONNECT.
+    stream.write_all(&bytes).await.unwrap();
+    let mut raw = mqttx_codec::Decoder::new(mqttx_codec::DecodeContext::new(ProtocolVersion::V5));
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("CONNACK in time")
+        .unwrap();
+    raw.feed(&buf[..n]);
+    match raw.next_packet() {
+        Ok(Some(Packet::ConnAck(ack))) => {
+            assert_eq!(ack.reason_code, mqttx_codec::ReasonCode::SUCCESS, "{id}");
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
     }
+    stream
+}
+
+/// `mqttx broker --cluster` nodes with heartbeats every 300 ms (a node silent for 0.9 s is
+/// taken for dead), and the directory of their configuration.
+struct FastNodes {
+    dir: tempfile::TempDir,
+}
+
+impl FastNodes {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(
+            dir.path().join("node.toml"),
+            "[cluster]\nheartbeat_ms = 300\n",
+        )
+        .expect("config");
+        Self { dir }
+    }
+
+    async fn start(&self, server: &NatsServer, id: &str) -> Broker {
+        start_broker(&[
+            "--cluster".as_ref(),
+            server.url().as_ref(),
+            "--node-id".as_ref(),
+            id.as_ref(),
+            "--config".as_ref(),
+            self.dir.path().join("node.toml").as_os_str(),
+        ])
+        .await
+    }
+}
+
+/// A raw client on `port` subscribed to `filter` at QoS 1.
+async fn watcher(port: u16, id: &str, filter: &str) -> Client {
+    use mqttx_codec::{Packet, PacketId, QoS, Subscribe, SubscribeFilter};
+
+    let (mut watcher, _) = Client::connect(port, id).await.expect("watcher");
+    watcher
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Default::default(),
+            filters: vec![SubscribeFilter::new(filter, QoS::AtLeastOnce)].into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        watcher.recv().await,
+        Some(mqttx_codec::Packet::SubAck(_))
+    ));
+    watcher
+}
+
+#[tokio::test]
+async fn the_wills_of_clients_connected_to_a_killed_node_are_published() {
+    use mqttx_codec::Packet;
+
+    let server = NatsServer::start();
+    let fast = FastNodes::new();
+    let (n1, n2) = (
+        fast.start(&server, "n1").await,
+        fast.start(&server, "n2").await,
+    );
+    let mut watcher = watcher(n2.port, "watcher", "will/#").await;
+    // Connected to n1, each with a Will due at once: "lively" stays away once n1 is gone (n2
+    // adopts n1's clients when its heartbeat expires), "hasty" reconnects to n2 at once (its
+    // claim finds n1 silent).
+    let lively = with_will(n1.port, "lively", "will/lively", 0, 0).await;
+    let hasty = with_will(n1.port, "hasty", "will/hasty", 0, 0).await;
+    // A Will with a delay whose client comes back in time is not published; one whose client
+    // stays away is, after its delay, by the node that adopted its session.
+    let patient = with_will(n1.port, "patient", "will/patient", 30, 60).await;
+    let tardy = with_will(n1.port, "tardy", "will/tardy", 1, 60).await;
+    n1.kill().await;
+    drop((lively, hasty, patient, tardy));
+    let (_hasty, _) = Client::connect(n2.port, "hasty")
+        .await
+        .expect("hasty on n2");
+    let (_patient, _) = Client::connect(n2.port, "patient")
+        .await
+        .expect("patient on n2");
+
+    let mut wills = Vec::new();
+    while wills.len() < 3 {
+        match tokio::time::timeout(WAIT, watcher.recv()).await {
+            Ok(Some(Packet::Publish(p))) => {
+                assert_eq!(&p.payload[..], b"gone");
+                wills.push(p.topic.to_string());
+            }
+            other => panic!("expected the Wills, got {other:?} after {wills:?}"),
+        }
+    }
+    wills.sort();
+    assert_eq!(wills, ["will/hasty", "will/lively", "will/tardy"]);
+    // Each once: nothing more comes within a few heartbeats.
+    if let Ok(more) = tokio::time::timeout(Duration::from_millis(1500), watcher.recv()).await {
+        panic!("expected nothing more, got {more:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
+    use mqttx_codec::Packet;
+
+    let server = NatsServer::start();
+    let fast = FastNodes::new();
+    let (n1, n2) = (
+        fast.start(&server, "n1").await,
+        fast.start(&server, "n2").await,
+    );
+    let mut watcher = watcher(n2.port, "watcher", "will/#").await;
+
+    // A client with a persistent session and a Will delayed by 3 s loses its connection to
+    // n1 (dropped without DISCONNECT): n1 keeps the session and the Will, journaled in the
+    // cluster.
+    drop(with_will(n1.port, "mortal", "will/mortal", 3, 60).await);
     journaled(&server, "n1.wills.", 1).await;
     n1.kill().await;
 

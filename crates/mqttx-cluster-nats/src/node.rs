@@ -31,7 +31,9 @@ use async_nats::{HeaderMap, header};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use mqttx_broker::codec::QoS;
-use mqttx_broker::{ClaimError, Cluster, ClusterFuture, ClusterNode, Message, StoredSession};
+use mqttx_broker::{
+    ClaimError, Cluster, ClusterFuture, ClusterNode, ClusterWill, Message, StoredSession,
+};
 use mqttx_router::TopicFilter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -242,6 +244,11 @@ impl NatsCluster {
         }
         if options.node_id.is_empty() {
             return Err(ClusterError::Options(String::from("the node id is empty")));
+        }
+        if options.node_id.contains('\0') {
+            return Err(ClusterError::Options(String::from(
+                "the node id must not contain a zero byte",
+            )));
         }
         let namespace = |space: &str| {
             Namespace::new(&format!("{prefix}.{space}"))
@@ -1216,10 +1223,30 @@ impl Cluster for NatsCluster {
         }))
     }
 
-    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
+    fn claim(
+        &self,
+        client_id: &str,
+        will: Option<&ClusterWill>,
+    ) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
         let owners = self.inner.owners.clone();
         let client_id = client_id.to_owned();
-        Box::pin(async move { owners.claim(&client_id).await })
+        let will = will.cloned();
+        let node = self.inner.node().cloned();
+        Box::pin(async move {
+            owners
+                .claim_with(&client_id, will.as_ref(), node.as_ref())
+                .await
+        })
+    }
+
+    fn will_settled(&self, client_id: &str, connection: u64) {
+        let owners = self.inner.owners.clone();
+        let client_id = client_id.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = owners.settle_will(&client_id, connection).await {
+                tracing::debug!(%client_id, %error, "settled Will not recorded");
+            }
+        });
     }
 
     fn release(&self, client_id: &str) {

@@ -10,7 +10,13 @@
 //! old owner's takeover subject, to close the client's connection (DISCONNECT 0x8E) and hand
 //! its session over ([`ClusterNode::take_over`]); the reply is the session's byte form
 //! ([`StoredSession::encode`]), or empty when the old owner held none. An old owner that does
-//! not answer (it is gone) hands nothing over.
+//! not answer (it is gone) hands nothing over: the session is read from its journal.
+//!
+//! While a client with a Will is connected, its entry also holds the Will ([`ClusterWill`]):
+//! the value is the node identifier, then a zero byte, the connection's number (8 bytes, big
+//! endian), the Will's delay in seconds (4 bytes, big endian) and the Will's record
+//! ([`Message::encode_record`]). A node that takes the entry of a node that stopped publishes
+//! that Will, so a client's Will survives the node it was connected to.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +25,7 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use mqttx_broker::{ClaimError, ClusterNode, ForeignSession, StoredSession};
+use mqttx_broker::{ClaimError, ClusterNode, ClusterWill, ForeignSession, Message, StoredSession};
 
 use crate::journal::{purge_node, read_node};
 use crate::proto::subject::{decode_token, encode_token};
@@ -35,6 +41,50 @@ pub struct Ownership {
     timeout: Duration,
     /// The cluster's journal bucket: a dead owner's sessions are read from it.
     journal: Option<kv::Store>,
+}
+
+/// One client's entry: its owner, the Will of its connection there, and the revision.
+#[derive(Debug)]
+struct Entry {
+    owner: String,
+    will: Option<ClusterWill>,
+    revision: u64,
+}
+
+/// The value of an entry owned by `node_id`, with the Will of the connection if it has one.
+fn owner_value(node_id: &str, will: Option<&ClusterWill>) -> Bytes {
+    let mut value = node_id.as_bytes().to_vec();
+    if let Some(will) = will {
+        match will.message.encode_record() {
+            Ok(record) => {
+                value.push(0);
+                value.extend_from_slice(&will.connection.to_be_bytes());
+                value.extend_from_slice(&will.delay.to_be_bytes());
+                value.extend_from_slice(&record);
+            }
+            Err(error) => {
+                tracing::warn!(topic = %will.message.topic, %error, "a Will that cannot be stored is not kept in the cluster");
+            }
+        }
+    }
+    value.into()
+}
+
+/// Reads an entry's value (see the module documentation): the owner, and the Will if one is
+/// there and readable.
+fn parse_value(value: &[u8]) -> (String, Option<ClusterWill>) {
+    let Some(split) = value.iter().position(|&b| b == 0) else {
+        return (String::from_utf8_lossy(value).into_owned(), None);
+    };
+    let owner = String::from_utf8_lossy(&value[..split]).into_owned();
+    let rest = &value[split + 1..];
+    let will = (rest.len() > 12).then(|| {
+        let connection = u64::from_be_bytes(rest[..8].try_into().ok()?);
+        let delay = u32::from_be_bytes(rest[8..12].try_into().ok()?);
+        let message = Message::decode_record(&rest[12..]).ok()?;
+        Some(ClusterWill::new(message, delay, connection))
+    });
+    (owner, will.flatten())
 }
 
 /// The wall clock and the process clock, read at one moment, for a session's byte form.
@@ -60,6 +110,9 @@ impl Ownership {
         control: &str,
         timeout: Duration,
     ) -> Result<Self, async_nats::Error> {
+        if node_id.contains('\0') {
+            return Err("a node id must not contain a zero byte".into());
+        }
         let js = jetstream::new(client.clone());
         let config = kv::Config {
             bucket: bucket.to_owned(),
@@ -142,11 +195,19 @@ impl Ownership {
     /// # Errors
     /// The engine did not answer.
     pub async fn owner(&self, client_id: &str) -> Result<Option<String>, ClaimError> {
-        Ok(self.entry(client_id).await?.map(|(owner, _)| owner))
+        Ok(self.entry(client_id).await?.map(|entry| entry.owner))
     }
 
-    /// The owner and revision of `client_id`'s entry (`None`: absent or deleted).
-    async fn entry(&self, client_id: &str) -> Result<Option<(String, u64)>, ClaimError> {
+    /// The Will `client_id`'s entry holds for its connection, if any.
+    ///
+    /// # Errors
+    /// The engine did not answer.
+    pub async fn will(&self, client_id: &str) -> Result<Option<ClusterWill>, ClaimError> {
+        Ok(self.entry(client_id).await?.and_then(|entry| entry.will))
+    }
+
+    /// `client_id`'s entry (`None`: absent or deleted).
+    async fn entry(&self, client_id: &str) -> Result<Option<Entry>, ClaimError> {
         let key = encode_token(client_id);
         let entry = tokio::time::timeout(self.timeout, self.kv.entry(key))
             .await
@@ -154,7 +215,14 @@ impl Ownership {
             .map_err(|_| ClaimError::Unavailable)?;
         Ok(entry
             .filter(|e| e.operation == kv::Operation::Put)
-            .map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.revision)))
+            .map(|e| {
+                let (owner, will) = parse_value(&e.value);
+                Entry {
+                    owner,
+                    will,
+                    revision: e.revision,
+                }
+            }))
     }
 
     /// Makes this node the owner of `client_id`: creates the entry, or replaces another
@@ -164,14 +232,50 @@ impl Ownership {
     /// [`ClaimError::Refused`] when another node's claim won the compare-and-set,
     /// [`ClaimError::Unavailable`] when the engine did not answer.
     pub async fn claim(&self, client_id: &str) -> Result<Option<StoredSession>, ClaimError> {
+        self.claim_with(client_id, None, None).await
+    }
+
+    /// [`claim`](Self::claim), keeping `will` (the connecting client's Will) in the entry
+    /// while the connection lasts. When the previous owner does not answer (it stopped), the
+    /// Will of the client's connection there is published through `node` if it was due at once
+    /// (a delayed Will is dropped: its client is back).
+    ///
+    /// # Errors
+    /// As [`claim`](Self::claim).
+    pub async fn claim_with(
+        &self,
+        client_id: &str,
+        will: Option<&ClusterWill>,
+        node: Option<&ClusterNode>,
+    ) -> Result<Option<StoredSession>, ClaimError> {
         let key = encode_token(client_id);
-        let me = Bytes::from(self.node_id.clone().into_bytes());
-        let previous = match self.entry(client_id).await? {
-            Some((owner, _)) if owner == self.node_id => return Ok(None),
-            Some((owner, revision)) => {
+        let me = owner_value(&self.node_id, will);
+        let (previous, previous_will) = match self.entry(client_id).await? {
+            Some(entry)
+                if entry.owner == self.node_id && will.is_none() && entry.will.is_none() =>
+            {
+                return Ok(None);
+            }
+            Some(entry) if entry.owner == self.node_id => {
+                // This node's already: the entry takes this connection's Will.
+                let update = self.kv.update(&key, me, entry.revision);
+                return match tokio::time::timeout(self.timeout, update).await {
+                    Ok(Ok(_)) => Ok(None),
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        tracing::debug!(%client_id, "session claim lost to another node");
+                        Err(ClaimError::Refused)
+                    }
+                    _ => Err(ClaimError::Unavailable),
+                };
+            }
+            Some(Entry {
+                owner,
+                will: previous_will,
+                revision,
+            }) => {
                 let update = self.kv.update(&key, me, revision);
                 match tokio::time::timeout(self.timeout, update).await {
-                    Ok(Ok(_)) => owner,
+                    Ok(Ok(_)) => (owner, previous_will),
                     Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         tracing::debug!(%client_id, "session claim lost to another node");
                         return Err(ClaimError::Refused);
@@ -194,14 +298,25 @@ impl Ownership {
         // This node owns the session now; the previous owner hands it over.
         let subject = self.takeover_subject(&previous);
         let request = self.client.request(subject, client_id.to_owned().into());
-        let reply = match tokio::time::timeout(self.timeout, request).await {
+        let answer = tokio::time::timeout(self.timeout, request).await;
+        let reply = match answer {
             Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => {
-                tracing::warn!(%client_id, node = %previous, %error, "the previous owner did not hand the session over");
-                return Ok(self.recover_from_journal(client_id, &previous).await);
-            }
-            Err(_) => {
-                tracing::warn!(%client_id, node = %previous, "the previous owner did not hand the session over in time");
+            _ => {
+                match answer {
+                    Ok(Err(error)) => {
+                        tracing::warn!(%client_id, node = %previous, %error, "the previous owner did not hand the session over");
+                    }
+                    _ => {
+                        tracing::warn!(%client_id, node = %previous, "the previous owner did not hand the session over in time");
+                    }
+                }
+                // Its connection there ended when it stopped: a Will due at once is due now.
+                if let (Some(node), Some(lost)) = (node, previous_will)
+                    && lost.delay == 0
+                {
+                    tracing::info!(%client_id, node = %previous, topic = %lost.message.topic, "publishing the Will of a connection on a node that stopped");
+                    node.publish(&lost.message);
+                }
                 return Ok(self.recover_from_journal(client_id, &previous).await);
             }
         };
@@ -240,13 +355,18 @@ impl Ownership {
             let Ok(client_id) = decode_token(&key) else {
                 continue;
             };
-            let Ok(Some((owner, revision))) = self.entry(&client_id).await else {
+            let Ok(Some(Entry {
+                owner,
+                will,
+                revision,
+            })) = self.entry(&client_id).await
+            else {
                 continue;
             };
             if owner == self.node_id || alive.contains(&owner) {
                 continue;
             }
-            let me = Bytes::from(self.node_id.clone().into_bytes());
+            let me = owner_value(&self.node_id, None);
             let update = self.kv.update(&key, me, revision);
             if !matches!(tokio::time::timeout(self.timeout, update).await, Ok(Ok(_))) {
                 continue;
@@ -257,11 +377,25 @@ impl Ownership {
                 continue;
             }
             let Some(found) = self.take_from_journal(&client_id, &owner).await else {
-                // Nothing journaled (it ended with its connection): nothing to keep.
+                // Nothing journaled (it ended with its connection): nothing to keep, and the
+                // Will of the connection, if any, is due now.
                 let _ = self.release(&client_id).await;
+                if let Some(will) = will {
+                    tracing::info!(%client_id, node = %owner, topic = %will.message.topic, "publishing the Will of a connection on a node that stopped");
+                    node.publish(&will.message);
+                }
                 continue;
             };
-            if node.adopt(&client_id, found.session, found.will) {
+            // A delayed Will journaled after the connection ended, or the Will of the
+            // connection, due after its delay (counted from now: when the node stopped is
+            // not known more closely).
+            let will = found.will.or_else(|| {
+                will.map(|will| {
+                    let delay = Duration::from_secs(u64::from(will.delay));
+                    (std::time::Instant::now() + delay, will.message)
+                })
+            });
+            if node.adopt(&client_id, found.session, will) {
                 tracing::info!(%client_id, node = %owner, "adopted the session of a node that stopped");
                 adopted += 1;
             }
@@ -291,7 +425,9 @@ impl Ownership {
                 let Ok(entry) = entry else {
                     continue;
                 };
-                if entry.operation != kv::Operation::Put || entry.value == this.node_id.as_bytes() {
+                if entry.operation != kv::Operation::Put
+                    || parse_value(&entry.value).0 == this.node_id
+                {
                     continue;
                 }
                 let Ok(client_id) = decode_token(&entry.key) else {
@@ -319,15 +455,36 @@ impl Ownership {
     /// # Errors
     /// The engine did not answer.
     pub async fn release(&self, client_id: &str) -> Result<(), ClaimError> {
-        if let Some((owner, revision)) = self.entry(client_id).await?
-            && owner == self.node_id
+        if let Some(entry) = self.entry(client_id).await?
+            && entry.owner == self.node_id
         {
             let delete = self
                 .kv
-                .delete_expect_revision(encode_token(client_id), Some(revision));
+                .delete_expect_revision(encode_token(client_id), Some(entry.revision));
             // A failed revision check means another node claimed it meanwhile: its entry
             // stays.
             let _ = tokio::time::timeout(self.timeout, delete).await;
+        }
+        Ok(())
+    }
+
+    /// Removes the Will of connection `connection` from this node's entry for `client_id`: the
+    /// connection ended and this node settled its Will. A later connection's Will, or another
+    /// node's entry, stays.
+    ///
+    /// # Errors
+    /// The engine did not answer.
+    pub async fn settle_will(&self, client_id: &str, connection: u64) -> Result<(), ClaimError> {
+        if let Some(entry) = self.entry(client_id).await?
+            && entry.owner == self.node_id
+            && entry.will.is_some_and(|will| will.connection == connection)
+        {
+            let value = owner_value(&self.node_id, None);
+            let update = self
+                .kv
+                .update(encode_token(client_id), value, entry.revision);
+            // A failed revision check means a claim changed the entry meanwhile: it stays.
+            let _ = tokio::time::timeout(self.timeout, update).await;
         }
         Ok(())
     }

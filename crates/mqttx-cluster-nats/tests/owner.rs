@@ -12,7 +12,8 @@ use mqttx_broker::codec::{
     QoS, ReasonCode, Subscribe, SubscribeFilter, encode,
 };
 use mqttx_broker::{
-    Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, Config, Message, StoredSession,
+    Broker, ClaimError, Cluster, ClusterFuture, ClusterNode, ClusterWill, Config, Message,
+    StoredSession,
 };
 use mqttx_cluster_nats::Ownership;
 use mqttx_router::TopicFilter;
@@ -96,7 +97,11 @@ impl Cluster for OwnersOnly {
     fn publish(&self, _: &Message) -> Option<ClusterFuture<()>> {
         None
     }
-    fn claim(&self, client_id: &str) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
+    fn claim(
+        &self,
+        client_id: &str,
+        _will: Option<&ClusterWill>,
+    ) -> ClusterFuture<Result<Option<StoredSession>, ClaimError>> {
         let owners = self.owners.clone();
         let client_id = client_id.to_owned();
         Box::pin(async move { owners.claim(&client_id).await })

@@ -1139,6 +1139,12 @@ impl Session {
         s.session_expiry = seconds;
     }
 
+    /// The Will CONNECT set, until the session ends (when it becomes an [`Event::Will`] or is
+    /// dropped).
+    pub fn will(&self) -> Option<&Message> {
+        self.state.will.as_ref()
+    }
+
     /// The Will Delay Interval of the Will, in seconds (0 without one, or for MQTT 3.1.x). The
     /// shell publishes an [`Event::Will`] after min(this, the Session Expiry Interval), unless
     /// the client resumes the session first [MQTT-3.1.3-9].
