@@ -192,6 +192,11 @@ pub(crate) trait LocalNode: Send + Sync {
     fn deliver(&self, message: &Message);
     fn deliver_stored(self: Arc<Self>, message: &Message) -> ClusterFuture<()>;
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool;
+    fn deliver_shared_tracked(
+        self: Arc<Self>,
+        filter: &TopicFilter,
+        message: &Message,
+    ) -> Option<ClusterFuture<bool>>;
     fn retain(&self, topic: &TopicName, message: Option<&Message>);
     fn take_over(self: Arc<Self>, client_id: String) -> ClusterFuture<Option<StoredSession>>;
     fn adopt(
@@ -273,6 +278,22 @@ impl ClusterNode {
     pub fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool {
         self.local()
             .is_some_and(|local| local.deliver_shared(filter, message))
+    }
+
+    /// Like [`deliver_shared`](Self::deliver_shared), for a message the cluster keeps until a
+    /// member has taken it: `None` when the group has no member here (any more); otherwise a
+    /// future telling what became of the member's copy. `true`: taken care of, that is
+    /// acknowledged by the member (PUBACK, or PUBREC at QoS 2), expired, or kept with the
+    /// member's persistent session when its connection ended (what that journaled is
+    /// committed by then); the cluster may forget the message. `false`: not delivered (the
+    /// member's connection ended with its session, or its queue was full), so the cluster
+    /// gives it to another member, here or on another node.
+    pub fn deliver_shared_tracked(
+        &self,
+        filter: &TopicFilter,
+        message: &Message,
+    ) -> Option<ClusterFuture<bool>> {
+        self.local()?.deliver_shared_tracked(filter, message)
     }
 
     /// Sets this node's copy of the retained message of `topic` (`None` clears it), as set on

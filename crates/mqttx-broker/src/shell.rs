@@ -31,7 +31,7 @@ use crate::journal::{Journal, JournalOp};
 use crate::listen::Server;
 use crate::proto::JournalEntry;
 use crate::proto::{
-    CloseReason, DeliverOutcome, Delivered, Event, Message, Outbound, PublishOutcome,
+    CloseReason, DeliverOutcome, Delivered, Event, Message, Outbound, PublishOutcome, Receipt,
     ServerDisconnect, Session, SubscribeRequest, UnsubscribeRequest,
 };
 use crate::stats::{DropCause, ListenerStats, SharedCounts, Snapshot, Stats, Traffic};
@@ -931,8 +931,10 @@ async fn run_store_op<H>(
                 tracing::warn!(%client_id, %error, "session store: save failed");
             }
         }
-        StoreOp::Enqueue(client_id, now, message) => {
+        StoreOp::Enqueue(client_id, now, mut message) => {
             let qos = message.qos();
+            // Kept with the session, or not taken (see `Receipt`).
+            let receipt = message.take_receipt();
             // Journaled once the session store kept it.
             let mut record = Vec::new();
             if let Some(id) = message.id() {
@@ -946,6 +948,9 @@ async fn run_store_op<H>(
                     false
                 }
             };
+            if let Some(receipt) = receipt {
+                receipt.settle(kept);
+            }
             if kept {
                 batch.append(&mut record);
             } else if qos != QoS::AtMostOnce {
@@ -1070,7 +1075,36 @@ impl<H: Handler> LocalNode for Inner<H> {
     }
 
     fn deliver_shared(&self, filter: &TopicFilter, message: &Message) -> bool {
-        self.lock().route_group(&self.config, filter, message)
+        self.lock().route_group(&self.config, filter, message, None)
+    }
+
+    fn deliver_shared_tracked(
+        self: Arc<Self>,
+        filter: &TopicFilter,
+        message: &Message,
+    ) -> Option<ClusterFuture<bool>> {
+        self.start_housekeeping();
+        let (tx, rx) = oneshot::channel();
+        let receipt = Receipt::new(move |taken| {
+            let _ = tx.send(taken);
+        });
+        let seq = {
+            let mut shared = self.lock();
+            if !shared.route_group(&self.config, filter, message, Some(receipt)) {
+                return None;
+            }
+            shared.store_seq
+        };
+        let mut committed = self.committed.subscribe();
+        Some(Box::pin(async move {
+            let taken = rx.await.unwrap_or(false);
+            if taken {
+                // What the delivery journaled (the message kept with a persistent session)
+                // is committed first.
+                let _ = committed.wait_for(|&done| done >= seq).await;
+            }
+            taken
+        }))
     }
 
     fn retain(&self, topic: &TopicName, message: Option<&Message>) {
@@ -1496,17 +1530,24 @@ impl Shared {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         self.router
             .route(&message.topic, publisher, &mut deliveries);
-        self.dispatch(config, message, &deliveries, skip_shared);
+        self.dispatch(config, message, &deliveries, skip_shared, None);
         self.deliveries = deliveries;
     }
 
     /// Sends `message` to the member of the local shared group `filter` whose turn it is;
-    /// false if the group has no member here.
-    fn route_group(&mut self, config: &Config, filter: &TopicFilter, message: &Message) -> bool {
+    /// false if the group has no member here. `receipt`, if any, goes with the member's copy
+    /// (dropped, so settled as not taken, when none was handed over).
+    fn route_group(
+        &mut self,
+        config: &Config,
+        filter: &TopicFilter,
+        message: &Message,
+        receipt: Option<Receipt>,
+    ) -> bool {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         let found = self.router.route_group(filter, None, &mut deliveries);
         if found {
-            self.dispatch(config, message, &deliveries, false);
+            self.dispatch(config, message, &deliveries, false, receipt);
         }
         self.deliveries = deliveries;
         found
@@ -1520,6 +1561,7 @@ impl Shared {
         message: &Message,
         deliveries: &Deliveries,
         skip_shared: bool,
+        mut receipt: Option<Receipt>,
     ) {
         let mut cache = EncodeCache::default();
         let mut pending: Vec<(String, Outbound)> = Vec::new();
@@ -1546,7 +1588,12 @@ impl Shared {
                     if qos != QoS::AtMostOnce {
                         // The store task counts what the store does not keep.
                         match Outbound::encode(message, stored.version, qos, retain, &ids) {
-                            Ok(encoded) => pending.push((client_id.clone(), encoded)),
+                            Ok(mut encoded) => {
+                                if let Some(receipt) = receipt.take() {
+                                    encoded = encoded.with_receipt(receipt);
+                                }
+                                pending.push((client_id.clone(), encoded));
+                            }
                             Err(_) => self.dropped[DropCause::TooLarge as usize] += 1,
                         }
                     }
@@ -1568,6 +1615,9 @@ impl Shared {
                 cache.get(message, client.version, qos, retain)
             };
             if let Some(mut encoded) = encoded {
+                if let Some(receipt) = receipt.take() {
+                    encoded = encoded.with_receipt(receipt);
+                }
                 // A persistent session's QoS 1 and 2 messages are journaled before their
                 // publisher's acknowledgement.
                 let durable = match &client.durable {
@@ -2537,6 +2587,8 @@ impl<H: Handler> Driver<H> {
                         expires_at,
                     };
                     let mut state = self.session.take_state(now.into_std());
+                    // Its messages stay with the session (see `Receipt`).
+                    state.keep_receipts();
                     // Messages still in the mailbox belong to the session too.
                     let config = &self.inner.config;
                     for command in self.mailbox.take() {

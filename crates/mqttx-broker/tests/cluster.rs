@@ -737,3 +737,86 @@ async fn wills_go_with_claims_and_are_settled_when_their_connection_ends() {
         ("wills/orphan".into(), b"lost".to_vec())
     );
 }
+
+/// The next PUBLISH, whole.
+async fn next_publish(c: &mut RawClient<tokio::net::TcpStream>) -> Publish<'static> {
+    match c.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// Waits (bounded) for what became of a shared group's message.
+async fn outcome(fut: ClusterFuture<bool>) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("settled in time")
+}
+
+#[tokio::test]
+async fn a_shared_message_is_taken_once_acknowledged_or_kept_and_given_back_otherwise() {
+    let (_hub, nodes) = cluster(1).await;
+    let node = nodes[0].member.node();
+    let filter = TopicFilter::new("$share/g/job").unwrap();
+    let job = |n: u8| {
+        let topic = mqttx_broker::router::TopicName::new("job").unwrap();
+        Message::new(topic, vec![n], QoS::AtLeastOnce, false)
+    };
+    assert!(
+        node.deliver_shared_tracked(&filter, &job(0)).is_none(),
+        "no member"
+    );
+
+    // A member that acknowledges: taken once its PUBACK came, not before.
+    let mut worker = client(nodes[0].addr, V5, "worker").await;
+    subscribe(&mut worker, 1, "$share/g/job", QoS::AtLeastOnce).await;
+    let mut fut = node
+        .deliver_shared_tracked(&filter, &job(1))
+        .expect("a member");
+    let p = next_publish(&mut worker).await;
+    assert_eq!(&p.payload[..], [1]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut fut)
+            .await
+            .is_err(),
+        "not taken before the PUBACK"
+    );
+    worker
+        .send(&Packet::PubAck(PubResponse::new(p.packet_id.unwrap())))
+        .await;
+    assert!(outcome(fut).await, "acknowledged");
+
+    // A member whose connection ends with its session before the PUBACK: given back.
+    let fut = node
+        .deliver_shared_tracked(&filter, &job(2))
+        .expect("a member");
+    assert_eq!(&next_publish(&mut worker).await.payload[..], [2]);
+    drop(worker);
+    assert!(!outcome(fut).await, "not delivered");
+
+    // A member with a persistent session keeps it: in flight when its connection drops, then
+    // queued while it is away.
+    let (mut keeper, _) = persistent(nodes[0].addr, V5, "keeper").await;
+    subscribe(&mut keeper, 1, "$share/g/job", QoS::AtLeastOnce).await;
+    let fut = node
+        .deliver_shared_tracked(&filter, &job(3))
+        .expect("a member");
+    assert_eq!(&next_publish(&mut keeper).await.payload[..], [3]);
+    drop(keeper);
+    assert!(outcome(fut).await, "kept in flight with the session");
+    for _ in 0..300 {
+        if nodes[0].broker.stored_sessions() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fut = node
+        .deliver_shared_tracked(&filter, &job(4))
+        .expect("a member");
+    assert!(outcome(fut).await, "queued with the session");
+    let (mut keeper, present) = persistent(nodes[0].addr, V5, "keeper").await;
+    assert!(present);
+    let again = next_publish(&mut keeper).await;
+    assert_eq!((&again.payload[..], again.dup), (&[3u8][..], true));
+    assert_eq!(&next_publish(&mut keeper).await.payload[..], [4]);
+}

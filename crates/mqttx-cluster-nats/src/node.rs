@@ -65,6 +65,7 @@ pub struct NatsClusterOptions {
     stream_max_bytes: i64,
     heartbeat: Duration,
     local_while_unavailable: bool,
+    shared_ack_wait: Duration,
 }
 
 impl NatsClusterOptions {
@@ -81,7 +82,17 @@ impl NatsClusterOptions {
             stream_max_bytes: 1 << 30,
             heartbeat: Duration::from_secs(2),
             local_while_unavailable: true,
+            shared_ack_wait: Duration::from_secs(10),
         }
+    }
+
+    /// How long a shared group's QoS 1 or 2 message handed to a node may go unacknowledged
+    /// before the engine takes the node for dead and gives the message to another (default
+    /// 10 s). A live node whose member has not answered yet says so every half of it.
+    #[must_use]
+    pub fn shared_ack_wait(mut self, wait: Duration) -> Self {
+        self.shared_ack_wait = wait.max(Duration::from_millis(200));
+        self
     }
 
     /// Whether QoS 0 messages still go between this node's own clients while it is cut off
@@ -160,6 +171,9 @@ impl std::fmt::Display for ClusterError {
 
 impl std::error::Error for ClusterError {}
 
+/// How many of a shared group's messages may wait for their members' acknowledgements.
+const SHARED_MAX_ACK_PENDING: i64 = 10_000;
+
 /// What the publishing task does, in order.
 enum Command {
     Publish(Message, Option<oneshot::Sender<()>>),
@@ -198,6 +212,8 @@ struct Inner {
     nodes: kv::Store,
     local_while_unavailable: bool,
     heartbeat: Duration,
+    /// See [`NatsClusterOptions::shared_ack_wait`].
+    shared_ack_wait: Duration,
     /// The stream of QoS 1 and 2 messages.
     stream: stream::Stream,
     /// The reader of the durable consumer that delivers the stream's messages to this node.
@@ -382,6 +398,7 @@ impl NatsCluster {
             nodes,
             local_while_unavailable: options.local_while_unavailable,
             heartbeat: options.heartbeat,
+            shared_ack_wait: options.shared_ack_wait,
             stream: qos1_stream,
             consumer: tokio::sync::Mutex::new(None),
             prefix: prefix_owned,
@@ -578,9 +595,10 @@ impl Inner {
             filter_subjects: subjects.subjects().map(str::to_owned).collect(),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            // Not acknowledged in time (the node died): another node gets it.
-            ack_wait: Duration::from_secs(10),
-            max_ack_pending: 10_000,
+            // Not acknowledged in time (the node died; a live one says it is in progress):
+            // another node gets it.
+            ack_wait: self.shared_ack_wait,
+            max_ack_pending: SHARED_MAX_ACK_PENDING,
             inactive_threshold: Duration::from_secs(3600),
             ..Default::default()
         };
@@ -977,14 +995,24 @@ async fn consume(inner: std::sync::Weak<Inner>, consumer: jetstream::consumer::P
     }
 }
 
-/// Hands the group consumer's messages to a member of the local group `filter`: acknowledged
-/// when a member took it, refused (redelivered, possibly to another node) when the group has
-/// no member here any more.
+/// Hands the group consumer's messages to a member of the local group `filter`, and
+/// acknowledges each once that member has taken it ([`ClusterNode::deliver_shared_tracked`]:
+/// acknowledged by the client, or kept with its persistent session), telling the engine it is
+/// still in progress meanwhile. A message the group has no member here for, or that its member
+/// did not take (its connection ended with its session), is refused: the engine gives it to
+/// another node, or to the next member here.
 async fn consume_shared(
     inner: std::sync::Weak<Inner>,
     filter: TopicFilter,
     consumer: jetstream::consumer::PullConsumer,
 ) {
+    // At most as many messages wait for their members as the consumer lets out
+    // unacknowledged. Each waits on a task of its own, which outlives this reader: the group's
+    // last member here leaving stops the reader, and the message it had is then refused.
+    let pending = Arc::new(tokio::sync::Semaphore::new(SHARED_MAX_ACK_PENDING as usize));
+    let Some(progress) = inner.upgrade().map(|i| i.shared_ack_wait / 2) else {
+        return;
+    };
     loop {
         let mut messages = match consumer.messages().await {
             Ok(messages) => messages,
@@ -1008,19 +1036,42 @@ async fn consume_shared(
                 continue;
             };
             let taken = match Message::decode_record(&msg.payload) {
-                Ok(message) => node.deliver_shared(&filter, &message),
+                Ok(message) => node.deliver_shared_tracked(&filter, &message),
                 Err(error) => {
                     inner.unreadable.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(subject = %msg.subject, %error, "unreadable message in the stream");
-                    true
+                    let _ = msg.ack().await;
+                    continue;
                 }
             };
-            let kind = if taken {
-                jetstream::AckKind::Ack
-            } else {
-                jetstream::AckKind::Nak(None)
+            let Some(taken) = taken else {
+                // No member here (any more): another node's, or this node's next one.
+                let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                continue;
             };
-            let _ = msg.ack_with(kind).await;
+            let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _permit = permit;
+                tokio::pin!(taken);
+                let taken = loop {
+                    tokio::select! {
+                        taken = &mut taken => break taken,
+                        () = tokio::time::sleep(progress) => {
+                            let _ = msg.ack_with(jetstream::AckKind::Progress).await;
+                        }
+                    }
+                };
+                let kind = if taken {
+                    jetstream::AckKind::Ack
+                } else {
+                    // Not delivered: to another member, after a pause (the member's queue
+                    // may have been full).
+                    jetstream::AckKind::Nak(Some(Duration::from_millis(500)))
+                };
+                let _ = msg.ack_with(kind).await;
+            });
         }
         if inner.strong_count() == 0 {
             return;

@@ -307,6 +307,52 @@ async fn a_shared_group_over_two_nodes_gets_each_message_once() {
 }
 
 #[tokio::test]
+async fn a_shared_message_goes_to_another_member_only_when_its_member_did_not_take_it() {
+    let server = NatsServer::start();
+    // The engine takes a node for dead when a group message goes unacknowledged for 3 s.
+    let options = |id: &str| {
+        NatsClusterOptions::new(server.url(), id)
+            .connect_timeout(Duration::from_secs(2))
+            .shared_ack_wait(Duration::from_secs(3))
+    };
+    let n1 = node_with(&server, options("n1")).await;
+    let n2 = node_with(&server, options("n2")).await;
+    let n3 = node_with(&server, options("n3")).await;
+    // The group's only member, on n1, gets the message and leaves without a PUBACK.
+    let mut quitter = Raw::connect(n1.addr, "quitter").await;
+    quitter
+        .subscribe(1, "$share/g/work", QoS::AtLeastOnce)
+        .await;
+    let mut publ = Raw::connect(n3.addr, "pub").await;
+    publ.publish("work", b"task", QoS::AtLeastOnce, 1).await;
+    match quitter.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"task"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    // Another member joins on n2, then the first one's connection ends with its session: n1
+    // refuses the message at once, well before the acknowledgement wait runs out.
+    let mut worker = Raw::connect(n2.addr, "worker").await;
+    worker.subscribe(1, "$share/g/work", QoS::AtLeastOnce).await;
+    worker.silent(300).await;
+    drop(quitter);
+    let id = match worker.recv_within(Duration::from_millis(2500)).await {
+        Ok(Some(Packet::Publish(p))) => {
+            assert_eq!(&p.payload[..], b"task");
+            p.packet_id.expect("QoS 1")
+        }
+        other => panic!("expected the message again, got {other:?}"),
+    };
+    // A member that takes longer than the acknowledgement wait to answer keeps the message:
+    // its node tells the engine it is in progress, so nobody else gets it meanwhile.
+    let mut late = Raw::connect(n1.addr, "late").await;
+    late.subscribe(1, "$share/g/work", QoS::AtLeastOnce).await;
+    tokio::join!(worker.silent(4500), late.silent(4500));
+    worker.send(&Packet::PubAck(PubResponse::new(id))).await;
+    // Acknowledged: nobody gets it again.
+    tokio::join!(worker.silent(1000), late.silent(1000));
+}
+
+#[tokio::test]
 async fn retained_messages_reach_other_nodes_and_are_cleared() {
     let server = NatsServer::start();
     let [n1, _n2, n3] = three(&server).await;

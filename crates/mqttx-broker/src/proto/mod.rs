@@ -8,6 +8,7 @@
 //! [`Session::poll_transmit`] returns to the client.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -92,6 +93,66 @@ impl Message {
     }
 }
 
+/// What became of one message handed to one subscriber, for whoever must know (a cluster
+/// that gives a shared group's message to another member if this one did not take it).
+///
+/// [`settle`](Self::settle) calls the function given to [`new`](Self::new) once, with `true`
+/// when the message is taken care of: acknowledged by the client (PUBACK, PUBREC; or sent,
+/// at QoS 0), expired, too large for the client, or kept with a persistent session that
+/// outlives its connection. A receipt dropped unsettled settles with `false`: the message was
+/// not delivered (its connection ended with its session, or a queue was full).
+pub struct Receipt(Option<OnSettle>);
+
+/// What a [`Receipt`] calls when settled.
+type OnSettle = Box<dyn FnOnce(bool) + Send + Sync>;
+
+impl Receipt {
+    /// A receipt that calls `on_settle` once.
+    pub fn new(on_settle: impl FnOnce(bool) + Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(on_settle)))
+    }
+
+    /// Settles the receipt.
+    pub fn settle(mut self, taken: bool) {
+        if let Some(on_settle) = self.0.take() {
+            on_settle(taken);
+        }
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        if let Some(on_settle) = self.0.take() {
+            on_settle(false);
+        }
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+/// An [`Outbound`]'s receipt: boxed (a pointer in every copy, most without one), left out of
+/// clones (the original settles it) and of comparisons.
+#[derive(Debug, Default)]
+struct ReceiptSlot(Option<Box<Receipt>>);
+
+impl Clone for ReceiptSlot {
+    fn clone(&self) -> Self {
+        Self(None)
+    }
+}
+
+impl PartialEq for ReceiptSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ReceiptSlot {}
+
 /// A PUBLISH encoded once for every subscriber that receives it unchanged.
 ///
 /// For QoS 1 and 2 the bytes hold a placeholder Packet Identifier, which each session replaces
@@ -109,6 +170,8 @@ pub struct Outbound {
     v5: bool,
     /// The message's key in the broker's journal, for a durable session's copy.
     id: Option<u64>,
+    /// Who must know what became of this copy.
+    receipt: ReceiptSlot,
 }
 
 impl Outbound {
@@ -152,6 +215,7 @@ impl Outbound {
             expiry: message.properties.message_expiry_interval,
             v5: version.is_v5(),
             id: None,
+            receipt: ReceiptSlot(None),
         })
     }
 
@@ -166,6 +230,25 @@ impl Outbound {
     /// The key of this copy in the broker's journal, if it has one.
     pub fn id(&self) -> Option<u64> {
         self.id
+    }
+
+    /// With a receipt, settled when the session is done with this copy (see [`Receipt`]).
+    #[must_use]
+    pub fn with_receipt(mut self, receipt: Receipt) -> Self {
+        self.receipt = ReceiptSlot(Some(Box::new(receipt)));
+        self
+    }
+
+    /// Takes this copy's receipt, if it has one.
+    pub fn take_receipt(&mut self) -> Option<Receipt> {
+        self.receipt.0.take().map(|receipt| *receipt)
+    }
+
+    /// Settles this copy's receipt, if it has one.
+    fn settle(&mut self, taken: bool) {
+        if let Some(receipt) = self.take_receipt() {
+            receipt.settle(taken);
+        }
     }
 
     /// This message after waiting `waited` seconds: `None` once its Message Expiry Interval
@@ -739,15 +822,32 @@ impl SessionState {
         max_messages: usize,
         max_bytes: usize,
     ) -> bool {
+        let mut message = message;
         if message.qos() == QoS::AtMostOnce
             || self.queue.len() >= max_messages
             || self.queued_bytes.saturating_add(message.len()) > max_bytes
         {
             return false;
         }
+        // Kept with the session: taken care of (see `Receipt`).
+        if let Some(receipt) = message.take_receipt() {
+            receipt.settle(true);
+        }
         self.queued_bytes += message.len();
         self.queue.push_back((message, now));
         true
+    }
+
+    /// Settles the receipts of the messages this state keeps (queued and in flight) as taken:
+    /// they stay with the session (see [`Receipt`]).
+    pub fn keep_receipts(&mut self) {
+        let queued = self.queue.iter_mut().map(|(message, _)| message);
+        let flying = self.inflight.iter_mut().filter_map(|f| f.message.as_mut());
+        for message in queued.chain(flying) {
+            if let Some(receipt) = message.take_receipt() {
+                receipt.settle(true);
+            }
+        }
     }
 
     /// Messages waiting (queued, not in flight).
@@ -1344,7 +1444,7 @@ impl Session {
     /// Identifier when they are sent, within the client's Receive Maximum; a message whose
     /// Message Expiry Interval passes while it waits is dropped, the others are sent with the
     /// time they have left.
-    pub fn deliver(&mut self, now: Instant, message: Outbound) -> DeliverOutcome {
+    pub fn deliver(&mut self, now: Instant, mut message: Outbound) -> DeliverOutcome {
         let s = &mut self.state;
         s.tick(now);
         if s.phase != Phase::Connected {
@@ -1354,7 +1454,7 @@ impl Session {
         // the Client.
         if message.len() > s.client_max_packet_size as usize {
             s.stats.dropped_too_large += 1;
-            s.journal_done(&message);
+            s.journal_done(&mut message);
             return DeliverOutcome::TooLarge;
         }
         if s.queue.len() >= s.config.max_queued_messages
@@ -1365,7 +1465,9 @@ impl Session {
             } else {
                 s.stats.dropped_qos12 += 1;
             }
-            s.journal_done(&message);
+            // Not taken: a shared group's message may go to another member.
+            message.settle(false);
+            s.journal_done(&mut message);
             return DeliverOutcome::QueueFull;
         }
         s.queued_bytes += message.len();
@@ -1427,13 +1529,19 @@ impl Session {
                 // delete the copy of the message for that subscriber. [MQTT-3.3.2-6] The
                 // PUBLISH sent carries the received value minus the time it waited.
                 let id = message.id;
+                let mut message = message;
+                let receipt = message.take_receipt();
                 match message.aged(waited) {
-                    Some(aged) => {
+                    Some(mut aged) => {
+                        aged.receipt = ReceiptSlot(receipt.map(Box::new));
                         s.queued_bytes += aged.len();
                         s.queue.push_front((aged, s.now));
                     }
                     None => {
                         s.stats.dropped_expired += 1;
+                        if let Some(receipt) = receipt {
+                            receipt.settle(true);
+                        }
                         if let Some(id) = id {
                             s.journal(JournalEntry::Done { id });
                         }
@@ -1461,7 +1569,7 @@ impl Session {
                 s.inflight.insert(pid.get(), state);
                 Some(pid)
             };
-            let Some((message, _)) = s.queue.pop_front() else {
+            let Some((mut message, _)) = s.queue.pop_front() else {
                 break;
             };
             s.queued_bytes -= message.len();
@@ -1479,7 +1587,7 @@ impl Session {
                 s.send_seq += 1;
                 s.sent.insert(pid.get(), (s.send_seq, Some(message)));
             } else {
-                s.journal_done(&message);
+                s.journal_done(&mut message);
             }
         }
         out.len() > before
@@ -1623,8 +1731,10 @@ impl State {
         }
     }
 
-    /// Reports that a message with a journal key is gone.
-    fn journal_done(&mut self, message: &Outbound) {
+    /// Reports that a message is gone (settling its receipt: see [`Receipt`]), to the journal
+    /// if it has a journal key.
+    fn journal_done(&mut self, message: &mut Outbound) {
+        message.settle(true);
         if let Some(id) = message.id {
             self.journal(JournalEntry::Done { id });
         }
@@ -2150,10 +2260,10 @@ impl State {
     /// An outbound exchange ended: its Packet Identifier is free again.
     fn flight_done(&mut self, id: u16, delivered: bool) {
         self.inflight.remove(&id);
-        let Some((_, Some(message))) = self.sent.remove(&id) else {
+        let Some((_, Some(mut message))) = self.sent.remove(&id) else {
             return;
         };
-        self.journal_done(&message);
+        self.journal_done(&mut message);
         if let (true, Some(packet_id)) = (delivered, PacketId::new(id)) {
             if let Some(topic) = message.topic_bytes() {
                 self.events.push_back(Event::Delivered(Delivered {

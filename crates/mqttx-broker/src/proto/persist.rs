@@ -148,6 +148,7 @@ impl<'a> Reader<'a> {
             expiry: (flags & 0b10 != 0).then_some(expiry),
             v5: flags & 1 != 0,
             id: None,
+            receipt: super::ReceiptSlot(None),
         })
     }
 }
