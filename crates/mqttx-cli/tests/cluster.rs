@@ -546,6 +546,20 @@ async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
     assert!(present, "n2 adopted the session");
 }
 
+/// Connects to a node that refuses clients (0x88) while it catches up with the stream, once
+/// it accepts them (bounded): see [`Client::connect_with`].
+async fn once_ready(port: u16, id: &str, clean: bool) -> (Client, bool) {
+    for _ in 0..150 {
+        match Client::connect_with(port, id, clean).await {
+            Ok(connected) => return connected,
+            Err(Some(code)) => assert_eq!(code, mqttx_codec::ReasonCode::SERVER_UNAVAILABLE),
+            Err(None) => panic!("no CONNACK"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the node never accepted {id}");
+}
+
 #[tokio::test]
 async fn a_restarted_node_catches_up_from_the_stream() {
     use mqttx_codec::{
@@ -590,9 +604,7 @@ async fn a_restarted_node_catches_up_from_the_stream() {
 
     // n3 comes back: its session from the journal, the messages from its stream consumer.
     let n3 = node(&server, "n3").await;
-    let (mut back, present) = Client::connect(n3.broker.port, "sleeper")
-        .await
-        .expect("connect to n3 again");
+    let (mut back, present) = once_ready(n3.broker.port, "sleeper", false).await;
     assert!(present);
     let mut got = Vec::new();
     while got.len() < usize::from(N) {
@@ -613,4 +625,72 @@ async fn a_restarted_node_catches_up_from_the_stream() {
     }
     let want: Vec<String> = (1..=N).map(|i| format!("c/{i}")).collect();
     assert_eq!(got, want, "every message, in order");
+}
+
+#[tokio::test]
+async fn a_restarted_node_gives_new_subscribers_only_later_messages() {
+    use mqttx_codec::{
+        Disconnect, Packet, PacketId, PubResponse, Publish, QoS, Subscribe, SubscribeFilter,
+    };
+
+    const N: u16 = 20;
+    let subscribe = |id: u16| {
+        Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(id).unwrap(),
+            properties: Default::default(),
+            filters: vec![SubscribeFilter::new("c/#", QoS::AtLeastOnce)].into(),
+        })
+    };
+    let server = NatsServer::start();
+    let (n1, n3) = (node(&server, "n1").await, node(&server, "n3").await);
+    let (mut publ, _) = Client::connect(n1.broker.port, "pub")
+        .await
+        .expect("connect to n1");
+    let mut sent = 0u16;
+    let mut publish = async |publ: &mut Client, topic: String| {
+        sent += 1;
+        let mut p = Publish::new(topic, b"m".to_vec());
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(sent);
+        publ.send(&Packet::Publish(p)).await.unwrap();
+        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    };
+    // n3 had a QoS 1 subscriber (so it reads the stream), whose session ended with it.
+    let mut early = Client::connect_clean(n3.broker.port, "early")
+        .await
+        .expect("connect to n3");
+    early.send(&subscribe(1)).await.unwrap();
+    assert!(matches!(early.recv().await, Some(Packet::SubAck(_))));
+    publish(&mut publ, "c/0".into()).await;
+    match early.recv().await {
+        Some(Packet::Publish(p)) => {
+            early
+                .send(&Packet::PubAck(PubResponse::new(p.packet_id.unwrap())))
+                .await
+                .unwrap();
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    early
+        .send(&Packet::Disconnect(Disconnect::default()))
+        .await
+        .unwrap();
+    assert!(early.recv().await.is_none());
+
+    // Messages published while n3 is down wait in the stream for its consumer.
+    n3.broker.kill().await;
+    for i in 1..=N {
+        publish(&mut publ, format!("c/{i}")).await;
+    }
+    // Back, n3 delivers them (to nobody) before it accepts a client, so a subscriber that
+    // connects then gets only what is published afterwards.
+    let n3 = node(&server, "n3").await;
+    let (mut newcomer, _) = once_ready(n3.broker.port, "newcomer", true).await;
+    newcomer.send(&subscribe(1)).await.unwrap();
+    assert!(matches!(newcomer.recv().await, Some(Packet::SubAck(_))));
+    publish(&mut publ, "c/new".into()).await;
+    match newcomer.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(&*p.topic, "c/new", "only later messages"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
 }

@@ -218,6 +218,10 @@ struct Inner {
     stream: stream::Stream,
     /// The reader of the durable consumer that delivers the stream's messages to this node.
     consumer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// While this node catches up with what its consumer missed while it was down: the stream
+    /// sequence of the last message missed (0: caught up). New CONNECTs wait meanwhile, so
+    /// that no subscription made after a message was published gets it.
+    catch_up: AtomicU64,
     prefix: String,
     /// QoS 0 copies for other nodes dropped because the publishing task was behind.
     dropped: AtomicU64,
@@ -308,6 +312,23 @@ impl NatsCluster {
         .await
         .map_err(bounded("stream"))?
         .map_err(|e| ClusterError::Stream(e.to_string()))?;
+        // A node that comes back has its consumer's backlog to deliver first.
+        let catch_up = match tokio::time::timeout(
+            timeout,
+            qos1_stream.consumer_info(node_consumer(&options.node_id)),
+        )
+        .await
+        {
+            Ok(Ok(info)) if info.num_pending > 0 => {
+                let last = info.delivered.stream_sequence + info.num_pending;
+                tracing::info!(
+                    missed = info.num_pending,
+                    "catching up with the stream before accepting clients"
+                );
+                last
+            }
+            _ => 0,
+        };
         let prefix_owned = prefix.clone();
         let bucket = format!("{prefix}_retained");
         let retained = open_bucket(
@@ -401,6 +422,7 @@ impl NatsCluster {
             shared_ack_wait: options.shared_ack_wait,
             stream: qos1_stream,
             consumer: tokio::sync::Mutex::new(None),
+            catch_up: AtomicU64::new(catch_up),
             prefix: prefix_owned,
             dropped: AtomicU64::new(0),
             slow,
@@ -632,10 +654,7 @@ impl Inner {
         }
         let subjects = vec![format!("{}.q1.>", self.prefix)];
         let config = jetstream::consumer::pull::Config {
-            durable_name: Some(format!(
-                "node-{}",
-                crate::proto::subject::encode_token(&self.node_id)
-            )),
+            durable_name: Some(node_consumer(&self.node_id)),
             description: Some(format!(
                 "mqttx: QoS 1 and 2 messages for node {}",
                 self.node_id
@@ -937,6 +956,15 @@ async fn read(
     }
 }
 
+/// The name of node `node_id`'s durable consumer of the stream.
+fn node_consumer(node_id: &str) -> String {
+    format!("node-{}", crate::proto::subject::encode_token(node_id))
+}
+
+/// How long a node that comes back may take to catch up with its consumer's backlog before it
+/// accepts clients anyway.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
 /// Delivers the stream's messages to the broker, acknowledging each once what it made durable
 /// here is committed (many at once, in any order).
 async fn consume(inner: std::sync::Weak<Inner>, consumer: jetstream::consumer::PullConsumer) {
@@ -978,6 +1006,12 @@ async fn consume(inner: std::sync::Weak<Inner>, consumer: jetstream::consumer::P
                 },
                 _ => None,
             };
+            // Routed: a subscription made from now on gets only later messages.
+            let target = inner.catch_up.load(Ordering::Relaxed);
+            if target != 0 && msg.info().is_ok_and(|info| info.stream_sequence >= target) {
+                inner.catch_up.store(0, Ordering::Relaxed);
+                tracing::info!("caught up with the stream: accepting clients");
+            }
             pending.spawn(async move {
                 if let Some(done) = done {
                     done.await;
@@ -1198,6 +1232,23 @@ impl Cluster for NatsCluster {
             }
         });
         tokio::spawn(heartbeat(Arc::downgrade(inner), node));
+        if inner.catch_up.load(Ordering::Relaxed) != 0 {
+            // The backlog is delivered from now on, whether or not a subscription asks for it,
+            // and clients wait at most so long for it.
+            let weak = Arc::downgrade(inner);
+            tokio::spawn(async move {
+                if let Some(inner) = weak.upgrade() {
+                    inner.start_consumer().await;
+                }
+                tokio::time::sleep(CATCH_UP_LIMIT).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if inner.catch_up.swap(0, Ordering::Relaxed) != 0 {
+                    tracing::warn!(limit = ?CATCH_UP_LIMIT, "still catching up with the stream: accepting clients anyway");
+                }
+            });
+        }
     }
 
     fn subscribed(&self, filter: &TopicFilter) -> Option<ClusterFuture<()>> {
@@ -1316,5 +1367,6 @@ impl Cluster for NatsCluster {
 
     fn is_available(&self) -> bool {
         self.inner.client.connection_state() == async_nats::connection::State::Connected
+            && self.inner.catch_up.load(Ordering::Relaxed) == 0
     }
 }

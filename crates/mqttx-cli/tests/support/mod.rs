@@ -79,21 +79,52 @@ pub struct Client {
 impl Client {
     /// Connects with Clean Start 0 and a Session Expiry of an hour; returns Session Present.
     pub async fn connect(port: u16, id: &str) -> Option<(Self, bool)> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        match Self::connect_with(port, id, false).await {
+            Ok(connected) => Some(connected),
+            Err(Some(code)) => panic!("expected CONNACK 0x00, got {code}"),
+            Err(None) => None,
+        }
+    }
+
+    /// Connects with Clean Start 1 and no Session Expiry (a session that ends with the
+    /// connection); `Err` with the CONNACK's reason code when refused (`None`: no CONNACK).
+    pub async fn connect_clean(port: u16, id: &str) -> Result<Self, Option<ReasonCode>> {
+        Self::connect_with(port, id, true)
+            .await
+            .map(|(client, _)| client)
+    }
+
+    /// Connects with Clean Start 1 and no Session Expiry (`clean`), or Clean Start 0 and a
+    /// Session Expiry of an hour; returns Session Present, or the CONNACK's reason code when
+    /// refused (`None`: no CONNACK).
+    pub async fn connect_with(
+        port: u16,
+        id: &str,
+        clean: bool,
+    ) -> Result<(Self, bool), Option<ReasonCode>> {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|_| None)?;
         let mut client = Self {
             stream,
             decoder: Decoder::new(DecodeContext::new(V5)),
             buf: Vec::new(),
         };
         let mut connect = Connect::new(V5, id.to_owned());
-        connect.clean_start = false;
-        connect.properties.session_expiry_interval = Some(3600);
-        client.send(&Packet::Connect(connect)).await.ok()?;
-        match client.recv().await? {
-            Packet::ConnAck(ack) if ack.reason_code == ReasonCode::SUCCESS => {
-                Some((client, ack.session_present))
+        if !clean {
+            connect.clean_start = false;
+            connect.properties.session_expiry_interval = Some(3600);
+        }
+        client
+            .send(&Packet::Connect(connect))
+            .await
+            .map_err(|_| None)?;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::SUCCESS => {
+                Ok((client, ack.session_present))
             }
-            other => panic!("expected CONNACK, got {other:?}"),
+            Some(Packet::ConnAck(ack)) => Err(Some(ack.reason_code)),
+            _ => Err(None),
         }
     }
 
