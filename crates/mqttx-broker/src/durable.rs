@@ -305,6 +305,18 @@ pub struct ForeignSession {
     pub keys: Vec<(Table, Vec<u8>)>,
 }
 
+/// The client whose session a journal entry belongs to (`None`: an entry of no client, such
+/// as a retained message or the broker's metadata). With it, another broker's journal can be
+/// split per client before [`recover_session`] reads each.
+pub fn journal_client(table: Table, key: &[u8]) -> Option<&str> {
+    match table {
+        Table::Sessions | Table::Messages | Table::Flights | Table::Inbound | Table::Wills => {
+            split_client(key).map(|(client, _)| client)
+        }
+        _ => None,
+    }
+}
+
 /// Reads `client_id`'s persistent session out of `entries`, all or some of another broker's
 /// journal (a cluster node taking over the session of a node that died). `None`: the
 /// entries hold no session of that client.
@@ -317,12 +329,7 @@ pub fn recover_session(
 ) -> std::io::Result<Option<ForeignSession>> {
     let mine: Vec<Entry> = entries
         .into_iter()
-        .filter(|(table, key, _)| {
-            matches!(
-                table,
-                Table::Sessions | Table::Messages | Table::Flights | Table::Inbound | Table::Wills
-            ) && split_client(key).is_some_and(|(client, _)| client == client_id)
-        })
+        .filter(|(table, key, _)| journal_client(*table, key) == Some(client_id))
         .collect();
     let keys = mine.iter().map(|(t, k, _)| (*t, k.clone())).collect();
     let recovered = recover(mine, Clock::read())

@@ -159,7 +159,7 @@ mod store;
 
 pub use cluster::{ClaimError, Cluster, ClusterFuture, ClusterNode, ClusterWill};
 pub use config::{Config, Listener, ListenerKind};
-pub use durable::{ForeignSession, recover_session};
+pub use durable::{ForeignSession, journal_client, recover_session};
 pub use handler::{
     AllowAll, AppMessage, AuthDecision, ClientInfo, ConnectRefusal, Handler, MessageAction,
     PublishDecision, SubscribeDecision,

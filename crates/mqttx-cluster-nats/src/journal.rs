@@ -20,7 +20,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use mqttx_broker::{Entry, Journal, JournalOp, Table};
@@ -88,7 +88,10 @@ fn other(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
-/// Every journal entry of node `node_id` in `store`.
+/// Every journal entry of node `node_id` in `store`, in key order.
+///
+/// Only that node's keys are read: an ordered consumer of the bucket's stream filtered on the
+/// node's token, from the last value of each key.
 ///
 /// # Errors
 /// The bucket could not be read in time.
@@ -100,18 +103,40 @@ pub async fn read_node(
     let node = encode_token(node_id);
     let read = async {
         let mut out = Vec::new();
-        let mut keys = store.keys().await.map_err(|e| other("journal keys", e))?;
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| other("journal keys", e))?;
-            let Some((table, bytes)) = journal_key(&node, &key) else {
-                continue;
-            };
-            if let Some(value) = store
-                .get(key.as_str())
-                .await
-                .map_err(|e| other("journal entry", e))?
-            {
-                out.push((table, bytes, value.to_vec()));
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}{node}.>", store.prefix),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        };
+        let consumer = store
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| other("journal read", e))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| other("journal read", e))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| other("journal read", e))?;
+            let pending = msg.info().map_or(0, |info| info.pending);
+            let removed = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(KV_OPERATION))
+                .is_some_and(|op| op.as_str() != "PUT");
+            let entry = msg
+                .subject
+                .strip_prefix(store.prefix.as_str())
+                .and_then(|key| journal_key(&node, key));
+            if let (Some((table, bytes)), false) = (entry, removed) {
+                out.push((table, bytes, msg.payload.to_vec()));
+            }
+            if pending == 0 {
+                break;
             }
         }
         // In key order, as the broker's recovery expects.
@@ -122,6 +147,9 @@ pub async fn read_node(
         .await
         .map_err(|_| other("journal", "timed out"))?
 }
+
+/// The header of a key-value bucket's message that says it removes its key.
+const KV_OPERATION: &str = "KV-Operation";
 
 /// Removes node `node_id`'s entries `keys` from `store` (after another node took them over).
 ///

@@ -18,14 +18,16 @@
 //! ([`Message::encode_record`]). A node that takes the entry of a node that stopped publishes
 //! that Will, so a client's Will survives the node it was connected to.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use mqttx_broker::{ClaimError, ClusterNode, ClusterWill, ForeignSession, Message, StoredSession};
+use mqttx_broker::{
+    ClaimError, ClusterNode, ClusterWill, ForeignSession, Message, StoredSession, journal_client,
+};
 
 use crate::journal::{purge_node, read_node};
 use crate::proto::subject::{decode_token, encode_token};
@@ -42,6 +44,9 @@ pub struct Ownership {
     /// The cluster's journal bucket: a dead owner's sessions are read from it.
     journal: Option<kv::Store>,
 }
+
+/// Journals of nodes that stopped, read once per pass over the owners: per node, per client.
+type Journals = HashMap<String, HashMap<String, Vec<mqttx_broker::Entry>>>;
 
 /// One client's entry: its owner, the Will of its connection there, and the revision.
 #[derive(Debug)]
@@ -169,6 +174,47 @@ impl Ownership {
                 return None;
             }
         };
+        self.recover(client_id, previous, entries).await
+    }
+
+    /// Like [`take_from_journal`](Self::take_from_journal), reading each node's journal once
+    /// into `journals` (split per client) for all the sessions of that node taken in one pass.
+    async fn take_from_journals(
+        &self,
+        journals: &mut Journals,
+        client_id: &str,
+        previous: &str,
+    ) -> Option<ForeignSession> {
+        let store = self.journal.as_ref()?;
+        if !journals.contains_key(previous) {
+            let entries = match read_node(store, previous, self.timeout).await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(%client_id, node = %previous, %error, "cannot read the previous owner's journal");
+                    return None;
+                }
+            };
+            let mut by_client: HashMap<String, Vec<mqttx_broker::Entry>> = HashMap::new();
+            for entry in entries {
+                if let Some(client) = journal_client(entry.0, &entry.1) {
+                    by_client.entry(client.to_owned()).or_default().push(entry);
+                }
+            }
+            journals.insert(previous.to_owned(), by_client);
+        }
+        let entries = journals.get_mut(previous)?.remove(client_id)?;
+        self.recover(client_id, previous, entries).await
+    }
+
+    /// `client_id`'s session read from `entries` of node `previous`'s journal, and removed
+    /// from that journal.
+    async fn recover(
+        &self,
+        client_id: &str,
+        previous: &str,
+        entries: Vec<mqttx_broker::Entry>,
+    ) -> Option<ForeignSession> {
+        let store = self.journal.as_ref()?;
         match mqttx_broker::recover_session(client_id, entries) {
             Ok(Some(found)) => {
                 if let Err(error) = purge_node(store, previous, &found.keys).await {
@@ -351,6 +397,8 @@ impl Ownership {
             return 0;
         };
         let mut adopted = 0;
+        // Each dead node's journal is read once for all its sessions.
+        let mut journals = Journals::new();
         for key in keys {
             let Ok(client_id) = decode_token(&key) else {
                 continue;
@@ -376,7 +424,10 @@ impl Ownership {
                 // here): the entry is this node's again, and nothing is to be read.
                 continue;
             }
-            let Some(found) = self.take_from_journal(&client_id, &owner).await else {
+            let found = self
+                .take_from_journals(&mut journals, &client_id, &owner)
+                .await;
+            let Some(found) = found else {
                 // Nothing journaled (it ended with its connection): nothing to keep, and the
                 // Will of the connection, if any, is due now.
                 let _ = self.release(&client_id).await;
