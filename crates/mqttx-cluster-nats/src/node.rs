@@ -22,7 +22,7 @@
 //! 10 s (it died) has it redelivered to another.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -201,6 +201,9 @@ struct Inner {
     /// The reader tasks of each interest's subscriptions.
     readers: Mutex<HashMap<u64, Vec<JoinHandle<()>>>>,
     publish: mpsc::Sender<Command>,
+    /// QoS 1 and 2 messages waiting for room in `publish`: while any does, later ones wait
+    /// behind it rather than overtake it.
+    overflow: AtomicUsize,
     /// Retained updates for the bucket, applied in order by their own task.
     retain_queue: mpsc::Sender<RetainUpdate>,
     /// The retained messages found at connect, handed to the broker at attach, and the
@@ -413,6 +416,7 @@ impl NatsCluster {
             interest: Mutex::default(),
             readers: Mutex::default(),
             publish: tx,
+            overflow: AtomicUsize::new(0),
             retain_queue: retain_tx,
             initial_retained: Mutex::new(Initial(initial, Some(watch))),
             journal: Arc::new(journal),
@@ -807,15 +811,18 @@ impl Inner {
             .js
             .publish_with_headers(subject.clone(), headers.clone(), body.clone())
             .await;
-        let inner = Arc::clone(self);
+        let inner = Arc::downgrade(self);
         // Acknowledgements come back in their own time; retries keep the message id, so the
-        // stream keeps one copy.
+        // stream keeps one copy. They end with the cluster (the broker gone, nobody waits).
         tokio::spawn(async move {
             let mut attempt = first;
             let mut backoff = Duration::from_millis(50);
             loop {
+                let Some(timeout) = inner.upgrade().map(|inner| inner.timeout) else {
+                    return;
+                };
                 let acked = match attempt {
-                    Ok(ack) => tokio::time::timeout(inner.timeout, ack)
+                    Ok(ack) => tokio::time::timeout(timeout, ack)
                         .await
                         .map_err(|_| String::from("timed out"))
                         .and_then(|r| r.map_err(|e| e.to_string())),
@@ -824,7 +831,9 @@ impl Inner {
                     {
                         // The server's limit is lower than the one checked (another server
                         // since): as above, a message of this node only.
-                        inner.too_large.fetch_add(1, Ordering::Relaxed);
+                        if let Some(inner) = inner.upgrade() {
+                            inner.too_large.fetch_add(1, Ordering::Relaxed);
+                        }
                         tracing::warn!(%subject, error = %e, "message too large for NATS: delivered on this node only");
                         if let Some(stored) = stored {
                             let _ = stored.send(());
@@ -844,6 +853,9 @@ impl Inner {
                         tracing::warn!(%subject, %error, "JetStream did not store a message; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
+                        let Some(inner) = inner.upgrade() else {
+                            return;
+                        };
                         attempt = inner
                             .js
                             .publish_with_headers(subject.clone(), headers.clone(), body.clone())
@@ -1305,18 +1317,28 @@ impl Cluster for NatsCluster {
         }
         let (tx, rx) = oneshot::channel();
         let command = Command::Publish(message.clone(), Some(tx));
-        let waiting = match self.inner.publish.try_send(command) {
+        // Once one QoS 1/2 message waits for room, the next ones wait behind it: the broker
+        // awaits these futures in order, so they reach the queue in order.
+        let overflow = &self.inner.overflow;
+        let queued = if overflow.load(Ordering::Acquire) == 0 {
+            self.inner.publish.try_send(command)
+        } else {
+            Err(mpsc::error::TrySendError::Full(command))
+        };
+        let waiting = match queued {
             Err(mpsc::error::TrySendError::Full(command)) => {
-                tracing::warn!(topic = %message.topic, "cluster publishing queue full: waiting for room");
-                Some((self.inner.publish.clone(), command))
+                if overflow.fetch_add(1, Ordering::AcqRel) == 0 {
+                    tracing::warn!(topic = %message.topic, "cluster publishing queue full: waiting for room");
+                }
+                Some((Arc::clone(&self.inner), command))
             }
             _ => None,
         };
         Some(Box::pin(async move {
-            // The queue was full: queued once there is room, which the broker waits for
-            // (a message handed over since may reach the stream first).
-            if let Some((queue, command)) = waiting {
-                let _ = queue.send(command).await;
+            // The queue was full: queued once there is room, which the broker waits for.
+            if let Some((inner, command)) = waiting {
+                let _ = inner.publish.send(command).await;
+                inner.overflow.fetch_sub(1, Ordering::AcqRel);
             }
             // Never acknowledged unless stored (fail closed).
             if rx.await.is_err() {
