@@ -448,6 +448,19 @@ impl FastNodes {
     }
 }
 
+impl FastNodes {
+    /// Nodes n1 and n2, and a client on n2 subscribed to `will/#`.
+    async fn pair_watching_wills(server: &NatsServer) -> (Self, Broker, Broker, Client) {
+        let fast = Self::new();
+        let (n1, n2) = (
+            fast.start(server, "n1").await,
+            fast.start(server, "n2").await,
+        );
+        let watcher = watcher(n2.port, "watcher", "will/#").await;
+        (fast, n1, n2, watcher)
+    }
+}
+
 /// A raw client on `port` subscribed to `filter` at QoS 1.
 async fn watcher(port: u16, id: &str, filter: &str) -> Client {
     use mqttx_codec::{Packet, PacketId, QoS, Subscribe, SubscribeFilter};
@@ -473,12 +486,7 @@ async fn the_wills_of_clients_connected_to_a_killed_node_are_published() {
     use mqttx_codec::Packet;
 
     let server = NatsServer::start();
-    let fast = FastNodes::new();
-    let (n1, n2) = (
-        fast.start(&server, "n1").await,
-        fast.start(&server, "n2").await,
-    );
-    let mut watcher = watcher(n2.port, "watcher", "will/#").await;
+    let (_fast, n1, n2, mut watcher) = FastNodes::pair_watching_wills(&server).await;
     // Connected to n1, each with a Will due at once: "lively" stays away once n1 is gone (n2
     // adopts n1's clients when its heartbeat expires), "hasty" reconnects to n2 at once (its
     // claim finds n1 silent).
@@ -520,12 +528,7 @@ async fn a_dead_node_s_absent_sessions_are_adopted_with_their_wills() {
     use mqttx_codec::Packet;
 
     let server = NatsServer::start();
-    let fast = FastNodes::new();
-    let (n1, n2) = (
-        fast.start(&server, "n1").await,
-        fast.start(&server, "n2").await,
-    );
-    let mut watcher = watcher(n2.port, "watcher", "will/#").await;
+    let (_fast, n1, n2, mut watcher) = FastNodes::pair_watching_wills(&server).await;
 
     // A client with a persistent session and a Will delayed by 3 s loses its connection to
     // n1 (dropped without DISCONNECT): n1 keeps the session and the Will, journaled in the

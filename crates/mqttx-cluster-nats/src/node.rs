@@ -209,6 +209,10 @@ struct Inner {
     /// The retained messages found at connect, handed to the broker at attach, and the
     /// watch of later changes (started before they were read, so none is missed).
     initial_retained: Mutex<Initial>,
+    /// The retained messages' bucket, watched again after a reconnect.
+    retained: kv::Store,
+    /// The number of connections to NATS so far (see `watch_retained`).
+    connects: tokio::sync::watch::Receiver<u64>,
     /// This node's journal in the cluster's journal bucket.
     journal: Arc<NatsJournal>,
     /// The nodes' heartbeats.
@@ -280,13 +284,17 @@ impl NatsCluster {
         let (q0, q1) = (namespace("q0")?, namespace("q1")?);
         let timeout = options.connect_timeout;
         let slow = Arc::new(AtomicU64::new(0));
+        // Counts the connections to NATS: the bucket watches start again after a reconnect.
+        let connects = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let client = async_nats::ConnectOptions::new()
             .name(format!("mqttx {}", options.node_id))
             .event_callback({
                 let slow = Arc::clone(&slow);
+                let connects = Arc::clone(&connects);
                 move |event| {
                     let slow = Arc::clone(&slow);
-                    async move { on_event(&event, &slow) }
+                    let connects = Arc::clone(&connects);
+                    async move { on_event(&event, &slow, &connects) }
                 }
             })
             .connection_timeout(timeout)
@@ -374,7 +382,8 @@ impl NatsCluster {
         )
         .await
         .map_err(|e| ClusterError::Bucket(format!("{prefix}_sessions: {e}")))?
-        .with_journal(journal_store);
+        .with_journal(journal_store)
+        .with_reconnects(connects.subscribe());
         let bucket = format!("{prefix}_nodes");
         let nodes = open_bucket(
             &js,
@@ -384,7 +393,8 @@ impl NatsCluster {
                 history: 1,
                 max_age: options.heartbeat * 3,
                 num_replicas: options.replicas,
-                storage: stream::StorageType::Memory,
+                // On file, so that it outlives a restart of the engine.
+                storage: stream::StorageType::File,
                 ..Default::default()
             },
             timeout,
@@ -403,7 +413,7 @@ impl NatsCluster {
         let initial = load_retained(&retained, &keys, timeout).await?;
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
         let (retain_tx, retain_rx) = mpsc::channel(RETAIN_QUEUE);
-        tokio::spawn(retainer(retained, retain_rx, timeout));
+        tokio::spawn(retainer(retained.clone(), retain_rx, timeout));
         let inner = Arc::new(Inner {
             client,
             js,
@@ -419,6 +429,8 @@ impl NatsCluster {
             overflow: AtomicUsize::new(0),
             retain_queue: retain_tx,
             initial_retained: Mutex::new(Initial(initial, Some(watch))),
+            retained,
+            connects: connects.subscribe(),
             journal: Arc::new(journal),
             nodes,
             local_while_unavailable: options.local_while_unavailable,
@@ -483,9 +495,16 @@ impl NatsCluster {
 }
 
 /// Logs what the NATS client reports about its connection, and counts slow-consumer drops.
-fn on_event(event: &async_nats::Event, slow: &AtomicU64) {
+fn on_event(
+    event: &async_nats::Event,
+    slow: &AtomicU64,
+    connects: &tokio::sync::watch::Sender<u64>,
+) {
     match event {
-        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+        async_nats::Event::Connected => {
+            tracing::info!("connected to NATS");
+            connects.send_modify(|n| *n += 1);
+        }
         async_nats::Event::Disconnected => {
             tracing::warn!("disconnected from NATS: new CONNECTs refused until it is back");
         }
@@ -1149,7 +1168,7 @@ async fn heartbeat(inner: std::sync::Weak<Inner>, node: ClusterNode) {
     let Some(every) = inner.upgrade().map(|i| i.heartbeat) else {
         return;
     };
-    let started = tokio::time::Instant::now();
+    let mut started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1164,6 +1183,9 @@ async fn heartbeat(inner: std::sync::Weak<Inner>, node: ClusterNode) {
         let put = inner.nodes.put(&me, Bytes::from_static(b"alive"));
         if !matches!(tokio::time::timeout(inner.timeout, put).await, Ok(Ok(_))) {
             tracing::debug!("heartbeat not recorded");
+            // Once the engine is back, the other nodes need as long as at start to be seen
+            // alive again: their heartbeats may have expired meanwhile.
+            started = tokio::time::Instant::now();
             continue;
         }
         if started.elapsed() < every * 4 {
@@ -1185,11 +1207,39 @@ async fn heartbeat(inner: std::sync::Weak<Inner>, node: ClusterNode) {
     }
 }
 
-/// Watches the retained bucket and mirrors it into the broker.
+/// Watches the retained bucket and mirrors it into the broker. After a reconnect to NATS (a
+/// restarted engine leaves the watch silent) it reads the whole bucket again and goes on
+/// watching from there.
 async fn watch_retained(inner: std::sync::Weak<Inner>, mut watch: kv::Watch) {
-    while let Some(entry) = watch.next().await {
+    let Some(mut connects) = inner.upgrade().map(|inner| inner.connects.clone()) else {
+        return;
+    };
+    connects.mark_unchanged();
+    loop {
+        let entry = tokio::select! {
+            entry = watch.next() => entry,
+            changed = connects.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                None
+            }
+        };
         let Some(inner) = inner.upgrade() else {
             return;
+        };
+        let Some(entry) = entry else {
+            // Reconnected, or the watch ended: every key's value again, then its changes.
+            match inner.retained.watch_with_history(">").await {
+                Ok(again) => watch = again,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the retained messages again; retrying");
+                    drop(inner);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    connects.mark_changed();
+                }
+            }
+            continue;
         };
         let Ok(entry) = entry else {
             continue;

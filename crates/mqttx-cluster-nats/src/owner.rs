@@ -43,6 +43,8 @@ pub struct Ownership {
     timeout: Duration,
     /// The cluster's journal bucket: a dead owner's sessions are read from it.
     journal: Option<kv::Store>,
+    /// Changes at each connection to NATS: the owners' watch starts again after a reconnect.
+    reconnects: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// Journals of nodes that stopped, read once per pass over the owners: per node, per client.
@@ -145,6 +147,7 @@ impl Ownership {
             control: control.to_owned(),
             timeout,
             journal: None,
+            reconnects: None,
         })
     }
 
@@ -153,6 +156,15 @@ impl Ownership {
     #[must_use]
     pub fn with_journal(mut self, journal: kv::Store) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Watches the owners again (from every entry's current value) whenever `reconnects`
+    /// changes: the NATS client's connection count, which a restarted engine bumps while
+    /// leaving the watch silent.
+    #[must_use]
+    pub fn with_reconnects(mut self, reconnects: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.reconnects = Some(reconnects);
         self
     }
 
@@ -304,30 +316,16 @@ impl Ownership {
             }
             Some(entry) if entry.owner == self.node_id => {
                 // This node's already: the entry takes this connection's Will.
-                let update = self.kv.update(&key, me, entry.revision);
-                return match tokio::time::timeout(self.timeout, update).await {
-                    Ok(Ok(_)) => Ok(None),
-                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        tracing::debug!(%client_id, "session claim lost to another node");
-                        Err(ClaimError::Refused)
-                    }
-                    _ => Err(ClaimError::Unavailable),
-                };
+                self.replace(client_id, &key, me, entry.revision).await?;
+                return Ok(None);
             }
             Some(Entry {
                 owner,
                 will: previous_will,
                 revision,
             }) => {
-                let update = self.kv.update(&key, me, revision);
-                match tokio::time::timeout(self.timeout, update).await {
-                    Ok(Ok(_)) => (owner, previous_will),
-                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        tracing::debug!(%client_id, "session claim lost to another node");
-                        return Err(ClaimError::Refused);
-                    }
-                    _ => return Err(ClaimError::Unavailable),
-                }
+                self.replace(client_id, &key, me, revision).await?;
+                (owner, previous_will)
             }
             None => {
                 let create = self.kv.create(&key, me);
@@ -376,6 +374,25 @@ impl Ownership {
                 tracing::warn!(%client_id, node = %previous, %error, "the handed-over session could not be read");
                 Ok(None)
             }
+        }
+    }
+
+    /// Replaces `client_id`'s entry (bucket key `key`) by `value` if it is still at `revision`.
+    async fn replace(
+        &self,
+        client_id: &str,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<(), ClaimError> {
+        let update = self.kv.update(key, value, revision);
+        match tokio::time::timeout(self.timeout, update).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::debug!(%client_id, "session claim lost to another node");
+                Err(ClaimError::Refused)
+            }
+            _ => Err(ClaimError::Unavailable),
         }
     }
 
@@ -468,11 +485,44 @@ impl Ownership {
     ) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
         let mut watch = self.kv.watch_all().await?;
         let this = self.clone();
+        let mut reconnects = self.reconnects.clone();
+        if let Some(reconnects) = &mut reconnects {
+            reconnects.mark_unchanged();
+        }
         Ok(tokio::spawn(async move {
-            while let Some(entry) = watch.next().await {
+            loop {
+                let reconnected = async {
+                    match &mut reconnects {
+                        Some(reconnects) => reconnects.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                let entry = tokio::select! {
+                    entry = watch.next() => entry,
+                    again = reconnected => {
+                        if !again {
+                            return;
+                        }
+                        None
+                    }
+                };
                 if !node.is_alive() {
                     return;
                 }
+                let Some(entry) = entry else {
+                    // Reconnected, or the watch ended: every entry again, then its changes.
+                    match this.kv.watch_with_history(">").await {
+                        Ok(again) => watch = again,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot watch the session owners again; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if let Some(reconnects) = &mut reconnects {
+                                reconnects.mark_changed();
+                            }
+                        }
+                    }
+                    continue;
+                };
                 let Ok(entry) = entry else {
                     continue;
                 };

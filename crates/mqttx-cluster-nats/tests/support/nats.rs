@@ -41,23 +41,45 @@ impl NatsServer {
     /// Starts a nats-server with JetStream on a random loopback port, or panics saying why
     /// (and how to install nats-server when there is none).
     pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (child, url) = Self::spawn(dir.path(), "-1");
+        Self { child, url, dir }
+    }
+
+    /// Kills the server (by its pid) and starts it again on the same port with the same
+    /// JetStream directory, as an engine that crashed and came back.
+    #[allow(dead_code)]
+    pub(crate) fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.url.rsplit(':').next().expect("a port").to_owned();
+        let (child, url) = Self::spawn(self.dir.path(), &port);
+        assert_eq!(url, self.url, "restarted on the same port");
+        self.child = child;
+    }
+
+    /// Starts nats-server in `dir` on `port` (`-1`: a random one) and reads its client URL.
+    fn spawn(dir: &Path, port: &str) -> (Child, String) {
         let binary = match locate(std::env::var_os("NATS_SERVER").map(PathBuf::from)) {
             Ok(binary) => binary,
             Err(e) => panic!("{e}"),
         };
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let log = fs::File::create(dir.path().join("nats-server.log")).expect("a log file");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("nats-server.log"))
+            .expect("a log file");
         let mut child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(dir.path().join("jetstream"))
+            .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
+            .arg(dir.join("jetstream"))
             .arg("--ports_file_dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}; {HOW_TO_INSTALL}", binary.display()));
-        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let ports = dir.join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + START_TIMEOUT;
         let url = loop {
             if let Some(url) = fs::read_to_string(&ports).ok().and_then(|s| client_url(&s)) {
@@ -72,12 +94,12 @@ impl NatsServer {
                     binary.display(),
                     ports.display(),
                     exited.map_or_else(|| "timed out".to_owned(), |s| s.to_string()),
-                    log_tail(dir.path())
+                    log_tail(dir)
                 );
             }
             thread::sleep(POLL_INTERVAL);
         };
-        Self { child, url, dir }
+        (child, url)
     }
 
     /// The client URL, `nats://127.0.0.1:PORT`.
