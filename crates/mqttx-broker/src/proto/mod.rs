@@ -1640,18 +1640,9 @@ impl Session {
             let Some((kind, id, code)) = s.parked.pop_front() else {
                 break;
             };
-            let Some(pid) = PacketId::new(id) else {
-                continue;
-            };
-            let mut response = PubResponse::new(pid);
-            response.reason_code = code;
-            let packet = match kind {
-                PacketType::PubAck => Packet::PubAck(response),
-                PacketType::PubRec => Packet::PubRec(response),
-                PacketType::PubRel => Packet::PubRel(response),
-                _ => Packet::PubComp(response),
-            };
-            s.send(&packet);
+            if let Some(pid) = PacketId::new(id) {
+                s.send_response(kind, pid, code);
+            }
         }
     }
 
@@ -1713,6 +1704,11 @@ impl State {
             self.parked.push_back((kind, packet_id.get(), code));
             return;
         }
+        self.send_response(kind, packet_id, code);
+    }
+
+    /// Sends a PUBACK, PUBREC, PUBREL or PUBCOMP (`kind`) with no properties, now.
+    fn send_response(&mut self, kind: PacketType, packet_id: PacketId, code: ReasonCode) {
         let mut response = PubResponse::new(packet_id);
         response.reason_code = code;
         let packet = match kind {
