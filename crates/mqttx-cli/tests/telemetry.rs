@@ -6,37 +6,17 @@
 //! Every process is started here, waited for with a timeout and ended by its pid
 //! (`kill_on_drop`).
 
+mod support;
+
 use std::collections::HashMap;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{ChildStderr, Command};
+use support::{line_containing, port_in};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The next line of the broker's log containing `needle`.
-async fn line_containing(log: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> String {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match log.next_line().await.expect("read log") {
-                Some(line) if line.contains(needle) => return line,
-                Some(_) => {}
-                None => panic!("the broker exited before logging {needle:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {needle:?} in the log in time"))
-}
-
-fn port_in(line: &str) -> u16 {
-    line.split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-}
 
 fn tool(name: &str, port: u16, args: &[&str]) -> Command {
     let mut cmd = Command::new(name);

@@ -10,9 +10,9 @@ use std::time::Duration;
 use mqttx_codec::{
     Connect, DecodeContext, Decoder, EncodeContext, Packet, ProtocolVersion, ReasonCode, encode,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, Command};
 
 /// Bounds every wait of these helpers.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -36,26 +36,37 @@ pub async fn start_broker(args: &[&std::ffi::OsStr]) -> Broker {
         .spawn()
         .expect("spawn mqttx broker");
     let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let line = tokio::time::timeout(WAIT, async {
+    let line = line_containing(&mut log, "mqttx broker listening").await;
+    // Keep draining the log so that the broker never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    Broker {
+        child,
+        port: port_in(&line),
+    }
+}
+
+/// The next line of a broker's log containing `needle` (bounded by [`WAIT`]).
+pub async fn line_containing(log: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> String {
+    tokio::time::timeout(WAIT, async {
         loop {
             match log.next_line().await.expect("read log") {
-                Some(line) if line.contains("mqttx broker listening") => return line,
+                Some(line) if line.contains(needle) => return line,
                 Some(_) => {}
-                None => panic!("the broker exited before listening"),
+                None => panic!("the broker exited before logging {needle:?}"),
             }
         }
     })
     .await
-    .expect("the broker listens in time");
-    // Keep draining the log so that the broker never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    let port = line
-        .split("127.0.0.1:")
+    .unwrap_or_else(|_| panic!("no {needle:?} in the log in time"))
+}
+
+/// The port of the first `127.0.0.1:PORT` in a log line.
+pub fn port_in(line: &str) -> u16 {
+    line.split("127.0.0.1:")
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Broker { child, port }
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
 impl Broker {
