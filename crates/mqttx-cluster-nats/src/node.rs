@@ -88,7 +88,7 @@ impl NatsClusterOptions {
 
     /// How long a shared group's QoS 1 or 2 message handed to a node may go unacknowledged
     /// before the engine takes the node for dead and gives the message to another (default
-    /// 10 s). A live node whose member has not answered yet says so every half of it.
+    /// 10 s). A live node whose member has not answered yet says so every third of it.
     #[must_use]
     pub fn shared_ack_wait(mut self, wait: Duration) -> Self {
         self.shared_ack_wait = wait.max(Duration::from_millis(200));
@@ -1075,7 +1075,7 @@ async fn consume_shared(
     // unacknowledged. Each waits on a task of its own, which outlives this reader: the group's
     // last member here leaving stops the reader, and the message it had is then refused.
     let pending = Arc::new(tokio::sync::Semaphore::new(SHARED_MAX_ACK_PENDING as usize));
-    let Some(progress) = inner.upgrade().map(|i| i.shared_ack_wait / 2) else {
+    let Some(progress) = inner.upgrade().map(|i| i.shared_ack_wait / 3) else {
         return;
     };
     loop {
